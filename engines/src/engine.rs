@@ -1,0 +1,117 @@
+//! The `Engine` trait: one instance of a model on one unit, driven by one stream worker.
+//!
+//! An engine call blocks its thread for the whole batch; stream workers own a dedicated
+//! OS thread each, so no engine ever runs on the async executor.
+
+use thiserror::Error;
+
+/// A batch handed to an engine.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchInput<'a> {
+    /// Images in the batch.
+    pub images: u32,
+    /// The input tensor, `images` × the model's per-image input elements, row-major,
+    /// FP32. `None` for synthetic load (benchmarks): the engine uses data of its own.
+    pub data: Option<&'a [f32]>,
+}
+
+/// What an engine returns for a batch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BatchOutput {
+    /// Images in the batch.
+    pub images: u32,
+    /// Output elements per image.
+    pub per_image: usize,
+    /// `images` × `per_image` values, row-major. Empty when the input was synthetic
+    /// and the engine computed no output worth returning.
+    pub data: Vec<f32>,
+}
+
+impl BatchOutput {
+    /// The output of image `index`, if the engine returned data.
+    pub fn image(&self, index: usize) -> Option<&[f32]> {
+        let start = index.checked_mul(self.per_image)?;
+        self.data.get(start..start + self.per_image)
+    }
+}
+
+/// Static facts about an engine instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineInfo {
+    /// `sim`, `null`, `torch`, ... — exported as the `engine` metric label.
+    pub engine: &'static str,
+    /// Largest batch the engine accepts.
+    pub max_batch: u32,
+    /// Input elements per image.
+    pub input_len: usize,
+    /// Output elements per image.
+    pub output_len: usize,
+}
+
+/// Why a batch or a load failed.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum EngineError {
+    /// The engine could not be created (missing model file, bad device, ...).
+    #[error("engine could not be loaded: {0}")]
+    Load(String),
+    /// The batch is larger than the engine accepts.
+    #[error("batch of {images} images exceeds the engine's maximum of {max_batch}")]
+    BatchTooLarge {
+        /// Images asked for.
+        images: u32,
+        /// The engine's limit.
+        max_batch: u32,
+    },
+    /// The input has the wrong number of elements.
+    #[error("input has {got} values, expected {expected} ({images} images)")]
+    BadInput {
+        /// Elements given.
+        got: usize,
+        /// Elements expected.
+        expected: usize,
+        /// Images in the batch.
+        images: u32,
+    },
+    /// The inference itself failed.
+    #[error("inference failed: {0}")]
+    Inference(String),
+    /// This engine was not compiled into this binary.
+    #[error("engine {0:?} is not built into this binary (rebuild with `--features {0}`)")]
+    NotBuilt(&'static str),
+}
+
+/// One model instance on one unit.
+pub trait Engine: Send {
+    /// Static facts about the instance.
+    fn info(&self) -> EngineInfo;
+
+    /// Runs the model a few times so that the first real batch does not pay for lazy
+    /// initialization (allocator, autotuning, graph capture). Readiness waits for it.
+    fn warm_up(&mut self) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    /// Runs one batch, blocking until its output is ready.
+    fn infer(&mut self, input: BatchInput<'_>) -> Result<BatchOutput, EngineError>;
+}
+
+/// Checks a batch against an engine's limits: shared by every engine.
+pub fn check_input(info: &EngineInfo, input: &BatchInput<'_>) -> Result<(), EngineError> {
+    if input.images == 0 || input.images > info.max_batch {
+        return Err(EngineError::BatchTooLarge {
+            images: input.images,
+            max_batch: info.max_batch,
+        });
+    }
+    if let Some(data) = input.data {
+        let expected = input.images as usize * info.input_len;
+        if data.len() != expected {
+            return Err(EngineError::BadInput {
+                got: data.len(),
+                expected,
+                images: input.images,
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! Building an engine instance from its unit's config.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use mica_policies::{Profile, UnitKind};
+use serde::{Deserialize, Serialize};
+
+use crate::contention_hub::ContentionHub;
+use crate::engine::{Engine, EngineError};
+use crate::null::NullEngine;
+use crate::sim::{SimEngine, SimSettings};
+
+/// Which implementation runs a unit's batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineKind {
+    /// Emulates the unit from its profile (never a measurement).
+    Sim,
+    /// Does nothing: measures the scheduler's own overhead.
+    Null,
+    /// TorchScript through libtorch (feature `torch`).
+    Torch,
+}
+
+impl EngineKind {
+    /// The config spelling, also the `engine` metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Sim => "sim",
+            EngineKind::Null => "null",
+            EngineKind::Torch => "torch",
+        }
+    }
+
+    /// Whether this binary was built with the engine.
+    pub fn is_built(self) -> bool {
+        match self {
+            EngineKind::Sim | EngineKind::Null => true,
+            EngineKind::Torch => cfg!(feature = "torch"),
+        }
+    }
+}
+
+/// Everything needed to create one engine instance (one per stream worker).
+#[derive(Debug, Clone)]
+pub struct EngineSpec {
+    /// Implementation.
+    pub engine: EngineKind,
+    /// Index of the unit among all configured units.
+    pub unit: usize,
+    /// The unit's kind (decides precision and device for real engines).
+    pub unit_kind: UnitKind,
+    /// GPU index (GPU units, DLA fallback); `None` for the CPU.
+    pub device: Option<u32>,
+    /// Which of the unit's streams this instance serves (0-based).
+    pub stream: u32,
+    /// Largest batch accepted.
+    pub max_batch: u32,
+    /// Per-image input shape, e.g. `[3, 224, 224]`.
+    pub input_shape: Vec<usize>,
+    /// Output elements per image.
+    pub output_len: usize,
+    /// The unit's profile (required by `sim`).
+    pub profile: Option<Arc<Profile>>,
+    /// Model file (required by `torch`).
+    pub model_path: Option<PathBuf>,
+    /// `sim`: relative jitter of service times.
+    pub jitter: f64,
+    /// `sim`: seed of the jitter sequence.
+    pub seed: u64,
+    /// Real engines: capture CUDA graphs per batch size where the model allows.
+    pub cuda_graphs: bool,
+    /// Real engines: batches run at load before the unit reports ready.
+    pub warmup_batches: u32,
+}
+
+impl EngineSpec {
+    /// Input elements per image.
+    pub fn input_len(&self) -> usize {
+        self.input_shape.iter().product()
+    }
+}
+
+/// What engines of one platform share.
+#[derive(Debug, Clone)]
+pub struct EngineContext {
+    /// Contention coupling of the simulated units.
+    pub hub: Arc<ContentionHub>,
+}
+
+/// Creates an engine instance.
+pub fn build_engine(
+    spec: &EngineSpec,
+    context: &EngineContext,
+) -> Result<Box<dyn Engine>, EngineError> {
+    match spec.engine {
+        EngineKind::Null => Ok(Box::new(NullEngine::new(
+            spec.max_batch,
+            spec.input_len(),
+            spec.output_len,
+        ))),
+        EngineKind::Sim => {
+            let profile = spec.profile.clone().ok_or_else(|| {
+                EngineError::Load("the sim engine needs a profile for its unit".into())
+            })?;
+            Ok(Box::new(SimEngine::new(
+                SimSettings {
+                    unit: spec.unit,
+                    kind: spec.unit_kind,
+                    device: spec.device,
+                    max_batch: spec.max_batch,
+                    input_len: spec.input_len(),
+                    output_len: spec.output_len,
+                    jitter: spec.jitter,
+                    seed: spec
+                        .seed
+                        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                        .wrapping_add((spec.unit as u64) << 16 | u64::from(spec.stream)),
+                },
+                profile,
+                context.hub.clone(),
+            )))
+        }
+        EngineKind::Torch => build_torch(spec),
+    }
+}
+
+#[cfg(feature = "torch")]
+fn build_torch(spec: &EngineSpec) -> Result<Box<dyn Engine>, EngineError> {
+    crate::torch::build(spec)
+}
+
+#[cfg(not(feature = "torch"))]
+fn build_torch(_spec: &EngineSpec) -> Result<Box<dyn Engine>, EngineError> {
+    Err(EngineError::NotBuilt("torch"))
+}

@@ -1,0 +1,15 @@
+//! mica-engines: the `Engine` trait and its implementations.
+//!
+//! `sim` emulates a unit from its profile (contention included), `null` does nothing
+//! (scheduler overhead), `torch` runs TorchScript through libtorch (feature `torch`).
+//! An engine never knows a policy.
+
+pub mod contention_hub;
+pub mod engine;
+pub mod factory;
+pub mod null;
+pub mod sim;
+
+pub use contention_hub::ContentionHub;
+pub use engine::{check_input, BatchInput, BatchOutput, Engine, EngineError, EngineInfo};
+pub use factory::{build_engine, EngineContext, EngineKind, EngineSpec};

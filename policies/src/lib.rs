@@ -1,0 +1,25 @@
+//! mica-policies: everything that decides where a batch runs, with no I/O.
+//!
+//! Core types (units, profiles, the views a policy sees), the `Policy` trait and its
+//! implementations (one file each), the contention model, and the bookkeeping shared by
+//! the live dispatcher and the discrete-event simulator.
+
+pub mod cluster;
+pub mod config;
+pub mod contention;
+pub mod least_loaded;
+pub mod policy;
+pub mod profile;
+pub mod report;
+pub mod round_robin;
+pub mod unit;
+pub mod view;
+
+pub use cluster::{ClusterState, HealthRules, UnitSpec};
+pub use config::{build_policy, PolicyConfig};
+pub use contention::{ContentionConfig, ContentionModel, Load};
+pub use policy::{Completion, Decision, Policy};
+pub use profile::{Profile, ProfileError, ProfileOrigin, ProfilePoint};
+pub use report::{ReportBuilder, RunReport, Stats, UnitStats};
+pub use unit::{Precision, UnitId, UnitKind};
+pub use view::{ClusterView, QueueView, UnitView, WaitingRequest};
