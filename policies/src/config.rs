@@ -11,19 +11,14 @@ use crate::policy::Policy;
 use crate::round_robin::RoundRobin;
 
 /// A policy and its parameters, as written in the config.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PolicyConfig {
     /// Static rotation (the baseline).
     RoundRobin,
     /// Earliest expected finish time from the profiles.
+    #[default]
     LeastLoaded,
-}
-
-impl Default for PolicyConfig {
-    fn default() -> Self {
-        PolicyConfig::LeastLoaded
-    }
 }
 
 impl PolicyConfig {

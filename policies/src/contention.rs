@@ -38,11 +38,12 @@ pub trait ContentionModel: Send + Sync + Debug {
 }
 
 /// Config of the contention model, chosen per platform.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ContentionConfig {
     /// No contention: every unit runs as if alone (a data-center host with one unit
     /// per GPU, or an upper bound).
+    #[default]
     None,
     /// Proportional sharing: GPU units on one device share its SMs in proportion to
     /// their occupancy, and all units share DRAM bandwidth in proportion to demand.
@@ -50,12 +51,6 @@ pub enum ContentionConfig {
         /// Peak DRAM bandwidth shared by every unit, GB/s.
         memory_bandwidth_gbps: f64,
     },
-}
-
-impl Default for ContentionConfig {
-    fn default() -> Self {
-        ContentionConfig::None
-    }
 }
 
 impl ContentionConfig {
