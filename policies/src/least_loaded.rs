@@ -60,9 +60,10 @@ impl Policy for LeastLoaded {
             }
         }
         match best {
-            Some((unit, _, images)) if view.units[unit].can_take_batch() => {
-                Decision::Dispatch { unit, images }
-            }
+            Some((unit, _, _)) if view.units[unit].can_take_batch() => Decision::Dispatch {
+                unit,
+                images: queue.target_batch(view.units[unit].max_batch),
+            },
             // The fastest place is busy: wait for it to free a stream.
             Some((unit, _, _)) => Decision::Wait {
                 until: Some(view.units[unit].next_free_at),

@@ -12,6 +12,7 @@ pub mod policy;
 pub mod profile;
 pub mod report;
 pub mod round_robin;
+pub mod scheduler;
 pub mod unit;
 pub mod view;
 
@@ -23,3 +24,4 @@ pub use profile::{Profile, ProfileError, ProfileOrigin, ProfilePoint};
 pub use report::{ReportBuilder, RunReport, Stats, UnitStats};
 pub use unit::{Precision, UnitId, UnitKind};
 pub use view::{ClusterView, QueueView, UnitView, WaitingRequest};
+pub use scheduler::{Action, DropReason, InvalidRequest, Queued, Rejected, Scheduler, SchedulerSettings};

@@ -39,7 +39,7 @@ impl Policy for RoundRobin {
                 self.next = (index + 1) % count;
                 return Decision::Dispatch {
                     unit: index,
-                    images: queue.batch_for(unit.max_batch),
+                    images: queue.target_batch(unit.max_batch),
                 };
             }
         }

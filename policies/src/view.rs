@@ -143,6 +143,13 @@ impl QueueView<'_> {
         }
     }
 
+    /// The batch size to ask for from a unit whose limit is `max_batch`: the fixed
+    /// batch, or the unit's limit (the scheduler then holds a partial batch back until
+    /// the oldest request has waited the maximum queue delay).
+    pub fn target_batch(&self, max_batch: u32) -> u32 {
+        self.fixed_batch.unwrap_or(max_batch.max(1))
+    }
+
     /// Images a batch for a unit whose limit is `max_batch` would carry if taken now.
     pub fn batch_for(&self, max_batch: u32) -> u32 {
         match self.fixed_batch {
