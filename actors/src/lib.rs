@@ -1,1 +1,16 @@
+//! mica-actors: the running service.
+//!
+//! A `Dispatcher` actor admits requests and asks the policy (through the synchronous
+//! `Scheduler` core) where each batch goes; one `UnitActor` per compute unit owns that
+//! unit's `StreamWorker`s, each an engine instance on its own thread. `Service` is the
+//! handle the HTTP server and the load generator use.
 
+pub mod dispatcher;
+pub mod metrics;
+pub mod service;
+pub mod stream_worker;
+pub mod unit_actor;
+
+pub use service::{
+    InferError, InferRequest, InferResponse, Service, ServiceSetup, StartError, UnitSetup,
+};

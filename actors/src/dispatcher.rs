@@ -1,0 +1,290 @@
+//! The `Dispatcher` actor: admits requests, forms batches and routes them to units.
+//!
+//! All decisions are made by the synchronous `Scheduler` core (mica-policies); this
+//! actor only turns messages into scheduler events and scheduler actions into messages,
+//! and keeps one timer for the scheduler's next wake-up.
+
+use std::time::{Duration, Instant};
+
+use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, SpawnHandle};
+use mica_policies::{
+    Action, DropReason, PolicyConfig, Scheduler, SchedulerSettings, UnitSpec,
+};
+use tokio::sync::oneshot;
+use tracing::{debug, info, warn};
+
+use crate::metrics::DispatcherMetrics;
+use crate::service::{InferError, InferRequest, InferResponse};
+use crate::unit_actor::{RunBatch, UnitActor};
+
+/// A request in flight through the actors, with the channel its answer goes to.
+#[derive(Debug)]
+pub struct Pending {
+    /// Images the request carries.
+    pub images: u32,
+    /// Input data (`None` for synthetic load).
+    pub data: Option<Vec<f32>>,
+    /// Where the answer goes.
+    pub respond: oneshot::Sender<Result<InferResponse, InferError>>,
+    /// When it was admitted.
+    pub admitted: Instant,
+    /// Time it waited before its batch started (set at dispatch).
+    pub queue_wait: Duration,
+}
+
+impl Pending {
+    /// Answers with an error (the receiver may be gone: nothing to do then).
+    pub fn fail(self, error: InferError) {
+        let _ = self.respond.send(Err(error));
+    }
+}
+
+/// Command: admit a request.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Submit {
+    /// The request.
+    pub request: InferRequest,
+    /// Where its answer goes.
+    pub respond: oneshot::Sender<Result<InferResponse, InferError>>,
+}
+
+/// Event: a unit finished a batch.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct BatchCompleted {
+    /// Batch id from the scheduler.
+    pub batch: u64,
+    /// The engine's own time for the batch.
+    pub service: Duration,
+    /// Whether it succeeded.
+    pub ok: bool,
+}
+
+/// Command: replace the policy; answers the old policy's name.
+#[derive(Message)]
+#[rtype(result = "String")]
+pub struct SetPolicy {
+    /// The new policy.
+    pub policy: PolicyConfig,
+    /// Seed for policies that randomize.
+    pub seed: u64,
+}
+
+/// Command: stop admitting, drain, answer the rest, stop.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown {
+    /// Longest to wait for accepted work to finish.
+    pub drain: Duration,
+    /// Resolves with the number of requests answered `ShuttingDown`.
+    pub done: oneshot::Sender<usize>,
+}
+
+/// Routes batches to units.
+pub struct Dispatcher {
+    scheduler: Scheduler<Pending>,
+    units: Vec<Addr<UnitActor>>,
+    epoch: Instant,
+    timer: Option<(Duration, SpawnHandle)>,
+    actions: Vec<Action<Pending>>,
+    draining: Option<(Instant, oneshot::Sender<usize>)>,
+    metrics: DispatcherMetrics,
+}
+
+impl Dispatcher {
+    /// A dispatcher over these units.
+    pub fn new(
+        specs: &[UnitSpec],
+        engines: &[&'static str],
+        units: Vec<Addr<UnitActor>>,
+        policy: Box<dyn mica_policies::Policy>,
+        settings: SchedulerSettings,
+    ) -> Self {
+        let metrics = DispatcherMetrics::new(specs, engines, policy.name());
+        Self {
+            scheduler: Scheduler::new(specs, policy, settings),
+            units,
+            epoch: Instant::now(),
+            timer: None,
+            actions: Vec::new(),
+            draining: None,
+            metrics,
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    /// Runs the scheduler and carries out what it decides.
+    fn schedule(&mut self, ctx: &mut Context<Self>) {
+        let now = self.now();
+        let wake = self.scheduler.poll(now, &mut self.actions);
+        let policy = self.scheduler.policy().name();
+        for action in self.actions.drain(..) {
+            match action {
+                Action::Start {
+                    unit,
+                    batch,
+                    images,
+                    mut requests,
+                } => {
+                    let started = Instant::now();
+                    for request in &mut requests {
+                        request.payload.queue_wait = started.duration_since(request.payload.admitted);
+                    }
+                    self.metrics.dispatched(unit, policy, images);
+                    self.units[unit].do_send(RunBatch {
+                        batch,
+                        images,
+                        requests: requests.into_iter().map(|r| r.payload).collect(),
+                    });
+                }
+                Action::Drop { request, reason } => {
+                    let error = match reason {
+                        DropReason::Expired => InferError::TimedOut,
+                        DropReason::Shed => InferError::DeadlineCannotBeMet,
+                    };
+                    self.metrics.dropped(error.reason());
+                    request.payload.fail(error);
+                }
+            }
+        }
+        self.metrics.queue(self.scheduler.queued_requests(), self.scheduler.running_batches());
+        self.arm_timer(ctx, now, wake);
+        self.check_drained(ctx);
+    }
+
+    fn arm_timer(&mut self, ctx: &mut Context<Self>, now: Duration, wake: Option<Duration>) {
+        let Some(wake) = wake else {
+            return;
+        };
+        if let Some((at, handle)) = self.timer {
+            if at <= wake && at > now {
+                return;
+            }
+            ctx.cancel_future(handle);
+        }
+        let handle = ctx.run_later(wake.saturating_sub(now), |act, ctx| {
+            act.timer = None;
+            act.schedule(ctx);
+        });
+        self.timer = Some((wake, handle));
+    }
+
+    fn check_drained(&mut self, ctx: &mut Context<Self>) {
+        let Some((deadline, _)) = &self.draining else {
+            return;
+        };
+        let idle = self.scheduler.queued_requests() == 0 && self.scheduler.running_batches() == 0;
+        if !idle && Instant::now() < *deadline {
+            return;
+        }
+        let (_, done) = self.draining.take().expect("checked above; this is a bug");
+        let left = self.scheduler.drain_queue();
+        let count = left.len();
+        for request in left {
+            request.payload.fail(InferError::ShuttingDown);
+        }
+        if count > 0 {
+            warn!(requests = count, "drain time over: answered queued requests with an error");
+        }
+        let _ = done.send(count);
+        ctx.stop();
+    }
+}
+
+impl Actor for Dispatcher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Self::Context) {
+        debug!(units = self.units.len(), "dispatcher started");
+    }
+}
+
+impl Handler<Submit> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, message: Submit, ctx: &mut Self::Context) {
+        let Submit { request, respond } = message;
+        let pending = Pending {
+            images: request.images,
+            data: request.data,
+            respond,
+            admitted: Instant::now(),
+            queue_wait: Duration::ZERO,
+        };
+        if self.draining.is_some() {
+            pending.fail(InferError::ShuttingDown);
+            return;
+        }
+        if let Err(invalid) = self.scheduler.check(request.images) {
+            pending.fail(InferError::Invalid(match invalid {
+                mica_policies::InvalidRequest::TooManyImages { images, max } => {
+                    format!("batch of {images} images; the largest any unit accepts is {max}")
+                }
+                mica_policies::InvalidRequest::WrongBatch { images, fixed } => {
+                    format!("batch of {images} images; this run takes batches of exactly {fixed}")
+                }
+            }));
+            self.metrics.dropped("invalid");
+            return;
+        }
+        let now = self.now();
+        match self.scheduler.admit(now, request.images, request.priority, request.timeout, pending) {
+            Ok(_) => self.schedule(ctx),
+            Err(rejected) => {
+                self.metrics.dropped("overloaded");
+                rejected.payload.fail(InferError::Overloaded {
+                    retry_after: rejected.retry_after,
+                });
+            }
+        }
+    }
+}
+
+impl Handler<BatchCompleted> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, message: BatchCompleted, ctx: &mut Self::Context) {
+        let now = self.now();
+        if self
+            .scheduler
+            .complete(now, message.batch, Some(message.service), message.ok)
+            .is_none()
+        {
+            warn!(batch = message.batch, "completion of an unknown batch");
+        }
+        self.schedule(ctx);
+    }
+}
+
+impl Handler<SetPolicy> for Dispatcher {
+    type Result = String;
+
+    fn handle(&mut self, message: SetPolicy, ctx: &mut Self::Context) -> Self::Result {
+        let old = self.scheduler.policy().name();
+        let policy = mica_policies::build_policy(&message.policy, message.seed);
+        info!(from = old, to = policy.name(), "policy swapped");
+        self.metrics.policy_changed(old, policy.name());
+        self.scheduler.set_policy(policy);
+        self.schedule(ctx);
+        old.to_string()
+    }
+}
+
+impl Handler<Shutdown> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, message: Shutdown, ctx: &mut Self::Context) {
+        info!(
+            queued = self.scheduler.queued_requests(),
+            running = self.scheduler.running_batches(),
+            "draining"
+        );
+        self.draining = Some((Instant::now() + message.drain, message.done));
+        ctx.run_later(message.drain, |act, ctx| act.check_drained(ctx));
+        self.schedule(ctx);
+    }
+}

@@ -1,0 +1,173 @@
+//! The actors' metrics: names, descriptions, units and histogram buckets, declared once.
+//!
+//! Every per-unit series carries `unit` and `engine` labels (`engine="sim"` marks a
+//! simulated unit, so its figures never pass for measurements). Handles are resolved
+//! once per unit at start, so recording costs an atomic add, not a registry lookup.
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Counter, Gauge, Histogram, Unit};
+use mica_policies::UnitSpec;
+
+/// Batches completed, per unit.
+pub const BATCHES_TOTAL: &str = "mica_batches_total";
+/// Images completed, per unit.
+pub const IMAGES_TOTAL: &str = "mica_images_total";
+/// Batches that failed (engine error or panic), per unit.
+pub const BATCH_FAILURES_TOTAL: &str = "mica_batch_failures_total";
+/// Engine time per batch, per unit. `rate(..._sum)` is the unit's busy stream-seconds
+/// per second; divided by `mica_unit_streams` it is the busy ratio.
+pub const BATCH_DURATION_SECONDS: &str = "mica_batch_duration_seconds";
+/// Images per batch, per unit.
+pub const BATCH_SIZE: &str = "mica_batch_size";
+/// Time requests waited in the queue before their batch started, per unit.
+pub const QUEUE_WAIT_SECONDS: &str = "mica_queue_wait_seconds";
+/// Batches running now, per unit.
+pub const IN_FLIGHT_BATCHES: &str = "mica_in_flight_batches";
+/// Stream workers configured, per unit.
+pub const UNIT_STREAMS: &str = "mica_unit_streams";
+/// 1 while a unit's engines are loaded and the unit is not failing, else 0.
+pub const UNIT_HEALTHY: &str = "mica_unit_healthy";
+/// Requests waiting in the dispatcher's queue.
+pub const QUEUE_DEPTH: &str = "mica_queue_depth";
+/// Batches running over all units.
+pub const RUNNING_BATCHES: &str = "mica_running_batches";
+/// Batches placed by the policy, per policy and unit.
+pub const DISPATCH_DECISIONS_TOTAL: &str = "mica_dispatch_decisions_total";
+/// Requests answered with an error before running, per reason.
+pub const REQUESTS_DROPPED_TOTAL: &str = "mica_requests_dropped_total";
+/// Policy swaps, per old and new policy.
+pub const POLICY_CHANGES_TOTAL: &str = "mica_policy_changes_total";
+
+/// Histogram buckets for durations in seconds (50 µs .. 30 s).
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Histogram buckets for batch sizes.
+pub const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
+/// Registers descriptions and units with the installed recorder.
+pub fn describe() {
+    describe_counter!(BATCHES_TOTAL, Unit::Count, "Batches completed, per unit");
+    describe_counter!(IMAGES_TOTAL, Unit::Count, "Images completed, per unit");
+    describe_counter!(BATCH_FAILURES_TOTAL, Unit::Count, "Batches that failed, per unit");
+    describe_histogram!(BATCH_DURATION_SECONDS, Unit::Seconds, "Engine time per batch, per unit");
+    describe_histogram!(BATCH_SIZE, Unit::Count, "Images per batch, per unit");
+    describe_histogram!(QUEUE_WAIT_SECONDS, Unit::Seconds, "Queue wait before the batch started, per unit");
+    describe_gauge!(IN_FLIGHT_BATCHES, Unit::Count, "Batches running now, per unit");
+    describe_gauge!(UNIT_STREAMS, Unit::Count, "Stream workers configured, per unit");
+    describe_gauge!(UNIT_HEALTHY, Unit::Count, "1 while the unit is loaded and not failing");
+    describe_gauge!(QUEUE_DEPTH, Unit::Count, "Requests waiting in the dispatcher queue");
+    describe_gauge!(RUNNING_BATCHES, Unit::Count, "Batches running over all units");
+    describe_counter!(DISPATCH_DECISIONS_TOTAL, Unit::Count, "Batches placed, per policy and unit");
+    describe_counter!(REQUESTS_DROPPED_TOTAL, Unit::Count, "Requests answered with an error before running, per reason");
+    describe_counter!(POLICY_CHANGES_TOTAL, Unit::Count, "Policy swaps");
+}
+
+/// The per-unit handles a unit actor records into.
+#[derive(Debug, Clone)]
+pub struct UnitMetrics {
+    /// Batches completed.
+    pub batches: Counter,
+    /// Images completed.
+    pub images: Counter,
+    /// Failed batches.
+    pub failures: Counter,
+    /// Engine time per batch.
+    pub duration: Histogram,
+    /// Images per batch.
+    pub batch_size: Histogram,
+    /// Queue wait per request.
+    pub queue_wait: Histogram,
+    /// Batches running.
+    pub in_flight: Gauge,
+    /// Health.
+    pub healthy: Gauge,
+}
+
+impl UnitMetrics {
+    /// Handles for one unit.
+    pub fn new(unit: &str, engine: &'static str, streams: u32) -> Self {
+        let labels = [("unit", unit.to_string()), ("engine", engine.to_string())];
+        metrics::gauge!(UNIT_STREAMS, &labels).set(f64::from(streams));
+        Self {
+            batches: metrics::counter!(BATCHES_TOTAL, &labels),
+            images: metrics::counter!(IMAGES_TOTAL, &labels),
+            failures: metrics::counter!(BATCH_FAILURES_TOTAL, &labels),
+            duration: metrics::histogram!(BATCH_DURATION_SECONDS, &labels),
+            batch_size: metrics::histogram!(BATCH_SIZE, &labels),
+            queue_wait: metrics::histogram!(QUEUE_WAIT_SECONDS, &labels),
+            in_flight: metrics::gauge!(IN_FLIGHT_BATCHES, &labels),
+            healthy: metrics::gauge!(UNIT_HEALTHY, &labels),
+        }
+    }
+}
+
+/// The dispatcher's handles.
+#[derive(Debug)]
+pub struct DispatcherMetrics {
+    units: Vec<(String, &'static str)>,
+    decisions: Vec<Counter>,
+    policy: &'static str,
+    queue_depth: Gauge,
+    running: Gauge,
+}
+
+impl DispatcherMetrics {
+    /// Handles for these units under `policy`.
+    pub fn new(specs: &[UnitSpec], engines: &[&'static str], policy: &'static str) -> Self {
+        let units: Vec<(String, &'static str)> = specs
+            .iter()
+            .zip(engines)
+            .map(|(s, engine)| (s.id.to_string(), *engine))
+            .collect();
+        let mut metrics = Self {
+            decisions: Vec::new(),
+            units,
+            policy,
+            queue_depth: metrics::gauge!(QUEUE_DEPTH),
+            running: metrics::gauge!(RUNNING_BATCHES),
+        };
+        metrics.resolve_decisions();
+        metrics
+    }
+
+    fn resolve_decisions(&mut self) {
+        self.decisions = self
+            .units
+            .iter()
+            .map(|(unit, engine)| {
+                metrics::counter!(
+                    DISPATCH_DECISIONS_TOTAL,
+                    "policy" => self.policy,
+                    "unit" => unit.clone(),
+                    "engine" => *engine
+                )
+            })
+            .collect();
+    }
+
+    /// A batch placed on `unit`.
+    pub fn dispatched(&mut self, unit: usize, policy: &'static str, _images: u32) {
+        if policy != self.policy {
+            self.policy = policy;
+            self.resolve_decisions();
+        }
+        self.decisions[unit].increment(1);
+    }
+
+    /// A request dropped before running.
+    pub fn dropped(&self, reason: &'static str) {
+        metrics::counter!(REQUESTS_DROPPED_TOTAL, "reason" => reason).increment(1);
+    }
+
+    /// Queue and running counts after a scheduling pass.
+    pub fn queue(&self, queued: usize, running: usize) {
+        self.queue_depth.set(queued as f64);
+        self.running.set(running as f64);
+    }
+
+    /// A policy swap.
+    pub fn policy_changed(&self, from: &'static str, to: &'static str) {
+        metrics::counter!(POLICY_CHANGES_TOTAL, "from" => from, "to" => to).increment(1);
+    }
+}

@@ -1,0 +1,326 @@
+//! The handle the rest of mica uses to run inference: `Service`.
+//!
+//! `Service::start` creates the dispatcher, one unit actor per configured unit and
+//! their stream workers; `submit` sends a request and resolves to its answer. Every
+//! accepted request is answered exactly once — with an output or with an error —
+//! whatever happens to the engine that runs it.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr, AsyncContext};
+use mica_engines::{ContentionHub, EngineContext, EngineSpec};
+use mica_policies::{PolicyConfig, SchedulerSettings, UnitId, UnitSpec};
+use thiserror::Error;
+use tokio::sync::{oneshot, watch};
+
+use crate::dispatcher::{Dispatcher, SetPolicy, Shutdown, Submit};
+use crate::unit_actor::UnitActor;
+
+/// One inference request.
+#[derive(Debug, Clone, Default)]
+pub struct InferRequest {
+    /// Images it carries.
+    pub images: u32,
+    /// `images` × per-image input elements, row-major FP32, already preprocessed;
+    /// `None` for synthetic load.
+    pub data: Option<Vec<f32>>,
+    /// Priority level, 0 the most urgent.
+    pub priority: u8,
+    /// Longest the request may wait in the queue; past it, it gets `TimedOut`.
+    pub timeout: Option<Duration>,
+}
+
+/// The answer to a request.
+#[derive(Debug, Clone)]
+pub struct InferResponse {
+    /// Images answered.
+    pub images: u32,
+    /// Output elements per image.
+    pub per_image: usize,
+    /// `images` × `per_image` values (empty for synthetic input on engines that skip
+    /// output).
+    pub data: Vec<f32>,
+    /// Unit that ran it.
+    pub unit: UnitId,
+    /// Its index among the configured units.
+    pub unit_index: usize,
+    /// Engine label of that unit (`sim`, `torch`, ...).
+    pub engine: &'static str,
+    /// Time from admission to the start of its batch.
+    pub queue_wait: Duration,
+    /// Time from admission to answer.
+    pub latency: Duration,
+}
+
+/// Why a request got no output.
+#[derive(Debug, Clone, Error, PartialEq)]
+pub enum InferError {
+    /// The queue for its priority is full; try again after `retry_after`.
+    #[error("server overloaded, retry after {retry_after:?}")]
+    Overloaded {
+        /// Estimated time for the queue to drain.
+        retry_after: Duration,
+    },
+    /// Its timeout passed while it waited in the queue.
+    #[error("request timed out in the queue")]
+    TimedOut,
+    /// The policy found no unit able to meet its deadline and shed it.
+    #[error("request shed: its deadline cannot be met")]
+    DeadlineCannotBeMet,
+    /// The request is malformed for this service (batch too large, ...).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The engine failed (or panicked) on its batch.
+    #[error("inference failed: {0}")]
+    Engine(String),
+    /// No unit can run it now.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    /// The service is stopping and takes no new work.
+    #[error("service is shutting down")]
+    ShuttingDown,
+}
+
+impl InferError {
+    /// Short label for metrics (`reason`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            InferError::Overloaded { .. } => "overloaded",
+            InferError::TimedOut => "timeout",
+            InferError::DeadlineCannotBeMet => "shed",
+            InferError::Invalid(_) => "invalid",
+            InferError::Engine(_) => "engine",
+            InferError::Unavailable(_) => "unavailable",
+            InferError::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// A unit to run: its scheduling description and the engine each stream gets.
+#[derive(Debug, Clone)]
+pub struct UnitSetup {
+    /// What the scheduler knows of it.
+    pub spec: UnitSpec,
+    /// Engine to build for stream 0; stream `s` gets a copy with `stream = s`.
+    pub engine: EngineSpec,
+}
+
+/// Everything `Service::start` needs.
+#[derive(Debug, Clone)]
+pub struct ServiceSetup {
+    /// The units, in index order.
+    pub units: Vec<UnitSetup>,
+    /// Policy at start.
+    pub policy: PolicyConfig,
+    /// Seed for policies that randomize.
+    pub seed: u64,
+    /// Batching and admission.
+    pub scheduler: SchedulerSettings,
+    /// Contention coupling of the simulated units.
+    pub hub: Arc<ContentionHub>,
+}
+
+/// Why the service could not start.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum StartError {
+    /// A unit's engine failed to load or warm up.
+    #[error("unit {unit}: {message}")]
+    UnitFailed {
+        /// The unit.
+        unit: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// No unit is configured.
+    #[error("no unit configured")]
+    NoUnits,
+}
+
+/// Loading progress shared between the stream workers and the handle.
+#[derive(Debug)]
+pub(crate) struct Readiness {
+    pending: AtomicUsize,
+    failed: watch::Sender<Option<StartError>>,
+    done: watch::Sender<bool>,
+}
+
+impl Readiness {
+    pub(crate) fn worker_loaded(&self, result: Result<(), StartError>) {
+        match result {
+            Ok(()) => {
+                if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    self.done.send_replace(true);
+                }
+            }
+            Err(error) => {
+                self.failed.send_replace(Some(error));
+            }
+        }
+    }
+}
+
+/// Cheap-to-clone handle on the running service.
+#[derive(Clone)]
+pub struct Service {
+    dispatcher: Addr<Dispatcher>,
+    readiness: Arc<Readiness>,
+    shutting_down: Arc<AtomicBool>,
+    max_batch: u32,
+    priority_levels: u8,
+    units: Arc<Vec<UnitId>>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("units", &self.units)
+            .field("max_batch", &self.max_batch)
+            .finish()
+    }
+}
+
+impl Service {
+    /// Starts the actors on the current actix system. Engines load in the background
+    /// on their own threads; `wait_ready` tells when they are all warm.
+    pub fn start(setup: ServiceSetup) -> Result<Self, StartError> {
+        if setup.units.is_empty() {
+            return Err(StartError::NoUnits);
+        }
+        let workers: usize = setup.units.iter().map(|u| u.spec.streams as usize).sum();
+        let (failed, _) = watch::channel(None);
+        let (done, _) = watch::channel(false);
+        let readiness = Arc::new(Readiness {
+            pending: AtomicUsize::new(workers),
+            failed,
+            done,
+        });
+        let specs: Vec<UnitSpec> = setup.units.iter().map(|u| u.spec.clone()).collect();
+        let max_batch = specs.iter().map(|s| s.max_batch).max().unwrap_or(0);
+        let priority_levels = setup.scheduler.priority_levels.max(1);
+        let mailbox = setup.scheduler.queue_capacity * usize::from(priority_levels) + 1024;
+        let context = EngineContext {
+            hub: setup.hub.clone(),
+        };
+        let dispatcher = Dispatcher::create(|ctx| {
+            ctx.set_mailbox_capacity(mailbox);
+            let dispatcher = ctx.address();
+            let units: Vec<Addr<UnitActor>> = setup
+                .units
+                .iter()
+                .enumerate()
+                .map(|(index, unit)| {
+                    UnitActor::new(
+                        index,
+                        unit.clone(),
+                        context.clone(),
+                        dispatcher.clone(),
+                        readiness.clone(),
+                    )
+                    .start()
+                })
+                .collect();
+            let policy = mica_policies::build_policy(&setup.policy, setup.seed);
+            let engines: Vec<&'static str> =
+                setup.units.iter().map(|u| u.engine.engine.as_str()).collect();
+            Dispatcher::new(&specs, &engines, units, policy, setup.scheduler.clone())
+        });
+        Ok(Self {
+            dispatcher,
+            readiness,
+            shutting_down: Arc::new(AtomicBool::new(false)),
+            max_batch,
+            priority_levels,
+            units: Arc::new(setup.units.iter().map(|u| u.spec.id.clone()).collect()),
+        })
+    }
+
+    /// Sends a request; resolves to its answer.
+    pub fn submit(
+        &self,
+        request: InferRequest,
+    ) -> impl Future<Output = Result<InferResponse, InferError>> + Send + 'static {
+        let (respond, answer) = oneshot::channel();
+        let sent = if self.shutting_down.load(Ordering::Acquire) {
+            Err(InferError::ShuttingDown)
+        } else {
+            self.dispatcher
+                .try_send(Submit { request, respond })
+                .map_err(|error| match error {
+                    actix::dev::SendError::Full(_) => InferError::Overloaded {
+                        retry_after: Duration::from_secs(1),
+                    },
+                    actix::dev::SendError::Closed(_) => InferError::ShuttingDown,
+                })
+        };
+        async move {
+            sent?;
+            answer.await.unwrap_or_else(|_| {
+                Err(InferError::Engine(
+                    "the request's batch was lost by a stopped actor".into(),
+                ))
+            })
+        }
+    }
+
+    /// Whether every unit has loaded and warmed up.
+    pub fn is_ready(&self) -> bool {
+        *self.readiness.done.borrow()
+            && self.readiness.failed.borrow().is_none()
+            && !self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Waits until every unit is warm, or one failed to load.
+    pub async fn wait_ready(&self) -> Result<(), StartError> {
+        let mut failed = self.readiness.failed.subscribe();
+        let mut done = self.readiness.done.subscribe();
+        loop {
+            if let Some(error) = failed.borrow_and_update().clone() {
+                return Err(error);
+            }
+            if *done.borrow_and_update() {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = failed.changed() => {}
+                _ = done.changed() => {}
+            }
+        }
+    }
+
+    /// Largest batch any unit accepts.
+    pub fn max_batch(&self) -> u32 {
+        self.max_batch
+    }
+
+    /// Number of priority levels (requests name 0..levels).
+    pub fn priority_levels(&self) -> u8 {
+        self.priority_levels
+    }
+
+    /// The configured units, in index order.
+    pub fn units(&self) -> &[UnitId] {
+        &self.units
+    }
+
+    /// Replaces the scheduling policy without touching queued or running work.
+    /// Resolves to the name of the policy it replaced.
+    pub async fn set_policy(&self, policy: PolicyConfig, seed: u64) -> Result<String, InferError> {
+        self.dispatcher
+            .send(SetPolicy { policy, seed })
+            .await
+            .map_err(|_| InferError::ShuttingDown)
+    }
+
+    /// Stops taking requests, lets everything accepted finish (at most `drain`), then
+    /// answers what is left with `ShuttingDown`. Resolves to the number of requests
+    /// that had to be answered so.
+    pub async fn shutdown(&self, drain: Duration) -> usize {
+        self.shutting_down.store(true, Ordering::Release);
+        let (done, finished) = oneshot::channel();
+        self.dispatcher.do_send(Shutdown { drain, done });
+        finished.await.unwrap_or(0)
+    }
+}
