@@ -1,1 +1,7 @@
-fn main() {}
+//! The `mica` command.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    mica::cli::main()
+}

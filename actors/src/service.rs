@@ -38,6 +38,8 @@ pub struct InferRequest {
 pub struct InferResponse {
     /// Images answered.
     pub images: u32,
+    /// Images in the batch the request ran in.
+    pub batch_images: u32,
     /// Output elements per image.
     pub per_image: usize,
     /// `images` × `per_image` values (empty for synthetic input on engines that skip

@@ -158,6 +158,7 @@ impl Handler<Execute> for StreamWorker {
                     };
                     let _ = request.respond.send(Ok(InferResponse {
                         images,
+                        batch_images: message.images,
                         per_image: output.per_image,
                         data,
                         unit: self.unit.clone(),

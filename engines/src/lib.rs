@@ -9,6 +9,8 @@ pub mod engine;
 pub mod factory;
 pub mod null;
 pub mod sim;
+#[cfg(feature = "torch")]
+pub mod torch;
 
 pub use contention_hub::ContentionHub;
 pub use engine::{check_input, BatchInput, BatchOutput, Engine, EngineError, EngineInfo};

@@ -9,6 +9,7 @@ use std::fmt::Debug;
 
 use serde::{Deserialize, Serialize};
 
+use crate::pccs::{Pccs, PccsParams};
 use crate::unit::UnitKind;
 
 /// One unit running at the instant being modelled.
@@ -51,6 +52,9 @@ pub enum ContentionConfig {
         /// Peak DRAM bandwidth shared by every unit, GB/s.
         memory_bandwidth_gbps: f64,
     },
+    /// PCCS three-region DRAM model with SM sharing and DLA fallback (`pccs.rs`): the
+    /// calibrated model of the Jetson platforms (`config/profiles/*/platform.toml`).
+    Pccs(PccsParams),
 }
 
 impl ContentionConfig {
@@ -61,7 +65,20 @@ impl ContentionConfig {
             ContentionConfig::BandwidthShare {
                 memory_bandwidth_gbps,
             } => positive("memory_bandwidth_gbps", *memory_bandwidth_gbps),
+            ContentionConfig::Pccs(params) => params.validate(),
         }
+    }
+
+    /// Reads a platform's contention table from a TOML file (`type = "pccs"` and its
+    /// parameters, as in `config/profiles/orin-agx/platform.toml`) and validates it.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let config: ContentionConfig =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        config
+            .validate()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(config)
     }
 
     /// Builds the model.
@@ -73,6 +90,7 @@ impl ContentionConfig {
             } => Box::new(BandwidthShare {
                 memory_bandwidth_gbps: *memory_bandwidth_gbps,
             }),
+            ContentionConfig::Pccs(params) => Box::new(Pccs::new(*params)),
         }
     }
 }
@@ -154,6 +172,28 @@ mod tests {
             gpu_occupancy: occupancy,
             bandwidth_gbps: bandwidth,
         }
+    }
+
+    #[test]
+    fn pccs_config_reads_from_a_table_and_rejects_unknown_keys() {
+        let table = r#"
+            type = "pccs"
+            memory_bandwidth_gbps = 136.5
+            normal_bandwidth_gbps = 37.6
+            intensive_bandwidth_gbps = 65.7
+            minor_max_loss = 0.0372
+            contention_onset_gbps = 82.8
+            min_achieved_bandwidth_gbps = 45.0
+            max_slowdown = 1.9
+        "#;
+        let config: ContentionConfig = toml::from_str(table).unwrap();
+        assert_eq!(config, ContentionConfig::Pccs(PccsParams::xavier_agx()));
+        assert_eq!(config.build().name(), "pccs");
+        let typo = table.replace("max_slowdown", "max_slowdwn");
+        assert!(toml::from_str::<ContentionConfig>(&typo).is_err());
+        let round_trip: ContentionConfig =
+            toml::from_str(&toml::to_string(&config).unwrap()).unwrap();
+        assert_eq!(round_trip, config);
     }
 
     #[test]

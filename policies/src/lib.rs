@@ -4,24 +4,36 @@
 //! implementations (one file each), the contention model, and the bookkeeping shared by
 //! the live dispatcher and the discrete-event simulator.
 
+pub mod adaptive;
 pub mod cluster;
 pub mod config;
 pub mod contention;
+pub mod contention_aware;
 pub mod least_loaded;
+pub mod pccs;
 pub mod policy;
 pub mod profile;
 pub mod report;
 pub mod round_robin;
 pub mod scheduler;
+pub mod simulator;
+pub mod slo;
+#[cfg(test)]
+mod test_support;
 pub mod unit;
 pub mod view;
+pub mod weighted;
 
 pub use cluster::{ClusterState, HealthRules, UnitSpec};
 pub use config::{build_policy, PolicyConfig};
 pub use contention::{ContentionConfig, ContentionModel, Load};
+pub use pccs::{Pccs, PccsParams};
 pub use policy::{Completion, Decision, Policy};
 pub use profile::{Profile, ProfileError, ProfileOrigin, ProfilePoint};
 pub use report::{ReportBuilder, RunReport, Stats, UnitStats};
+pub use scheduler::{
+    Action, DropReason, InvalidRequest, Queued, Rejected, Scheduler, SchedulerSettings,
+};
+pub use simulator::{simulate, SimulationConfig, SimulationError, SimulationOutcome, Workload};
 pub use unit::{Precision, UnitId, UnitKind};
 pub use view::{ClusterView, QueueView, UnitView, WaitingRequest};
-pub use scheduler::{Action, DropReason, InvalidRequest, Queued, Rejected, Scheduler, SchedulerSettings};

@@ -78,4 +78,10 @@ pub trait Policy: Send + Sync + Debug {
         let _ = view;
         None
     }
+
+    /// For a policy that searches online (`adaptive`): how many completed batches its
+    /// latest search took to converge, once it has. `None` for the others.
+    fn converged_after_batches(&self) -> Option<u64> {
+        None
+    }
 }

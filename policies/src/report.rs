@@ -78,6 +78,8 @@ struct Recorder {
     requests: u64,
     batches: u64,
     batch_images: u64,
+    /// Batches seen through their requests: each request adds its share of its batch.
+    batch_shares: f64,
 }
 
 impl Recorder {
@@ -93,10 +95,17 @@ impl Recorder {
             requests: 0,
             batches: 0,
             batch_images: 0,
+            batch_shares: 0.0,
         }
     }
 
     fn stats(&self, seconds: f64) -> Stats {
+        let batches = self.batches + self.batch_shares.round() as u64;
+        let batch_images = if self.batch_shares > 0.0 {
+            self.batch_images + self.images
+        } else {
+            self.batch_images
+        };
         let ms = |h: &Histogram<u64>, q: f64| {
             if h.is_empty() {
                 0.0
@@ -112,9 +121,11 @@ impl Recorder {
             },
             images: self.images,
             requests: self.requests,
-            batches: self.batches,
-            mean_batch_size: if self.batches > 0 {
-                self.batch_images as f64 / self.batches as f64
+            batches,
+            mean_batch_size: if self.batch_shares > 0.0 {
+                batch_images as f64 / (self.batches as f64 + self.batch_shares)
+            } else if batches > 0 {
+                batch_images as f64 / batches as f64
             } else {
                 0.0
             },
@@ -176,6 +187,16 @@ impl ReportBuilder {
         for recorder in [&mut self.per_unit[unit], &mut self.total] {
             recorder.batches += 1;
             recorder.batch_images += u64::from(images);
+        }
+    }
+
+    /// A request of `images` that was part of a batch of `batch_images` on `unit`, when
+    /// batches are only seen through their requests (the load generator): each request
+    /// counts as its share of a batch. Do not mix with `record_batch` for one unit.
+    pub fn record_batch_share(&mut self, unit: usize, images: u32, batch_images: u32) {
+        let share = f64::from(images) / f64::from(batch_images.max(images).max(1));
+        for recorder in [&mut self.per_unit[unit], &mut self.total] {
+            recorder.batch_shares += share;
         }
     }
 

@@ -147,14 +147,17 @@ impl QueueView<'_> {
     /// batch, or the unit's limit (the scheduler then holds a partial batch back until
     /// the oldest request has waited the maximum queue delay).
     pub fn target_batch(&self, max_batch: u32) -> u32 {
-        self.fixed_batch.unwrap_or(max_batch.max(1))
+        let max_batch = max_batch.max(1);
+        self.fixed_batch.unwrap_or(max_batch).clamp(1, max_batch)
     }
 
-    /// Images a batch for a unit whose limit is `max_batch` would carry if taken now.
+    /// Images a batch for a unit whose limit is `max_batch` would carry if taken now
+    /// (at least 1, at most `max_batch`).
     pub fn batch_for(&self, max_batch: u32) -> u32 {
+        let max_batch = max_batch.max(1);
         match self.fixed_batch {
-            Some(n) => n,
-            None => self.images.min(u64::from(max_batch.max(1))) as u32,
+            Some(n) => n.clamp(1, max_batch),
+            None => self.images.clamp(1, u64::from(max_batch)) as u32,
         }
     }
 }

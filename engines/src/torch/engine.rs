@@ -1,0 +1,356 @@
+//! The `torch` engine: a TorchScript model run through libtorch (tch 0.24, libtorch
+//! 2.11.0) on the host CPU or one CUDA device, in the precision of its unit kind
+//! (see `mode.rs`).
+//!
+//! Per instance (one per stream worker): its own CUDA stream from libtorch's pool, made
+//! current for the calling thread at every batch (so the engine may be built on one
+//! thread and driven from another); a host staging buffer of `max_batch` images,
+//! page-locked for CUDA units, from which the batch is copied to the device
+//! asynchronously; a synthetic input kept on the device for benchmark batches
+//! (`BatchInput::data == None`), made once, of which each batch size uses the leading
+//! rows. Every batch ends with the stream synchronized, so `infer` returns only when the
+//! batch is done and the staging buffer is free again.
+//!
+//! Not done: CUDA graphs (tch 0.24 has no capture API and libtorch 2.11's C shim exports
+//! none; asking for them is a load error), and a per-unit TF32 switch (process-wide in
+//! libtorch, see `cuda.rs`).
+
+use std::path::{Path, PathBuf};
+
+use mica_policies::UnitKind;
+use tch::{CModule, Device, Kind, Tensor};
+use tracing::{debug, info, warn};
+
+use super::cuda;
+use super::ffi::{self, CudaStream};
+use super::mode::{weight_plan, RunMode, WeightPlan};
+use crate::engine::{check_input, BatchInput, BatchOutput, Engine, EngineError, EngineInfo};
+use crate::factory::EngineSpec;
+
+/// A TorchScript model instance on one unit.
+pub struct TorchEngine {
+    info: EngineInfo,
+    unit_kind: UnitKind,
+    mode: RunMode,
+    model_path: PathBuf,
+    module: CModule,
+    /// `[max_batch, ...input_shape]`, FP32, on the host (pinned for CUDA units).
+    staging: Tensor,
+    /// `[max_batch, ...input_shape]`, FP32, on the unit's device; made at the first
+    /// synthetic batch.
+    synthetic: Option<Tensor>,
+    /// Per-image input shape as libtorch wants it.
+    image_shape: Vec<i64>,
+    /// The instance's own stream (CUDA units).
+    stream: Option<CudaStream>,
+    warmup_batches: u32,
+}
+
+impl std::fmt::Debug for TorchEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TorchEngine")
+            .field("unit_kind", &self.unit_kind)
+            .field("mode", &self.mode)
+            .field("model_path", &self.model_path)
+            .field("info", &self.info)
+            .field("stream", &self.stream)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TorchEngine {
+    /// Loads the model of `spec` onto its unit. Does not run it: the stream worker calls
+    /// [`Engine::warm_up`] before the unit reports ready.
+    pub fn load(spec: &EngineSpec) -> Result<Self, EngineError> {
+        let mode = RunMode::for_unit(spec.unit_kind, spec.device)?;
+        let model_path = spec.model_path.clone().ok_or_else(|| {
+            EngineError::Load("the torch engine needs `model` (a TorchScript file)".into())
+        })?;
+        if !model_path.is_file() {
+            return Err(EngineError::Load(format!(
+                "model file {} does not exist (export one with scripts/export_model.py)",
+                model_path.display()
+            )));
+        }
+        if spec.max_batch == 0 {
+            return Err(EngineError::Load("max_batch must be at least 1".into()));
+        }
+        if spec.input_shape.is_empty() || spec.input_shape.contains(&0) {
+            return Err(EngineError::Load(format!(
+                "input shape {:?} has no elements",
+                spec.input_shape
+            )));
+        }
+        if spec.output_len == 0 {
+            return Err(EngineError::Load("output_len must be at least 1".into()));
+        }
+        if spec.cuda_graphs && mode.is_cuda() {
+            return Err(EngineError::Load(
+                "CUDA graphs are not available in the torch engine: tch 0.24 has no graph \
+                 capture API and libtorch 2.11 exports no C function for it; set \
+                 cuda_graphs = false for this unit"
+                    .into(),
+            ));
+        }
+        let image_shape = spec
+            .input_shape
+            .iter()
+            .map(|&d| i64::try_from(d))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| EngineError::Load("input shape does not fit in i64".into()))?;
+
+        let stream = match mode.cuda_index() {
+            Some(index) => {
+                let runtime = cuda::runtime(index)?;
+                if let Some(allow) = mode.tf32 {
+                    cuda::claim_tf32(allow, spec.unit_kind)?;
+                }
+                let device = i32::try_from(index)
+                    .map_err(|_| EngineError::Load(format!("GPU index {index} is too large")))?;
+                let stream =
+                    CudaStream::from_pool(runtime, device, false).map_err(EngineError::Load)?;
+                // Loading the weights and allocating below go to this stream too.
+                stream.make_current().map_err(EngineError::Load)?;
+                Some(stream)
+            }
+            None => None,
+        };
+
+        let module = load_module(&model_path, spec.unit_kind, &mode)?;
+        let staging = staging_buffer(spec.max_batch, &image_shape, mode.device)?;
+        if let Some(stream) = &stream {
+            stream.synchronize().map_err(EngineError::Load)?;
+        }
+        info!(
+            unit = spec.unit,
+            unit_kind = %spec.unit_kind,
+            device = ?mode.device,
+            stream = spec.stream,
+            model = %model_path.display(),
+            "torch engine loaded"
+        );
+        Ok(Self {
+            info: EngineInfo {
+                engine: "torch",
+                max_batch: spec.max_batch,
+                input_len: spec.input_len(),
+                output_len: spec.output_len,
+            },
+            unit_kind: spec.unit_kind,
+            mode,
+            model_path,
+            module,
+            staging,
+            synthetic: None,
+            image_shape,
+            stream,
+            warmup_batches: spec.warmup_batches,
+        })
+    }
+
+    /// The batch shape `[images, ...input_shape]`.
+    fn batch_shape(&self, images: i64) -> Vec<i64> {
+        let mut shape = Vec::with_capacity(self.image_shape.len() + 1);
+        shape.push(images);
+        shape.extend_from_slice(&self.image_shape);
+        shape
+    }
+
+    /// The device input of a batch: the request's data through the staging buffer, or
+    /// the leading rows of the synthetic input.
+    fn device_input(&mut self, images: i64, data: Option<&[f32]>) -> Result<Tensor, EngineError> {
+        let shape = self.batch_shape(images);
+        match data {
+            Some(data) => {
+                let host = self.staging.f_narrow(0, 0, images).map_err(inference)?;
+                ffi::fill_host_f32(&host, data).map_err(EngineError::Inference)?;
+                // From pinned memory this is an asynchronous copy on the current stream; on
+                // the host it returns the staging rows themselves.
+                host.f_to_device_(self.mode.device, Kind::Float, true, false)
+                    .map_err(inference)
+            }
+            None => {
+                let synthetic = match &self.synthetic {
+                    Some(tensor) => tensor,
+                    None => {
+                        let full = self.batch_shape(i64::from(self.info.max_batch));
+                        let tensor =
+                            Tensor::f_randn(full.as_slice(), (Kind::Float, self.mode.device))
+                                .map_err(inference)?;
+                        self.synthetic.insert(tensor)
+                    }
+                };
+                let rows = synthetic.f_narrow(0, 0, images).map_err(inference)?;
+                debug_assert_eq!(rows.size(), shape);
+                Ok(rows)
+            }
+        }
+    }
+
+    /// Queues one batch on the unit and returns its (device) output.
+    fn forward(&mut self, images: i64, data: Option<&[f32]>) -> Result<Tensor, EngineError> {
+        let _no_grad = tch::no_grad_guard();
+        let input = self.device_input(images, data)?;
+        let input = if self.mode.compute == Kind::Float {
+            input
+        } else {
+            input.f_to_kind(self.mode.compute).map_err(inference)?
+        };
+        let output = if self.mode.autocast {
+            tch::autocast(true, || self.module.forward_ts(&[&input]))
+        } else {
+            self.module.forward_ts(&[&input])
+        }
+        .map_err(inference)?;
+        let expected = [images, output_len_i64(self.info.output_len)?];
+        let numel: i64 = output.size().iter().product();
+        if numel != expected[0] * expected[1] {
+            return Err(EngineError::Inference(format!(
+                "model {} returned shape {:?}, expected {:?}",
+                self.model_path.display(),
+                output.size(),
+                expected
+            )));
+        }
+        Ok(output)
+    }
+
+    /// Runs one batch to completion.
+    fn run(&mut self, images: u32, data: Option<&[f32]>) -> Result<BatchOutput, EngineError> {
+        let count = i64::from(images);
+        let output = self.forward(count, data)?;
+        let values = match data {
+            // Benchmark batches: the stream synchronization in `infer` is the wait.
+            None => Vec::new(),
+            Some(_) => {
+                // A blocking copy on the current stream: waits for the batch.
+                let host = output
+                    .f_to_device_(Device::Cpu, Kind::Float, false, false)
+                    .and_then(|t| t.f_contiguous())
+                    .map_err(inference)?;
+                let len = images as usize * self.info.output_len;
+                let mut values = vec![0.0_f32; len];
+                host.f_copy_data(&mut values, len).map_err(inference)?;
+                values
+            }
+        };
+        Ok(BatchOutput {
+            images,
+            per_image: self.info.output_len,
+            data: values,
+        })
+    }
+
+    /// Batch sizes run at warm-up: powers of two up to `max_batch`, and `max_batch`
+    /// (cuDNN autotunes each new shape once; the caching allocator grows to the largest).
+    fn warmup_sizes(&self) -> Vec<u32> {
+        let max = self.info.max_batch;
+        let mut sizes: Vec<u32> = std::iter::successors(Some(1_u32), |&b| b.checked_mul(2))
+            .take_while(|&b| b < max)
+            .collect();
+        sizes.push(max);
+        sizes
+    }
+}
+
+impl Engine for TorchEngine {
+    fn info(&self) -> EngineInfo {
+        self.info.clone()
+    }
+
+    fn warm_up(&mut self) -> Result<(), EngineError> {
+        if self.warmup_batches == 0 {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        for images in self.warmup_sizes() {
+            for _ in 0..self.warmup_batches {
+                self.infer(BatchInput { images, data: None })?;
+            }
+        }
+        info!(
+            unit_kind = %self.unit_kind,
+            device = ?self.mode.device,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "torch engine warmed up"
+        );
+        Ok(())
+    }
+
+    fn infer(&mut self, input: BatchInput<'_>) -> Result<BatchOutput, EngineError> {
+        check_input(&self.info, &input)?;
+        if let Some(stream) = &self.stream {
+            stream.make_current().map_err(EngineError::Inference)?;
+        }
+        let result = self.run(input.images, input.data);
+        // Always wait, on errors too: a copy still in flight must not read the staging
+        // buffer while the next batch overwrites it.
+        if let Some(stream) = &self.stream {
+            if let Err(e) = stream.synchronize() {
+                warn!(device = stream.device(), error = %e, "cuda stream failed");
+                return Err(EngineError::Inference(e));
+            }
+        }
+        result
+    }
+}
+
+fn inference(e: tch::TchError) -> EngineError {
+    EngineError::Inference(e.to_string())
+}
+
+fn output_len_i64(len: usize) -> Result<i64, EngineError> {
+    i64::try_from(len).map_err(|_| EngineError::Inference("output_len too large".into()))
+}
+
+/// Loads the TorchScript file onto the unit's device and fits its weights to the unit.
+fn load_module(path: &Path, unit: UnitKind, mode: &RunMode) -> Result<CModule, EngineError> {
+    let mut module = CModule::load_on_device(path, mode.device).map_err(|e| {
+        EngineError::Load(format!(
+            "cannot load TorchScript model {}: {e}",
+            path.display()
+        ))
+    })?;
+    module
+        .f_set_eval()
+        .map_err(|e| EngineError::Load(format!("cannot set {} to eval: {e}", path.display())))?;
+    let parameters = module.named_parameters().map_err(|e| {
+        EngineError::Load(format!(
+            "cannot list the parameters of {}: {e}",
+            path.display()
+        ))
+    })?;
+    let weights = parameters
+        .iter()
+        .filter_map(|(_, p)| p.f_kind().ok())
+        .find(|k| matches!(k, Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double));
+    match weight_plan(unit, mode.compute, weights)? {
+        WeightPlan::AsIs => {}
+        WeightPlan::Convert => {
+            warn!(
+                model = %path.display(),
+                unit_kind = %unit,
+                "converting FP32 weights at load (NCHW); the channels-last wrapper models of \
+                 scripts/export_model.py are faster"
+            );
+            module.to(mode.device, mode.compute, false);
+        }
+    }
+    debug!(model = %path.display(), parameters = parameters.len(), "model loaded");
+    Ok(module)
+}
+
+/// The host staging buffer: page-locked for CUDA units (so host-to-device copies can be
+/// asynchronous), plain memory for the CPU.
+fn staging_buffer(max_batch: u32, image: &[i64], device: Device) -> Result<Tensor, EngineError> {
+    let mut shape = vec![i64::from(max_batch)];
+    shape.extend_from_slice(image);
+    let host = Tensor::f_empty(shape.as_slice(), (Kind::Float, Device::Cpu))
+        .map_err(|e| EngineError::Load(format!("cannot allocate the staging buffer: {e}")))?;
+    if device.is_cuda() {
+        host.f_pin_memory(device)
+            .map_err(|e| EngineError::Load(format!("cannot page-lock the staging buffer: {e}")))
+    } else {
+        Ok(host)
+    }
+}

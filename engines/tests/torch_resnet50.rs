@@ -1,0 +1,69 @@
+//! Numerical agreement of the torch engine with PyTorch on ResNet-50: the same weights
+//! and input, relative error ‖mica − torch‖/‖torch‖ below 1e-5 in FP32 and 1e-2 in
+//! FP16/BF16/autocast.
+//!
+//! Needs the exported models, so it is ignored by default:
+//! `scripts/export_model.py --out DIR --reference 8`, then
+//! `MICA_TORCH_MODELS=DIR cargo test -p mica-engines --features torch --test
+//! torch_resnet50 -- --ignored` (the CPU unit), with `MICA_TORCH_TEST_CUDA=1` on a GPU host
+//! for cuda_fp32, tensor_fp16, tensor_bf16 and amp as well.
+#![cfg(feature = "torch")]
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{relative_error, Fixture};
+use mica_engines::torch::TorchEngine;
+use mica_engines::{BatchInput, Engine, EngineKind, EngineSpec};
+use mica_policies::UnitKind;
+
+#[test]
+#[ignore = "needs MICA_TORCH_MODELS: the folder written by scripts/export_model.py --reference N"]
+fn resnet50_matches_pytorch() {
+    let dir =
+        PathBuf::from(std::env::var_os("MICA_TORCH_MODELS").expect("MICA_TORCH_MODELS is not set"));
+    let fixture = Fixture::load(&dir, "resnet50");
+    let mut units = vec![(UnitKind::Cpu, "resnet50_fp32.pt", 1e-5)];
+    if std::env::var("MICA_TORCH_TEST_CUDA").is_ok_and(|v| v == "1") {
+        units.extend([
+            (UnitKind::CudaFp32, "resnet50_fp32.pt", 1e-5),
+            (UnitKind::TensorFp16, "resnet50_fp16.pt", 1e-2),
+            (UnitKind::TensorBf16, "resnet50_bf16.pt", 1e-2),
+            (UnitKind::Amp, "resnet50_fp32.pt", 1e-2),
+        ]);
+    }
+    let mut failures = Vec::new();
+    for (kind, file, tolerance) in units {
+        let spec = EngineSpec {
+            engine: EngineKind::Torch,
+            unit: 0,
+            unit_kind: kind,
+            device: (kind != UnitKind::Cpu).then_some(0),
+            stream: 0,
+            max_batch: fixture.images as u32,
+            input_shape: fixture.image_shape.clone(),
+            output_len: fixture.classes,
+            profile: None,
+            model_path: Some(dir.join(file)),
+            jitter: 0.0,
+            seed: 0,
+            cuda_graphs: false,
+            warmup_batches: 1,
+        };
+        let mut engine = TorchEngine::load(&spec).unwrap_or_else(|e| panic!("{kind}: {e}"));
+        engine.warm_up().unwrap_or_else(|e| panic!("{kind}: {e}"));
+        let output = engine
+            .infer(BatchInput {
+                images: fixture.images as u32,
+                data: Some(&fixture.input),
+            })
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
+        let error = relative_error(&output.data, &fixture.expected);
+        println!("{kind:<12} {file:<18} relative error {error:.3e} (limit {tolerance:e})");
+        if !(error < tolerance) {
+            failures.push(format!("{kind}: {error:e} >= {tolerance:e}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:?}");
+}

@@ -1,0 +1,398 @@
+//! `adaptive`: profile-free active-set search by measurement.
+//!
+//! The policy needs no profile and no contention model. It learns from completions
+//! only: each unit's completion rate while busy (images / service time × streams) is
+//! kept as an EWMA, and the *capacity* of the active set — the sum of its units'
+//! measured rates, which already includes whatever contention they cause each other —
+//! is measured over epochs. A first-improvement hill climb searches which units to keep
+//! active: starting from every healthy unit, it tries the neighbouring sets (drop one
+//! unit, least productive first; then add one back, most productive first), measures
+//! each for one epoch, and moves only when a neighbour beats the incumbent by more than
+//! the hysteresis margin (2 % by default), so measurement noise does not make it flap.
+//! When no neighbour wins it has converged and stays there until a unit's health
+//! changes or `reexplore_batches` completions have passed, then searches again.
+//!
+//! A measurement counts only batches started after every unit outside the measured set
+//! has drained, so batches that ran beside the previous set do not pollute it; an epoch
+//! ends after `epoch_batches` counted completions with at least `min_unit_batches` from
+//! every measured unit (or 4 × `epoch_batches` counted completions, whichever first).
+//!
+//! **Convergence bound.** With n healthy units the search makes at most n accepted
+//! moves and tries at most n neighbours per move, so it converges within
+//! (1 + n·(n + 1)) epochs, i.e. at most (1 + n·(n + 1)) × 4 × `epoch_batches` counted
+//! batches plus one drain per epoch: 31 epochs and 3,720 counted batches for the
+//! 5-unit Orin with the defaults (epoch 30). In practice it converges after n + 1 to
+//! 2n + 1 epochs (the `converged_after` accessor reports the completed batches it took).
+//!
+//! Use it when units have no profile (new hardware, a new model) or profiles are not
+//! trusted. It is a measurement-driven version of the active-set selection of
+//! `contention_aware`; the search follows classic hill climbing with a hysteresis band
+//! as used by online configuration tuners (e.g. the throughput-driven thread-count
+//! controllers of SEDA, Welsh et al., SOSP 2001).
+
+use crate::policy::{Completion, Decision, Policy};
+use crate::view::{ClusterView, QueueView};
+
+/// Tuning knobs of the search (all defaulted in the policy config).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdaptiveSettings {
+    /// Counted completions per measurement epoch.
+    pub epoch_batches: u32,
+    /// Counted completions every measured unit must reach before an epoch ends.
+    pub min_unit_batches: u32,
+    /// Relative gain a neighbour must show to replace the incumbent (0.02 = 2 %).
+    pub hysteresis: f64,
+    /// Completions after convergence before the search runs again.
+    pub reexplore_batches: u64,
+    /// Weight of the newest batch in each unit's rate EWMA.
+    pub ewma_weight: f64,
+}
+
+impl Default for AdaptiveSettings {
+    fn default() -> Self {
+        Self {
+            epoch_batches: 30,
+            min_unit_batches: 2,
+            hysteresis: 0.02,
+            reexplore_batches: 50_000,
+            ewma_weight: 0.2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Epoch {
+    /// Set when no unit outside the measured set has a batch in flight any more.
+    clean_since: Option<std::time::Duration>,
+    counted: u32,
+    images: Vec<f64>,
+    busy_s: Vec<f64>,
+    batches: Vec<u32>,
+}
+
+/// Measurement-driven active-set hill climbing.
+#[derive(Debug, Clone)]
+pub struct Adaptive {
+    settings: AdaptiveSettings,
+    rates: Vec<f64>,
+    healthy: Vec<bool>,
+    incumbent: Vec<bool>,
+    incumbent_value: Option<f64>,
+    trial: Option<Vec<bool>>,
+    pending: Vec<Vec<bool>>,
+    moves: usize,
+    epoch: Epoch,
+    completed: u64,
+    converged_at: Option<u64>,
+    search_started_at: u64,
+}
+
+impl Adaptive {
+    /// A policy that will start by measuring every unit together.
+    pub fn new(settings: AdaptiveSettings) -> Self {
+        Self {
+            settings,
+            rates: Vec::new(),
+            healthy: Vec::new(),
+            incumbent: Vec::new(),
+            incumbent_value: None,
+            trial: None,
+            pending: Vec::new(),
+            moves: 0,
+            epoch: Epoch::default(),
+            completed: 0,
+            converged_at: None,
+            search_started_at: 0,
+        }
+    }
+
+    /// Completed batches the latest search took to converge, if it has.
+    pub fn converged_after(&self) -> Option<u64> {
+        self.converged_at.map(|at| at - self.search_started_at)
+    }
+
+    /// The set batches go to now (the one being measured).
+    pub fn active(&self) -> &[bool] {
+        self.trial.as_deref().unwrap_or(&self.incumbent)
+    }
+
+    /// Measured rate of each unit while busy, images per second (EWMA).
+    pub fn rates(&self) -> &[f64] {
+        &self.rates
+    }
+
+    /// Starts a new search from every healthy unit.
+    fn restart(&mut self, view: &ClusterView) {
+        let n = view.units.len();
+        self.rates.resize(n, 0.0);
+        self.healthy = view.units.iter().map(|u| u.healthy).collect();
+        self.incumbent = self.healthy.clone();
+        self.incumbent_value = None;
+        self.trial = None;
+        self.pending.clear();
+        self.moves = 0;
+        self.converged_at = None;
+        self.search_started_at = self.completed;
+        self.begin_epoch(n);
+    }
+
+    fn begin_epoch(&mut self, n: usize) {
+        self.epoch = Epoch {
+            clean_since: None,
+            counted: 0,
+            images: vec![0.0; n],
+            busy_s: vec![0.0; n],
+            batches: vec![0; n],
+        };
+    }
+
+    /// Neighbours of the incumbent: drop one unit (least productive first), then add
+    /// one back (most productive first). Stored so that `pop` yields them in order.
+    fn neighbours(&mut self) {
+        let mut inside: Vec<usize> = (0..self.incumbent.len())
+            .filter(|&i| self.incumbent[i] && self.healthy[i])
+            .collect();
+        let mut outside: Vec<usize> = (0..self.incumbent.len())
+            .filter(|&i| !self.incumbent[i] && self.healthy[i])
+            .collect();
+        inside.sort_by(|a, b| self.rates[*a].total_cmp(&self.rates[*b]).then(a.cmp(b)));
+        outside.sort_by(|a, b| self.rates[*b].total_cmp(&self.rates[*a]).then(a.cmp(b)));
+        let mut order = Vec::new();
+        if inside.len() > 1 {
+            order.extend(inside.iter().copied());
+        }
+        order.extend(outside);
+        self.pending = order
+            .into_iter()
+            .rev()
+            .map(|toggle| {
+                let mut set = self.incumbent.clone();
+                set[toggle] = !set[toggle];
+                set
+            })
+            .collect();
+    }
+
+    /// The measured capacity of the set of the finished epoch.
+    fn epoch_value(&self, set: &[bool]) -> f64 {
+        (0..set.len())
+            .filter(|&i| set[i])
+            .map(|i| {
+                if self.epoch.busy_s[i] > 0.0 {
+                    self.epoch.images[i] / self.epoch.busy_s[i]
+                } else {
+                    self.rates[i]
+                }
+            })
+            .sum()
+    }
+
+    fn finish_epoch(&mut self, n: usize) {
+        let set = self.active().to_vec();
+        let value = self.epoch_value(&set);
+        let mut previous = None;
+        let mut fresh_incumbent = false;
+        match self.trial.take() {
+            None => {
+                self.incumbent_value = Some(value);
+                fresh_incumbent = true;
+            }
+            Some(trial) => {
+                let incumbent = self.incumbent_value.unwrap_or(0.0);
+                if value > incumbent * (1.0 + self.settings.hysteresis) {
+                    previous = Some(std::mem::replace(&mut self.incumbent, trial));
+                    self.incumbent_value = Some(value);
+                    self.moves += 1;
+                    fresh_incumbent = true;
+                }
+            }
+        }
+        if self.converged_at.is_none() {
+            if fresh_incumbent && self.moves < n {
+                self.neighbours();
+                // Moving straight back to where we came from is never better.
+                if let Some(previous) = &previous {
+                    self.pending.retain(|set| set != previous);
+                }
+            }
+            self.trial = self.pending.pop();
+            if self.trial.is_none() || self.moves >= n {
+                self.trial = None;
+                self.converged_at = Some(self.completed);
+            }
+        }
+        self.begin_epoch(n);
+    }
+
+    fn epoch_done(&self) -> bool {
+        let set = self.active();
+        let counted = self.epoch.counted;
+        if counted >= 4 * self.settings.epoch_batches {
+            return true;
+        }
+        counted >= self.settings.epoch_batches
+            && (0..set.len())
+                .filter(|&i| set[i] && self.healthy[i])
+                .all(|i| self.epoch.batches[i] >= self.settings.min_unit_batches)
+    }
+
+    fn note_clean(&mut self, view: &ClusterView) {
+        if self.epoch.clean_since.is_some() {
+            return;
+        }
+        let set = self.active();
+        let dirty = view
+            .units
+            .iter()
+            .enumerate()
+            .any(|(i, u)| !set.get(i).copied().unwrap_or(false) && u.in_flight_batches > 0);
+        if !dirty {
+            self.epoch.clean_since = Some(view.now);
+        }
+    }
+}
+
+impl Policy for Adaptive {
+    fn name(&self) -> &'static str {
+        "adaptive"
+    }
+
+    fn decide(&mut self, view: &ClusterView, queue: &QueueView<'_>) -> Decision {
+        let health: Vec<bool> = view.units.iter().map(|u| u.healthy).collect();
+        if health != self.healthy || self.rates.len() != view.units.len() {
+            self.restart(view);
+        }
+        self.note_clean(view);
+        if queue.requests == 0 {
+            return Decision::Wait { until: None };
+        }
+        let active = self.active();
+        let any_active = (0..view.units.len()).any(|i| active[i] && view.units[i].healthy);
+        let mut best: Option<(usize, f64)> = None;
+        for index in view.ready_units() {
+            if any_active && !active[index] {
+                continue;
+            }
+            let unit = &view.units[index];
+            let score = if unit.completed_batches == 0 {
+                f64::INFINITY
+            } else {
+                self.rates[index] / f64::from(unit.streams.max(1))
+            };
+            if best.is_none_or(|(_, s)| score > s) {
+                best = Some((index, score));
+            }
+        }
+        match best {
+            Some((unit, _)) => Decision::Dispatch {
+                unit,
+                images: queue.target_batch(view.units[unit].max_batch),
+            },
+            None => Decision::Wait { until: None },
+        }
+    }
+
+    fn converged_after_batches(&self) -> Option<u64> {
+        self.converged_after()
+    }
+
+    fn on_completion(&mut self, view: &ClusterView, completion: &Completion) {
+        let n = view.units.len();
+        if self.rates.len() != n {
+            self.restart(view);
+        }
+        self.completed += 1;
+        let unit = completion.unit;
+        let service = completion.service_time().as_secs_f64();
+        if completion.ok && service > 0.0 && unit < n {
+            let streams = f64::from(view.units[unit].streams.max(1));
+            let rate = f64::from(completion.images) / service * streams;
+            let rate_ewma = &mut self.rates[unit];
+            if *rate_ewma == 0.0 {
+                *rate_ewma = rate;
+            } else {
+                *rate_ewma += self.settings.ewma_weight * (rate - *rate_ewma);
+            }
+            let counts = self.active()[unit]
+                && self
+                    .epoch
+                    .clean_since
+                    .is_some_and(|clean| completion.started >= clean);
+            if counts {
+                self.epoch.counted += 1;
+                self.epoch.images[unit] += f64::from(completion.images) * streams;
+                self.epoch.busy_s[unit] += service;
+                self.epoch.batches[unit] += 1;
+            }
+        }
+        self.note_clean(view);
+        if self.epoch_done() {
+            self.finish_epoch(n);
+        }
+        if let Some(at) = self.converged_at {
+            if self.completed - at >= self.settings.reexplore_batches {
+                self.restart(view);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{cluster, unit};
+    use std::time::Duration;
+
+    /// Drives the policy with a synthetic platform where running unit 2 beside the
+    /// others halves their rate while adding little: the search must drop unit 2.
+    #[test]
+    fn drops_the_unit_that_costs_more_than_it_adds_and_converges() {
+        let mut view = cluster(vec![
+            unit("a", 1.0, 8),
+            unit("b", 1.0, 8),
+            unit("c", 1.0, 8),
+        ]);
+        for u in &mut view.units {
+            u.completed_batches = 1;
+        }
+        let mut policy = Adaptive::new(AdaptiveSettings::default());
+        let queue = QueueView {
+            requests: 10,
+            images: 80,
+            head: &[],
+            fixed_batch: Some(8),
+        };
+        let mut now = Duration::ZERO;
+        for _ in 0..5_000 {
+            // One decision (all units idle), then one completion from every active unit.
+            let _ = policy.decide(&view, &queue);
+            let active = policy.active().to_vec();
+            for unit in 0..3 {
+                if !active[unit] {
+                    continue;
+                }
+                let ms = if active[2] && unit != 2 { 20 } else { 10 };
+                let ms = if unit == 2 { 40 } else { ms };
+                let started = now;
+                now += Duration::from_millis(1);
+                view.now = now;
+                policy.on_completion(
+                    &view,
+                    &Completion {
+                        unit,
+                        images: 8,
+                        started,
+                        finished: started + Duration::from_millis(ms),
+                        ok: true,
+                    },
+                );
+            }
+            if policy.converged_after().is_some() {
+                break;
+            }
+        }
+        assert_eq!(policy.active(), &[true, true, false]);
+        let took = policy.converged_after().expect("converges");
+        assert!(took <= 31 * 4 * 30, "took {took} batches");
+    }
+}

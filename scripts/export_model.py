@@ -1,0 +1,272 @@
+#!/usr/bin/env python3
+"""Exports the models mica's torch engine runs.
+
+ResNet-50 (default): torchvision's ResNet-50, with weights from a local file
+(`--weights`, a state_dict saved by torch.save) or random (seeded) otherwise, as
+  resnet50_fp32.pt   TorchScript, FP32, NCHW             (cpu, cuda_fp32, cuda_tf32, amp)
+  resnet50_fp16.pt   TorchScript wrapper: FP16 weights in channels-last; its forward takes
+                     FP32 NCHW input, converts it itself and returns FP32   (tensor_fp16)
+  resnet50_bf16.pt   the same in BF16                                       (tensor_bf16)
+  resnet50.onnx      ONNX, FP32, dynamic batch
+and, with `--reference N`, an input batch of N images and PyTorch's FP32 output for it
+(same format as the test fixture below), for numerical agreement checks.
+
+Tiny model (`--tiny`): a small ResNet-style network (conv/bn/relu, two residual
+blocks, pooling, fc; input 3x32x32, 10 classes) with random weights and non-trivial
+batch-norm statistics, as TorchScript, plus an input batch and its expected output,
+written to engines/tests/fixtures/ (well under 1 MB) for the engine's CPU tests.
+
+Tensors are written as raw little-endian float32 (`.bin`, row-major) described by a
+JSON file with their shapes, so Rust reads them without extra dependencies.
+
+Needs torch (2.11.0, the libtorch version tch 0.24 binds) and torchvision; ONNX export
+also needs onnx (and onnxscript for the dynamo exporter).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+import torch
+from torch import nn
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "engines" / "tests" / "fixtures"
+SEED = 20261123
+
+
+# --------------------------------------------------------------------------- wrappers
+
+
+class Fp16ChannelsLast(nn.Module):
+    """FP16 weights in channels-last; FP32 NCHW in, FP32 out (tensor_fp16 units)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model.half().to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.half().contiguous(memory_format=torch.channels_last)
+        return self.model(x).float()
+
+
+class Bf16ChannelsLast(nn.Module):
+    """BF16 weights in channels-last; FP32 NCHW in, FP32 out (tensor_bf16 units)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model.to(torch.bfloat16).to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+        return self.model(x).float()
+
+
+# ------------------------------------------------------------------------- tiny model
+
+
+class Block(nn.Module):
+    """A basic residual block (two 3x3 convs), with a 1x1 projection when the shape changes."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.project = None
+        if stride != 1 or cin != cout:
+            self.project = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.project is None else self.project(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class TinyResNet(nn.Module):
+    """conv-bn-relu stem, two residual blocks (the second downsamples), pool, fc."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(inplace=True)
+        )
+        self.layer1 = Block(8, 8, 1)
+        self.layer2 = Block(8, 16, 2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer2(self.layer1(self.stem(x)))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def randomize_batchnorm(model: nn.Module, generator: torch.Generator) -> None:
+    """Gives every batch norm non-trivial statistics and affine parameters, so that a
+    wrong eval/train mode or a skipped layer shows in the output."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                n = module.num_features
+                module.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
+                module.running_var.copy_(torch.rand(n, generator=generator) * 0.5 + 0.75)
+                module.weight.copy_(torch.rand(n, generator=generator) * 0.5 + 0.75)
+                module.bias.copy_(torch.randn(n, generator=generator) * 0.1)
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+def write_f32(path: pathlib.Path, tensor: torch.Tensor) -> None:
+    """Raw little-endian float32, row-major."""
+    array = tensor.detach().to(torch.float32).contiguous().cpu().numpy()
+    path.write_bytes(array.astype("<f4", copy=False).tobytes())
+
+
+def write_reference(
+    out: pathlib.Path,
+    name: str,
+    model_file: str,
+    module: torch.jit.ScriptModule,
+    inputs: torch.Tensor,
+    extra: dict | None = None,
+) -> None:
+    """Writes `<name>_input.bin`, `<name>_expected.bin` and `<name>.json`."""
+    with torch.no_grad():
+        expected = module(inputs)
+    input_file, expected_file = f"{name}_input.bin", f"{name}_expected.bin"
+    write_f32(out / input_file, inputs)
+    write_f32(out / expected_file, expected)
+    description = {
+        "format": "mica-tensors-v1: raw little-endian float32, row-major",
+        "model": model_file,
+        "input": {"file": input_file, "shape": list(inputs.shape)},
+        "expected": {"file": expected_file, "shape": list(expected.shape)},
+        "torch_version": torch.__version__,
+        "seed": SEED,
+    }
+    description.update(extra or {})
+    (out / f"{name}.json").write_text(json.dumps(description, indent=2) + "\n")
+    print(f"wrote {out / (name + '.json')} (+ {input_file}, {expected_file})")
+
+
+def save_script(module: nn.Module, path: pathlib.Path) -> torch.jit.ScriptModule:
+    scripted = torch.jit.script(module.eval())
+    scripted.save(str(path))
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    return scripted
+
+
+# ---------------------------------------------------------------------------- exports
+
+
+def export_tiny(out: pathlib.Path, batch: int) -> None:
+    torch.manual_seed(SEED)
+    generator = torch.Generator().manual_seed(SEED)
+    model = TinyResNet()
+    randomize_batchnorm(model, generator)
+    scripted = save_script(model, out / "tiny_resnet.pt")
+    inputs = torch.randn(batch, 3, 32, 32, generator=generator)
+    write_reference(out, "tiny", "tiny_resnet.pt", scripted, inputs, {"classes": 10})
+
+
+def export_onnx(model: nn.Module, path: pathlib.Path) -> None:
+    example = torch.randn(2, 3, 224, 224)
+    try:
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    except Exception as legacy_error:  # the TorchScript-based exporter may be gone
+        print(f"legacy ONNX exporter failed ({legacy_error}); trying the dynamo exporter")
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        program = torch.onnx.export(
+            model,
+            (example,),
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_shapes={"x": {0: batch}},
+            dynamo=True,
+        )
+        program.save(str(path))
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+
+
+def export_resnet50(out: pathlib.Path, weights: pathlib.Path | None, reference: int) -> None:
+    import torchvision  # only needed here
+
+    torch.manual_seed(SEED)
+    model = torchvision.models.resnet50(weights=None)
+    if weights is not None:
+        state = torch.load(str(weights), map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+        model.load_state_dict(state)
+        print(f"loaded weights from {weights}")
+    else:
+        print("no --weights: random weights (seeded); outputs are not meaningful classes")
+    model.eval()
+
+    fp32 = save_script(model, out / "resnet50_fp32.pt")
+    # The wrappers convert their own copy of the weights.
+    save_script(Fp16ChannelsLast(copy_model(model)), out / "resnet50_fp16.pt")
+    save_script(Bf16ChannelsLast(copy_model(model)), out / "resnet50_bf16.pt")
+    try:
+        export_onnx(copy_model(model), out / "resnet50.onnx")
+    except Exception as error:  # ONNX is optional for the torch engine
+        print(f"warning: ONNX export failed: {error}", file=sys.stderr)
+    if reference > 0:
+        generator = torch.Generator().manual_seed(SEED)
+        inputs = torch.randn(reference, 3, 224, 224, generator=generator)
+        write_reference(out, "resnet50", "resnet50_fp32.pt", fp32, inputs, {"classes": 1000})
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(model).eval()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=pathlib.Path, default=REPO / "models",
+                        help="folder for the ResNet-50 files (default: models/)")
+    parser.add_argument("--weights", type=pathlib.Path,
+                        help="a local ResNet-50 state_dict (.pth); random weights without it")
+    parser.add_argument("--reference", type=int, default=0, metavar="N",
+                        help="also write an N-image input and its FP32 output for ResNet-50")
+    parser.add_argument("--tiny", action="store_true",
+                        help="export only the tiny test model and its expected output")
+    parser.add_argument("--fixtures", type=pathlib.Path, default=FIXTURES,
+                        help="folder for the tiny model (default: engines/tests/fixtures/)")
+    parser.add_argument("--tiny-batch", type=int, default=4)
+    args = parser.parse_args()
+
+    torch.set_grad_enabled(False)
+    if args.tiny:
+        args.fixtures.mkdir(parents=True, exist_ok=True)
+        export_tiny(args.fixtures, args.tiny_batch)
+        return 0
+    if args.weights is not None and not args.weights.is_file():
+        parser.error(f"--weights {args.weights} is not a file")
+    args.out.mkdir(parents=True, exist_ok=True)
+    export_resnet50(args.out, args.weights, args.reference)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

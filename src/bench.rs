@@ -1,0 +1,239 @@
+//! `mica bench`: the in-process load generator.
+//!
+//! Closed loop (N clients, each sending its next request when the last is answered) or
+//! open loop (Poisson arrivals at a rate, however the service keeps up), for a duration
+//! or a number of requests, with a warm-up whose requests are not counted. Requests go
+//! through the whole service path: dispatcher, policy, unit actors, stream workers and
+//! engines.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use mica_actors::{InferError, InferRequest, Service};
+use mica_policies::{ReportBuilder, RunReport};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// How load is offered.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Load {
+    /// This many clients, each with one request outstanding.
+    Closed {
+        /// Clients.
+        concurrency: usize,
+    },
+    /// Poisson arrivals at this many requests per second.
+    Open {
+        /// Mean arrival rate, requests per second.
+        rate: f64,
+    },
+}
+
+/// When a run stops.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Stop {
+    /// After this long (warm-up excluded).
+    After(Duration),
+    /// After this many measured requests have been answered.
+    Requests(u64),
+}
+
+/// A bench run's settings.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Offered load.
+    pub load: Load,
+    /// When to stop.
+    pub stop: Stop,
+    /// Time at the start whose requests are not counted.
+    pub warmup: Duration,
+    /// Images per request.
+    pub images_per_request: u32,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+    /// Seed of the arrival process.
+    pub seed: u64,
+    /// Policy name for the report.
+    pub policy: String,
+}
+
+/// Unit descriptions for the report: (id, kind, engine).
+pub type UnitLabels = Vec<(String, String, String)>;
+
+struct Shared {
+    report: ReportBuilder,
+    measuring_since: Option<Instant>,
+    measured_requests: u64,
+    stop: bool,
+}
+
+/// Runs the load against `service` and reports. Must be called inside the actix
+/// system that runs the service.
+pub async fn run(service: &Service, units: UnitLabels, options: &BenchOptions) -> RunReport {
+    let simulated = units.iter().any(|(_, _, engine)| engine == "sim");
+    let shared = Rc::new(RefCell::new(Shared {
+        report: ReportBuilder::new(units),
+        measuring_since: None,
+        measured_requests: 0,
+        stop: false,
+    }));
+    let started = Instant::now();
+    let measure_from = started + options.warmup;
+    let bar = progress_bar(options);
+    let deadline = match options.stop {
+        Stop::After(duration) => Some(measure_from + duration),
+        Stop::Requests(_) => None,
+    };
+
+    let clients: Vec<_> = match options.load {
+        Load::Closed { concurrency } => (0..concurrency.max(1))
+            .map(|_| {
+                let service = service.clone();
+                let shared = shared.clone();
+                let options = options.clone();
+                actix_rt::spawn(async move {
+                    while !shared.borrow().stop {
+                        if deadline.is_some_and(|d| Instant::now() >= d) {
+                            break;
+                        }
+                        let outcome = one_request(&service, &options, measure_from, &shared).await;
+                        if let Err(InferError::Overloaded { retry_after }) = outcome {
+                            actix_rt::time::sleep(retry_after.min(Duration::from_millis(10))).await;
+                        }
+                    }
+                })
+            })
+            .collect(),
+        Load::Open { rate } => {
+            let service = service.clone();
+            let shared = shared.clone();
+            let options = options.clone();
+            vec![actix_rt::spawn(async move {
+                let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+                let mut next = Instant::now();
+                loop {
+                    if shared.borrow().stop || deadline.is_some_and(|d| next >= d) {
+                        break;
+                    }
+                    let now = Instant::now();
+                    if next > now {
+                        actix_rt::time::sleep(next - now).await;
+                    }
+                    // Exponential gaps; every arrival that is due is sent, so a coarse
+                    // timer does not lower the offered rate.
+                    while next <= Instant::now() {
+                        let service = service.clone();
+                        let shared = shared.clone();
+                        let options = options.clone();
+                        actix_rt::spawn(async move {
+                            let _ = one_request(&service, &options, measure_from, &shared).await;
+                        });
+                        let u: f64 = rng.random_range(f64::EPSILON..1.0);
+                        next += Duration::from_secs_f64(-u.ln() / rate.max(1e-9));
+                    }
+                }
+            })]
+        }
+    };
+
+    // Progress and stop conditions.
+    loop {
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+        let now = Instant::now();
+        let (done, measured) = {
+            let s = shared.borrow();
+            let done = match options.stop {
+                Stop::After(_) => deadline.is_some_and(|d| now >= d),
+                Stop::Requests(n) => s.measured_requests >= n,
+            };
+            (done, s.measured_requests)
+        };
+        if let Some(bar) = &bar {
+            match options.stop {
+                Stop::After(_) => bar.set_position(now.duration_since(started).as_millis() as u64),
+                Stop::Requests(_) => bar.set_position(measured),
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    let ended = Instant::now();
+    shared.borrow_mut().stop = true;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    // Closed-loop clients finish their outstanding request; nothing after `ended` counts.
+    for client in clients {
+        let _ = actix_rt::time::timeout(Duration::from_secs(30), client).await;
+    }
+    let s = shared.borrow();
+    let window = match s.measuring_since {
+        Some(since) => ended.saturating_duration_since(since.max(measure_from)),
+        None => Duration::ZERO,
+    };
+    s.report.finish("bench", &options.policy, simulated, window)
+}
+
+async fn one_request(
+    service: &Service,
+    options: &BenchOptions,
+    measure_from: Instant,
+    shared: &Rc<RefCell<Shared>>,
+) -> Result<(), InferError> {
+    let sent = Instant::now();
+    let outcome = service
+        .submit(InferRequest {
+            images: options.images_per_request,
+            data: None,
+            priority: 0,
+            timeout: None,
+        })
+        .await;
+    let answered = Instant::now();
+    let mut s = shared.borrow_mut();
+    // Count what is answered inside the measured window, whenever it was sent.
+    if answered < measure_from || s.stop {
+        return outcome.map(|_| ());
+    }
+    s.measuring_since.get_or_insert(measure_from);
+    match &outcome {
+        Ok(response) => {
+            s.measured_requests += 1;
+            s.report.record_request(
+                response.unit_index,
+                response.images,
+                answered.duration_since(sent),
+                response.queue_wait,
+            );
+            // A request's share of its batch: batches are counted once per request
+            // group by the unit's image count (requests of one batch share a unit).
+            s.report.record_batch_share(response.unit_index, response.images, response.batch_images);
+        }
+        Err(InferError::Overloaded { .. }) => s.report.record_rejection(),
+        Err(_) => s.report.record_failure(),
+    }
+    outcome.map(|_| ())
+}
+
+fn progress_bar(options: &BenchOptions) -> Option<ProgressBar> {
+    if !options.progress {
+        return None;
+    }
+    let bar = match options.stop {
+        Stop::After(duration) => ProgressBar::new((duration + options.warmup).as_millis() as u64),
+        Stop::Requests(n) => ProgressBar::new(n),
+    };
+    let template = match options.stop {
+        Stop::After(_) => "{spinner} bench [{bar:40}] {elapsed_precise} / {duration_precise}",
+        Stop::Requests(_) => "{spinner} bench [{bar:40}] {pos}/{len} requests",
+    };
+    bar.set_style(
+        ProgressStyle::with_template(template)
+            .expect("constant template is valid; this is a bug")
+            .progress_chars("=> "),
+    );
+    Some(bar)
+}

@@ -1,0 +1,111 @@
+//! The command line: `mica <command> [options]`. The CLI only picks the config file and
+//! overrides a few run-level knobs; everything else lives in the config.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::commands;
+use crate::logging::{self, LogFormat};
+
+/// mica — schedules DNN inference over the heterogeneous compute units of one machine.
+#[derive(Debug, Parser)]
+#[command(name = "mica", version, about, long_about = None)]
+pub struct Cli {
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The config file to use.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArg {
+    /// Config file (TOML); `MICA__SECTION__KEY` variables override its keys.
+    #[arg(long, short = 'c', env = "MICA_CONFIG", default_value = "config/orin-agx-sim.toml")]
+    pub config: PathBuf,
+}
+
+/// Overrides shared by the commands that run load.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Policy to use instead of the config's (default parameters): round_robin,
+    /// least_loaded, weighted, contention_aware, adaptive, slo.
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// Only these units (comma-separated ids).
+    #[arg(long, value_delimiter = ',')]
+    pub units: Option<Vec<String>>,
+    /// The paper's setup: every request carries N images and units run batches of N.
+    /// Without it requests carry one image and the dynamic batcher forms batches.
+    #[arg(long)]
+    pub batch_size: Option<u32>,
+    /// Closed loop: this many clients, each with one request outstanding.
+    #[arg(long, conflicts_with = "rate")]
+    pub concurrency: Option<usize>,
+    /// Open loop: Poisson arrivals at this many requests per second.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// How long to measure (e.g. 10s, 1m, 3600s).
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "requests")]
+    pub duration: Option<Duration>,
+    /// Stop after this many measured requests instead of after a duration.
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Offer load to the configured units in-process and report throughput and latency.
+    Bench {
+        /// The config.
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Load and overrides.
+        #[command(flatten)]
+        run: RunArgs,
+        /// Time at the start whose requests are not counted.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+        warmup: Duration,
+        /// Hide the progress bar.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// List the configured units and their profiles.
+    Units {
+        /// The config.
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a config file and report what is wrong with it.
+    Check {
+        /// The config.
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+/// Parses the command line, runs the command, and maps errors to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet = !matches!(cli.command, Command::Check { .. });
+    logging::init(cli.log_format, quiet);
+    match commands::run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! One file per command; this module only dispatches.
+
+mod bench;
+mod units;
+
+use crate::cli::Command;
+
+/// Runs a parsed command.
+pub fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Bench {
+            config,
+            run,
+            warmup,
+            no_progress,
+        } => bench::run(&config.config, &run, warmup, !no_progress),
+        Command::Units { config, json } => units::run(&config.config, json),
+        Command::Check { config } => units::check(&config.config),
+    }
+}

@@ -1,0 +1,437 @@
+//! The config file: typed, validated, with `MICA__` environment overrides.
+//!
+//! A TOML file (see `config/orin-agx-sim.toml`) read through the `config` crate, so that
+//! `MICA__SCHEDULER__QUEUE_CAPACITY=128` overrides `[scheduler] queue_capacity`. Every
+//! struct refuses unknown keys, every key has a default where one makes sense, and
+//! `validate` names the file and the key that is wrong. Relative paths (profiles, model
+//! files, label files) are resolved against the config file's folder.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mica_engines::EngineKind;
+use mica_policies::{ContentionConfig, HealthRules, PolicyConfig, Profile, UnitKind};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::serve::{ModelSettings, ServerSettings};
+
+/// A config that cannot be used, with the file and key at fault.
+#[derive(Debug, Error)]
+#[error("{file}: {key}: {message}")]
+pub struct ConfigError {
+    /// The config file.
+    pub file: String,
+    /// The key at fault (`units[2].streams`, `scheduler.policy`, ...).
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The model served and its input/output shapes.
+    #[serde(default)]
+    pub model: ModelSettings,
+    /// The HTTP server (`mica serve`).
+    #[serde(default)]
+    pub server: ServerSettings,
+    /// Batching, admission and the policy.
+    #[serde(default)]
+    pub scheduler: SchedulerConfig,
+    /// The machine: its name and how its units contend.
+    #[serde(default)]
+    pub platform: PlatformConfig,
+    /// Prometheus exposition.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// The compute units, in the order policies index them.
+    #[serde(default)]
+    pub units: Vec<UnitConfig>,
+}
+
+/// `[scheduler]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// The load-allocation policy, e.g. `{ type = "least_loaded" }`.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// Longest a request waits for its batch to fill before a smaller batch goes, µs.
+    #[serde(default = "default_max_queue_delay_us")]
+    pub max_queue_delay_us: u64,
+    /// Requests each priority level may hold; more get 429.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// Priority levels (requests name 0 = most urgent .. levels-1).
+    #[serde(default = "default_priority_levels")]
+    pub priority_levels: u8,
+    /// Seed of every randomized choice (policies, sim jitter, load generator).
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Consecutive failed batches that quarantine a unit.
+    #[serde(default = "default_failures_to_quarantine")]
+    pub failures_to_quarantine: u32,
+    /// How long a quarantine lasts, ms.
+    #[serde(default = "default_quarantine_ms")]
+    pub quarantine_ms: u64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            policy: PolicyConfig::default(),
+            max_queue_delay_us: default_max_queue_delay_us(),
+            queue_capacity: default_queue_capacity(),
+            priority_levels: default_priority_levels(),
+            seed: default_seed(),
+            failures_to_quarantine: default_failures_to_quarantine(),
+            quarantine_ms: default_quarantine_ms(),
+        }
+    }
+}
+
+impl SchedulerConfig {
+    /// The health rules these settings describe.
+    pub fn health(&self) -> HealthRules {
+        HealthRules {
+            failures_to_quarantine: self.failures_to_quarantine,
+            quarantine: Duration::from_millis(self.quarantine_ms),
+        }
+    }
+}
+
+fn default_max_queue_delay_us() -> u64 {
+    500
+}
+fn default_queue_capacity() -> usize {
+    4096
+}
+fn default_priority_levels() -> u8 {
+    2
+}
+fn default_seed() -> u64 {
+    42
+}
+fn default_failures_to_quarantine() -> u32 {
+    3
+}
+fn default_quarantine_ms() -> u64 {
+    5000
+}
+
+/// `[platform]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformConfig {
+    /// Human name, shown in reports (`jetson-agx-orin-64gb`).
+    #[serde(default)]
+    pub name: String,
+    /// How the units contend for the GPU and DRAM, inline.
+    #[serde(default)]
+    pub contention: Option<ContentionConfig>,
+    /// ... or in a file (relative to the config file), as the calibrated platforms ship it.
+    #[serde(default)]
+    pub contention_file: Option<PathBuf>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Whether to record and expose metrics.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Address of the `/metrics` endpoint.
+    #[serde(default = "default_metrics_address")]
+    pub address: std::net::IpAddr,
+    /// Port of the `/metrics` endpoint (Triton's layout: 8002).
+    #[serde(default = "default_metrics_port")]
+    pub port: u16,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            address: default_metrics_address(),
+            port: default_metrics_port(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_metrics_address() -> std::net::IpAddr {
+    std::net::IpAddr::from([127, 0, 0, 1])
+}
+fn default_metrics_port() -> u16 {
+    8002
+}
+
+/// One `[[units]]` entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitConfig {
+    /// Unit id: the name used in reports, metrics labels and `--units`.
+    pub id: String,
+    /// Hardware kind: cpu, cuda_fp32, cuda_tf32, tensor_fp16, tensor_bf16, amp, dla.
+    pub kind: UnitKind,
+    /// What runs it: `sim` (emulated from its profile), `null`, `torch`.
+    pub engine: EngineKind,
+    /// DLA core number (kind `dla` only).
+    #[serde(default)]
+    pub core: Option<u8>,
+    /// GPU index (GPU kinds; the GPU a DLA falls back to). Defaults to 0.
+    #[serde(default)]
+    pub device: Option<u32>,
+    /// Stream workers (each its own thread, engine instance and CUDA stream).
+    #[serde(default = "default_streams")]
+    pub streams: u32,
+    /// Largest batch the unit runs. Defaults to the profile's largest point, else 64.
+    #[serde(default)]
+    pub max_batch: Option<u32>,
+    /// Service-time profile file (required for `sim`; used by policies for any engine).
+    #[serde(default)]
+    pub profile: Option<PathBuf>,
+    /// Model file (`torch`: a TorchScript file).
+    #[serde(default)]
+    pub model_path: Option<PathBuf>,
+    /// `sim`: relative jitter of service times (0.02 = ±2 %).
+    #[serde(default = "default_jitter")]
+    pub jitter: f64,
+    /// Real engines: capture CUDA graphs per batch size.
+    #[serde(default)]
+    pub cuda_graphs: bool,
+    /// Real engines: batches run at load before the unit is ready.
+    #[serde(default = "default_warmup_batches")]
+    pub warmup_batches: u32,
+    /// Set false to keep the entry but not start the unit.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+fn default_streams() -> u32 {
+    1
+}
+fn default_jitter() -> f64 {
+    0.02
+}
+fn default_warmup_batches() -> u32 {
+    3
+}
+
+/// Largest batch any unit may be configured with.
+pub const MAX_BATCH_LIMIT: u32 = 4096;
+/// Most stream workers per unit.
+pub const MAX_STREAMS: u32 = 64;
+
+/// A config loaded from a file, with its folder and the profiles it names read.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// The config.
+    pub config: Config,
+    /// Each unit's profile (same order as `config.units`).
+    pub profiles: Vec<Option<Arc<Profile>>>,
+    /// The platform's contention model.
+    pub contention: ContentionConfig,
+}
+
+impl LoadedConfig {
+    /// Reads, overrides from `MICA__*` variables, resolves and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let error = |key: &str, message: String| ConfigError {
+            file: file.clone(),
+            key: key.to_string(),
+            message,
+        };
+        if !path.is_file() {
+            return Err(error("(file)", "no such config file".into()));
+        }
+        let raw = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("MICA")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()
+            .map_err(|e| error("(syntax)", e.to_string()))?;
+        let config: Config = raw
+            .try_deserialize()
+            .map_err(|e| error(&key_of(&e), e.to_string()))?;
+        Self::from_config(path, config)
+    }
+
+    /// Resolves and validates an already parsed config as if read from `path`.
+    pub fn from_config(path: &Path, mut config: Config) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let error = |key: String, message: String| ConfigError {
+            file: file.clone(),
+            key,
+            message,
+        };
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+
+        validate_sections(&config).map_err(|(key, message)| error(key, message))?;
+
+        let contention = match (&config.platform.contention, &config.platform.contention_file) {
+            (Some(_), Some(_)) => {
+                return Err(error(
+                    "platform".into(),
+                    "give either contention or contention_file, not both".into(),
+                ))
+            }
+            (Some(c), None) => c.clone(),
+            (None, Some(f)) => read_contention(&resolve(f))
+                .map_err(|m| error("platform.contention_file".into(), m))?,
+            (None, None) => ContentionConfig::None,
+        };
+        contention
+            .validate()
+            .map_err(|m| error("platform.contention".into(), m))?;
+
+        if let Some(labels) = &config.server.label_file {
+            config.server.label_file = Some(resolve(labels));
+        }
+        let mut seen = HashSet::new();
+        let mut profiles = Vec::with_capacity(config.units.len());
+        for (index, unit) in config.units.iter_mut().enumerate() {
+            let key = |field: &str| format!("units[{index}] ({}).{field}", unit.id);
+            if unit.id.is_empty() || !unit.id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+                return Err(error(
+                    format!("units[{index}].id"),
+                    format!("{:?}: ids are letters, digits, '.', '_' and '-'", unit.id),
+                ));
+            }
+            if !seen.insert(unit.id.clone()) {
+                return Err(error(key("id"), "the same id is used by two units".into()));
+            }
+            if unit.streams == 0 || unit.streams > MAX_STREAMS {
+                return Err(error(
+                    key("streams"),
+                    format!("must be between 1 and {MAX_STREAMS}, got {}", unit.streams),
+                ));
+            }
+            if !(0.0..0.5).contains(&unit.jitter) {
+                return Err(error(key("jitter"), format!("must be in [0, 0.5), got {}", unit.jitter)));
+            }
+            match (unit.kind, unit.core) {
+                (UnitKind::Dla, None) => {
+                    return Err(error(key("core"), "a dla unit needs `core = 0` or `core = 1`".into()))
+                }
+                (UnitKind::Dla, Some(core)) if core > 1 => {
+                    return Err(error(key("core"), format!("DLA cores are 0 and 1, got {core}")))
+                }
+                (kind, Some(_)) if kind != UnitKind::Dla => {
+                    return Err(error(key("core"), "only dla units have a core".into()))
+                }
+                _ => {}
+            }
+            if unit.kind == UnitKind::Cpu && unit.device.is_some() {
+                return Err(error(key("device"), "a cpu unit has no GPU device".into()));
+            }
+            if !unit.engine.is_built() {
+                return Err(error(
+                    key("engine"),
+                    format!(
+                        "engine {:?} is not built into this binary (rebuild with --features {})",
+                        unit.engine.as_str(),
+                        unit.engine.as_str()
+                    ),
+                ));
+            }
+            let profile = match &unit.profile {
+                Some(p) => {
+                    let resolved = resolve(p);
+                    let profile = Profile::from_file(&resolved).map_err(|e| error(key("profile"), e.to_string()))?;
+                    unit.profile = Some(resolved);
+                    Some(Arc::new(profile))
+                }
+                None => None,
+            };
+            if unit.engine == EngineKind::Sim && profile.is_none() {
+                return Err(error(
+                    key("profile"),
+                    "a sim unit needs a profile to emulate".into(),
+                ));
+            }
+            if let Some(model) = &unit.model_path {
+                unit.model_path = Some(resolve(model));
+            } else if unit.engine == EngineKind::Torch {
+                return Err(error(key("model_path"), "a torch unit needs a TorchScript model file".into()));
+            }
+            let max_batch = unit
+                .max_batch
+                .unwrap_or_else(|| profile.as_ref().map_or(64, |p| p.max_batch().max(1)));
+            if max_batch == 0 || max_batch > MAX_BATCH_LIMIT {
+                return Err(error(
+                    key("max_batch"),
+                    format!("must be between 1 and {MAX_BATCH_LIMIT}, got {max_batch}"),
+                ));
+            }
+            unit.max_batch = Some(max_batch);
+            profiles.push(profile);
+        }
+        if !config.units.iter().any(|u| u.enabled) {
+            return Err(error("units".into(), "no enabled unit: add at least one [[units]] entry".into()));
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            config,
+            profiles,
+            contention,
+        })
+    }
+}
+
+fn validate_sections(config: &Config) -> Result<(), (String, String)> {
+    let s = &config.scheduler;
+    s.policy
+        .validate()
+        .map_err(|m| ("scheduler.policy".to_string(), m))?;
+    if s.queue_capacity == 0 {
+        return Err(("scheduler.queue_capacity".into(), "must be at least 1".into()));
+    }
+    if s.priority_levels == 0 || s.priority_levels > 16 {
+        return Err((
+            "scheduler.priority_levels".into(),
+            format!("must be between 1 and 16, got {}", s.priority_levels),
+        ));
+    }
+    if s.max_queue_delay_us > 10_000_000 {
+        return Err(("scheduler.max_queue_delay_us".into(), "must be at most 10 s".into()));
+    }
+    if s.failures_to_quarantine == 0 {
+        return Err(("scheduler.failures_to_quarantine".into(), "must be at least 1".into()));
+    }
+    config.server.validate().map_err(|m| ("server".to_string(), m))?;
+    config.model.validate().map_err(|m| ("model".to_string(), m))?;
+    Ok(())
+}
+
+fn read_contention(path: &Path) -> Result<ContentionConfig, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The key a deserialization error is about, when the `config` crate names one.
+fn key_of(error: &config::ConfigError) -> String {
+    let text = error.to_string();
+    // The config crate ends messages with "for key `a.b`" where it knows the key.
+    text.rsplit_once("for key `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(key, _)| key.to_string())
+        .unwrap_or_else(|| "(structure)".to_string())
+}
+

@@ -1,0 +1,222 @@
+//! Raw images into the model's FP32 input: decode (JPEG or PNG only), resize the
+//! shorter side, center-crop, scale to [0, 1], normalize per channel, lay out as NCHW
+//! or NHWC. Pure and synchronous; it runs on the preprocessing pool.
+
+use std::io::Cursor;
+
+use image::imageops::{self, FilterType};
+use image::{ImageFormat, ImageReader, Limits, RgbImage};
+
+use super::error::ServeError;
+use super::settings::{Layout, ModelSettings};
+
+/// Turns encoded images into input tensors of one model.
+#[derive(Debug, Clone)]
+pub struct Preprocessor {
+    height: u32,
+    width: u32,
+    resize_shorter: u32,
+    max_side: u32,
+    layout: Layout,
+    scale: [f32; 3],
+    offset: [f32; 3],
+}
+
+impl Preprocessor {
+    /// The preprocessor of a model that takes raw images; `None` if it takes none.
+    /// Expects validated settings.
+    pub fn new(model: &ModelSettings) -> Option<Self> {
+        model.image_input.as_ref()?;
+        let (height, width) = model.image_size()?;
+        let p = &model.preprocessing;
+        // (x / 255 - mean) / std == x * scale + offset
+        let scale = [0, 1, 2].map(|c| 1.0 / (255.0 * p.std[c]));
+        let offset = [0, 1, 2].map(|c| -p.mean[c] / p.std[c]);
+        Some(Self {
+            height,
+            width,
+            resize_shorter: p.resize_shorter,
+            max_side: p.max_image_side,
+            layout: p.layout,
+            scale,
+            offset,
+        })
+    }
+
+    /// Values per image.
+    pub fn elements(&self) -> usize {
+        3 * self.height as usize * self.width as usize
+    }
+
+    /// Decodes one image and writes its `elements()` values to `out`; `what` names the
+    /// image in errors.
+    pub fn run(&self, encoded: &[u8], out: &mut [f32], what: &str) -> Result<(), ServeError> {
+        debug_assert_eq!(out.len(), self.elements());
+        let rgb = self.decode(encoded, what)?;
+        let cropped = self.resize_and_crop(&rgb);
+        self.normalize(&cropped, out);
+        Ok(())
+    }
+
+    fn decode(&self, encoded: &[u8], what: &str) -> Result<RgbImage, ServeError> {
+        let Ok(format @ (ImageFormat::Jpeg | ImageFormat::Png)) = image::guess_format(encoded)
+        else {
+            return Err(ServeError::bad_request(format!(
+                "{what} is not a JPEG or PNG image"
+            )));
+        };
+        let mut reader = ImageReader::new(Cursor::new(encoded));
+        reader.set_format(format);
+        let mut limits = Limits::default();
+        limits.max_image_width = Some(self.max_side);
+        limits.max_image_height = Some(self.max_side);
+        reader.limits(limits);
+        let image = reader.decode().map_err(|error| {
+            ServeError::bad_request(format!("{what} cannot be decoded: {error}"))
+        })?;
+        Ok(image.into_rgb8())
+    }
+
+    fn resize_and_crop(&self, rgb: &RgbImage) -> RgbImage {
+        let (w, h) = rgb.dimensions();
+        let shorter = w.min(h).max(1);
+        let target = self.resize_shorter.max(self.height).max(self.width);
+        let scale = |side: u32| -> u32 {
+            let scaled =
+                (u64::from(side) * u64::from(target) + u64::from(shorter) / 2) / u64::from(shorter);
+            u32::try_from(scaled).unwrap_or(u32::MAX).max(1)
+        };
+        let (nw, nh) = if w <= h {
+            (target, scale(h).max(self.height))
+        } else {
+            (scale(w).max(self.width), target)
+        };
+        let resized = if (nw, nh) == (w, h) {
+            rgb.clone()
+        } else {
+            imageops::resize(rgb, nw, nh, FilterType::Triangle)
+        };
+        let x = (nw - self.width) / 2;
+        let y = (nh - self.height) / 2;
+        imageops::crop_imm(&resized, x, y, self.width, self.height).to_image()
+    }
+
+    fn normalize(&self, image: &RgbImage, out: &mut [f32]) {
+        let plane = (self.height * self.width) as usize;
+        for (i, pixel) in image.pixels().enumerate() {
+            for c in 0..3 {
+                let value = f32::from(pixel[c]) * self.scale[c] + self.offset[c];
+                let index = match self.layout {
+                    Layout::Nchw => c * plane + i,
+                    Layout::Nhwc => i * 3 + c,
+                };
+                out[index] = value;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use image::{ImageEncoder, Rgb};
+
+    use super::*;
+
+    fn model(layout: Layout, shape: Vec<usize>) -> ModelSettings {
+        let mut model = ModelSettings {
+            image_input: Some("image".into()),
+            input_shape: shape,
+            ..ModelSettings::default()
+        };
+        model.preprocessing.layout = layout;
+        model.preprocessing.resize_shorter = 8;
+        model.validate().unwrap();
+        model
+    }
+
+    /// A `w`×`h` PNG: left half red, right half blue.
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        let image = RgbImage::from_fn(w, h, |x, _| {
+            if x < w / 2 {
+                Rgb([255, 0, 0])
+            } else {
+                Rgb([0, 0, 255])
+            }
+        });
+        let mut out = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut out)
+            .write_image(image.as_raw(), w, h, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        out
+    }
+
+    fn jpeg(w: u32, h: u32) -> Vec<u8> {
+        let image = RgbImage::from_pixel(w, h, Rgb([128, 128, 128]));
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95)
+            .write_image(image.as_raw(), w, h, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn nchw_png_is_resized_cropped_and_normalized() {
+        let pre = Preprocessor::new(&model(Layout::Nchw, vec![3, 4, 4])).unwrap();
+        let mut out = vec![0.0; pre.elements()];
+        pre.run(&png(32, 16), &mut out, "image 0").unwrap();
+        // Red channel plane: red on the left (columns 0-1), blue on the right.
+        let red_left = out[0];
+        let red_right = out[3];
+        let expected_red = (1.0 - 0.485) / 0.229;
+        let expected_none = -0.485 / 0.229;
+        assert!((red_left - expected_red).abs() < 1e-3, "{red_left}");
+        assert!((red_right - expected_none).abs() < 1e-3, "{red_right}");
+        let blue_right = out[2 * 16 + 3];
+        assert!((blue_right - (1.0 - 0.406) / 0.225).abs() < 1e-3);
+    }
+
+    #[test]
+    fn nhwc_jpeg_interleaves_channels() {
+        let pre = Preprocessor::new(&model(Layout::Nhwc, vec![4, 6, 3])).unwrap();
+        assert_eq!(pre.elements(), 72);
+        let mut out = vec![0.0; pre.elements()];
+        pre.run(&jpeg(20, 30), &mut out, "image 0").unwrap();
+        let gray = 128.0 / 255.0;
+        for (i, value) in out.iter().enumerate() {
+            let c = i % 3;
+            let mean = [0.485, 0.456, 0.406][c];
+            let std = [0.229, 0.224, 0.225][c];
+            assert!((value - (gray - mean) / std).abs() < 0.05, "{i}: {value}");
+        }
+    }
+
+    #[test]
+    fn small_and_odd_images_still_fill_the_crop() {
+        let pre = Preprocessor::new(&model(Layout::Nchw, vec![3, 4, 4])).unwrap();
+        let mut out = vec![f32::NAN; pre.elements()];
+        pre.run(&png(1, 3), &mut out, "image 0").unwrap();
+        assert!(out.iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn non_images_are_bad_requests() {
+        let pre = Preprocessor::new(&model(Layout::Nchw, vec![3, 4, 4])).unwrap();
+        let mut out = vec![0.0; pre.elements()];
+        let error = pre.run(b"GIF89a....", &mut out, "image 2").unwrap_err();
+        assert!(error.to_string().contains("image 2 is not a JPEG or PNG"));
+        let mut broken = png(8, 8);
+        broken.truncate(40);
+        let error = pre.run(&broken, &mut out, "image 0").unwrap_err();
+        assert_eq!(error.status(), 400);
+    }
+
+    #[test]
+    fn oversized_images_are_refused_before_decoding() {
+        let mut settings = model(Layout::Nchw, vec![3, 4, 4]);
+        settings.preprocessing.max_image_side = 16;
+        let pre = Preprocessor::new(&settings).unwrap();
+        let mut out = vec![0.0; pre.elements()];
+        let error = pre.run(&png(64, 8), &mut out, "image 0").unwrap_err();
+        assert_eq!(error.status(), 400, "{error}");
+    }
+}

@@ -1,0 +1,119 @@
+//! From a loaded config to a running service's setup: which units, which engines,
+//! which policy, with the command line's overrides applied.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use mica_actors::{ServiceSetup, UnitSetup};
+use mica_engines::{ContentionHub, EngineKind, EngineSpec};
+use mica_policies::{PolicyConfig, SchedulerSettings, UnitId, UnitKind, UnitSpec};
+
+use crate::config::{LoadedConfig, UnitConfig};
+
+/// Overrides a command line applies on top of the config file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOverrides {
+    /// Policy by name (default parameters), replacing `[scheduler] policy`.
+    pub policy: Option<PolicyConfig>,
+    /// Only these unit ids (in this order), enabled or not in the file.
+    pub units: Option<Vec<String>>,
+    /// The paper's setup: every request carries this many images and every unit runs
+    /// batches of exactly this size.
+    pub batch_size: Option<u32>,
+}
+
+/// The units a run uses, in index order, with their config entries.
+pub fn selected_units<'a>(loaded: &'a LoadedConfig, overrides: &RunOverrides) -> anyhow::Result<Vec<(usize, &'a UnitConfig)>> {
+    let all = &loaded.config.units;
+    match &overrides.units {
+        None => Ok(all.iter().enumerate().filter(|(_, u)| u.enabled).collect()),
+        Some(ids) => {
+            let mut chosen = Vec::new();
+            for id in ids {
+                let Some(found) = all.iter().position(|u| &u.id == id) else {
+                    let known: Vec<&str> = all.iter().map(|u| u.id.as_str()).collect();
+                    bail!("--units: no unit {id:?} in {}; known units: {}", loaded.path.display(), known.join(", "));
+                };
+                if chosen.iter().any(|(i, _)| *i == found) {
+                    bail!("--units: {id:?} is named twice");
+                }
+                chosen.push((found, &all[found]));
+            }
+            if chosen.is_empty() {
+                bail!("--units: name at least one unit");
+            }
+            Ok(chosen)
+        }
+    }
+}
+
+/// Builds the service setup for a run.
+pub fn service_setup(loaded: &LoadedConfig, overrides: &RunOverrides) -> anyhow::Result<ServiceSetup> {
+    let config = &loaded.config;
+    if let Some(n) = overrides.batch_size {
+        if n == 0 || n > crate::config::MAX_BATCH_LIMIT {
+            bail!("--batch-size must be between 1 and {}, got {n}", crate::config::MAX_BATCH_LIMIT);
+        }
+    }
+    let chosen = selected_units(loaded, overrides)?;
+    let mut units = Vec::with_capacity(chosen.len());
+    for (position, (config_index, unit)) in chosen.iter().enumerate() {
+        let profile = loaded.profiles[*config_index].clone();
+        let max_batch = overrides
+            .batch_size
+            .unwrap_or_else(|| unit.max_batch.expect("resolved when the config was loaded; this is a bug"));
+        let device = match unit.kind {
+            UnitKind::Cpu => None,
+            _ => Some(unit.device.unwrap_or(0)),
+        };
+        let spec = UnitSpec {
+            id: UnitId::new(&unit.id),
+            kind: unit.kind,
+            device,
+            simulated: unit.engine == EngineKind::Sim,
+            streams: unit.streams,
+            max_batch,
+            profile: profile.clone(),
+        };
+        let engine = EngineSpec {
+            engine: unit.engine,
+            unit: position,
+            unit_kind: unit.kind,
+            device,
+            stream: 0,
+            max_batch,
+            input_shape: config.model.input_shape.clone(),
+            output_len: config.model.output_len(),
+            profile,
+            model_path: unit.model_path.clone(),
+            jitter: unit.jitter,
+            seed: config.scheduler.seed,
+            cuda_graphs: unit.cuda_graphs,
+            warmup_batches: unit.warmup_batches,
+        };
+        units.push(UnitSetup { spec, engine });
+    }
+    let policy = overrides
+        .policy
+        .clone()
+        .unwrap_or_else(|| config.scheduler.policy.clone());
+    policy
+        .validate()
+        .map_err(|m| anyhow::anyhow!(m))
+        .context("policy")?;
+    let scheduler = SchedulerSettings {
+        max_queue_delay: Duration::from_micros(config.scheduler.max_queue_delay_us),
+        fixed_batch: overrides.batch_size,
+        queue_capacity: config.scheduler.queue_capacity,
+        priority_levels: config.scheduler.priority_levels,
+        health: config.scheduler.health(),
+    };
+    Ok(ServiceSetup {
+        units,
+        policy,
+        seed: config.scheduler.seed,
+        scheduler,
+        hub: Arc::new(ContentionHub::new(loaded.contention.build())),
+    })
+}
