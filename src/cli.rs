@@ -79,6 +79,18 @@ pub enum Command {
         #[arg(long)]
         no_progress: bool,
     },
+    /// Serve inference over HTTP (KServe v2 / Triton protocol) until SIGTERM/SIGINT.
+    Serve {
+        /// The config.
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Policy to use instead of the config's (default parameters).
+        #[arg(long)]
+        policy: Option<String>,
+        /// Only these units (comma-separated ids).
+        #[arg(long, value_delimiter = ',')]
+        units: Option<Vec<String>>,
+    },
     /// List the configured units and their profiles.
     Units {
         /// The config.
@@ -99,7 +111,7 @@ pub enum Command {
 /// Parses the command line, runs the command, and maps errors to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let quiet = !matches!(cli.command, Command::Check { .. });
+    let quiet = !matches!(cli.command, Command::Check { .. } | Command::Serve { .. });
     logging::init(cli.log_format, quiet);
     match commands::run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,

@@ -94,10 +94,11 @@ pub fn service_setup(loaded: &LoadedConfig, overrides: &RunOverrides) -> anyhow:
         };
         units.push(UnitSetup { spec, engine });
     }
-    let policy = overrides
+    let mut policy = overrides
         .policy
         .clone()
         .unwrap_or_else(|| config.scheduler.policy.clone());
+    policy.resolve_contention(&loaded.contention);
     policy
         .validate()
         .map_err(|m| anyhow::anyhow!(m))

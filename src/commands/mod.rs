@@ -1,6 +1,7 @@
 //! One file per command; this module only dispatches.
 
 mod bench;
+mod serve;
 mod units;
 
 use crate::cli::Command;
@@ -15,6 +16,23 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             no_progress,
         } => bench::run(&config.config, &run, warmup, !no_progress),
         Command::Units { config, json } => units::run(&config.config, json),
+        Command::Serve {
+            config,
+            policy,
+            units,
+        } => {
+            let run = crate::cli::RunArgs {
+                policy,
+                units,
+                batch_size: None,
+                concurrency: None,
+                rate: None,
+                duration: None,
+                requests: None,
+                json: false,
+            };
+            serve::run(&config.config, &bench::overrides(&run)?)
+        }
         Command::Check { config } => units::check(&config.config),
     }
 }

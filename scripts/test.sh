@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The test suite: what a developer runs, and what CI runs (through .ci/run).
+#
+#   bash scripts/test.sh            everything that needs no GPU
+#   MICA_SKIP_TORCH=1 ...           skip the torch engine's CPU tests (libtorch download)
+#   MICA_SKIP_PYTHON=1 ...          skip the tritonclient compatibility check
+#
+# Installs what it needs itself (Python packages into a venv under .cache/, Debian
+# packages when run as root), so it works on a fresh machine.
+set -euo pipefail
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo test --workspace (unit, property and integration tests)"
+cargo test --workspace
+
+if [[ -z "${MICA_SKIP_PYTHON:-}" ]]; then
+    step "tritonclient.http against mica serve"
+    bash scripts/tritonclient-test.sh
+fi
+
+if [[ -z "${MICA_SKIP_TORCH:-}" ]]; then
+    step "torch engine (libtorch 2.11.0, CPU)"
+    bash scripts/ci-torch.sh
+fi
+step "all tests passed"

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Starts `mica serve` on simulated units on a free loopback port and runs Triton's own
+# Python client (tritonclient.http, unmodified) against it: scripts/tritonclient_check.py.
+set -euo pipefail
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+
+venv="$repo_root/.cache/venv"
+if [[ ! -x "$venv/bin/python" ]]; then
+    python3 -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install -q --disable-pip-version-check 'tritonclient[http]' numpy pillow
+
+cargo build -q --bin mica
+binary="${CARGO_TARGET_DIR:-$repo_root/target}/debug/mica"
+port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+metrics_port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+log="$(mktemp)"
+MICA__SERVER__PORT="$port" MICA__METRICS__PORT="$metrics_port" \
+    "$binary" serve --config config/orin-agx-sim.toml >"$log" 2>&1 &
+server=$!
+cleanup() { kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -f "$log"; }
+trap cleanup EXIT
+for _ in $(seq 1 100); do
+    if curl -sf "http://127.0.0.1:$port/v2/health/ready" >/dev/null; then break; fi
+    if ! kill -0 "$server" 2>/dev/null; then cat "$log"; echo "mica serve exited early" >&2; exit 1; fi
+    sleep 0.1
+done
+"$venv/bin/python" scripts/tritonclient_check.py --url "127.0.0.1:$port" --model resnet50 || { cat "$log"; exit 1; }
