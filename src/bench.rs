@@ -210,7 +210,11 @@ async fn one_request(
             );
             // A request's share of its batch: batches are counted once per request
             // group by the unit's image count (requests of one batch share a unit).
-            s.report.record_batch_share(response.unit_index, response.images, response.batch_images);
+            s.report.record_batch_share(
+                response.unit_index,
+                response.images,
+                response.batch_images,
+            );
         }
         Err(InferError::Overloaded { .. }) => s.report.record_rejection(),
         Err(_) => s.report.record_failure(),

@@ -26,7 +26,12 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct ConfigArg {
     /// Config file (TOML); `MICA__SECTION__KEY` variables override its keys.
-    #[arg(long, short = 'c', env = "MICA_CONFIG", default_value = "config/orin-agx-sim.toml")]
+    #[arg(
+        long,
+        short = 'c',
+        env = "MICA_CONFIG",
+        default_value = "config/orin-agx-sim.toml"
+    )]
     pub config: PathBuf,
 }
 

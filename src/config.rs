@@ -281,11 +281,20 @@ impl LoadedConfig {
             message,
         };
         let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
 
         validate_sections(&config).map_err(|(key, message)| error(key, message))?;
 
-        let contention = match (&config.platform.contention, &config.platform.contention_file) {
+        let contention = match (
+            &config.platform.contention,
+            &config.platform.contention_file,
+        ) {
             (Some(_), Some(_)) => {
                 return Err(error(
                     "platform".into(),
@@ -308,7 +317,12 @@ impl LoadedConfig {
         let mut profiles = Vec::with_capacity(config.units.len());
         for (index, unit) in config.units.iter_mut().enumerate() {
             let key = |field: &str| format!("units[{index}] ({}).{field}", unit.id);
-            if unit.id.is_empty() || !unit.id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            if unit.id.is_empty()
+                || !unit
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            {
                 return Err(error(
                     format!("units[{index}].id"),
                     format!("{:?}: ids are letters, digits, '.', '_' and '-'", unit.id),
@@ -324,14 +338,23 @@ impl LoadedConfig {
                 ));
             }
             if !(0.0..0.5).contains(&unit.jitter) {
-                return Err(error(key("jitter"), format!("must be in [0, 0.5), got {}", unit.jitter)));
+                return Err(error(
+                    key("jitter"),
+                    format!("must be in [0, 0.5), got {}", unit.jitter),
+                ));
             }
             match (unit.kind, unit.core) {
                 (UnitKind::Dla, None) => {
-                    return Err(error(key("core"), "a dla unit needs `core = 0` or `core = 1`".into()))
+                    return Err(error(
+                        key("core"),
+                        "a dla unit needs `core = 0` or `core = 1`".into(),
+                    ))
                 }
                 (UnitKind::Dla, Some(core)) if core > 1 => {
-                    return Err(error(key("core"), format!("DLA cores are 0 and 1, got {core}")))
+                    return Err(error(
+                        key("core"),
+                        format!("DLA cores are 0 and 1, got {core}"),
+                    ))
                 }
                 (kind, Some(_)) if kind != UnitKind::Dla => {
                     return Err(error(key("core"), "only dla units have a core".into()))
@@ -354,7 +377,8 @@ impl LoadedConfig {
             let profile = match &unit.profile {
                 Some(p) => {
                     let resolved = resolve(p);
-                    let profile = Profile::from_file(&resolved).map_err(|e| error(key("profile"), e.to_string()))?;
+                    let profile = Profile::from_file(&resolved)
+                        .map_err(|e| error(key("profile"), e.to_string()))?;
                     unit.profile = Some(resolved);
                     Some(Arc::new(profile))
                 }
@@ -369,7 +393,10 @@ impl LoadedConfig {
             if let Some(model) = &unit.model_path {
                 unit.model_path = Some(resolve(model));
             } else if unit.engine == EngineKind::Torch {
-                return Err(error(key("model_path"), "a torch unit needs a TorchScript model file".into()));
+                return Err(error(
+                    key("model_path"),
+                    "a torch unit needs a TorchScript model file".into(),
+                ));
             }
             let max_batch = unit
                 .max_batch
@@ -384,7 +411,10 @@ impl LoadedConfig {
             profiles.push(profile);
         }
         if !config.units.iter().any(|u| u.enabled) {
-            return Err(error("units".into(), "no enabled unit: add at least one [[units]] entry".into()));
+            return Err(error(
+                "units".into(),
+                "no enabled unit: add at least one [[units]] entry".into(),
+            ));
         }
         Ok(Self {
             path: path.to_path_buf(),
@@ -401,7 +431,10 @@ fn validate_sections(config: &Config) -> Result<(), (String, String)> {
         .validate()
         .map_err(|m| ("scheduler.policy".to_string(), m))?;
     if s.queue_capacity == 0 {
-        return Err(("scheduler.queue_capacity".into(), "must be at least 1".into()));
+        return Err((
+            "scheduler.queue_capacity".into(),
+            "must be at least 1".into(),
+        ));
     }
     if s.priority_levels == 0 || s.priority_levels > 16 {
         return Err((
@@ -410,13 +443,25 @@ fn validate_sections(config: &Config) -> Result<(), (String, String)> {
         ));
     }
     if s.max_queue_delay_us > 10_000_000 {
-        return Err(("scheduler.max_queue_delay_us".into(), "must be at most 10 s".into()));
+        return Err((
+            "scheduler.max_queue_delay_us".into(),
+            "must be at most 10 s".into(),
+        ));
     }
     if s.failures_to_quarantine == 0 {
-        return Err(("scheduler.failures_to_quarantine".into(), "must be at least 1".into()));
+        return Err((
+            "scheduler.failures_to_quarantine".into(),
+            "must be at least 1".into(),
+        ));
     }
-    config.server.validate().map_err(|m| ("server".to_string(), m))?;
-    config.model.validate().map_err(|m| ("model".to_string(), m))?;
+    config
+        .server
+        .validate()
+        .map_err(|m| ("server".to_string(), m))?;
+    config
+        .model
+        .validate()
+        .map_err(|m| ("model".to_string(), m))?;
     Ok(())
 }
 
@@ -434,4 +479,3 @@ fn key_of(error: &config::ConfigError) -> String {
         .map(|(key, _)| key.to_string())
         .unwrap_or_else(|| "(structure)".to_string())
 }
-

@@ -24,7 +24,10 @@ pub struct RunOverrides {
 }
 
 /// The units a run uses, in index order, with their config entries.
-pub fn selected_units<'a>(loaded: &'a LoadedConfig, overrides: &RunOverrides) -> anyhow::Result<Vec<(usize, &'a UnitConfig)>> {
+pub fn selected_units<'a>(
+    loaded: &'a LoadedConfig,
+    overrides: &RunOverrides,
+) -> anyhow::Result<Vec<(usize, &'a UnitConfig)>> {
     let all = &loaded.config.units;
     match &overrides.units {
         None => Ok(all.iter().enumerate().filter(|(_, u)| u.enabled).collect()),
@@ -33,7 +36,11 @@ pub fn selected_units<'a>(loaded: &'a LoadedConfig, overrides: &RunOverrides) ->
             for id in ids {
                 let Some(found) = all.iter().position(|u| &u.id == id) else {
                     let known: Vec<&str> = all.iter().map(|u| u.id.as_str()).collect();
-                    bail!("--units: no unit {id:?} in {}; known units: {}", loaded.path.display(), known.join(", "));
+                    bail!(
+                        "--units: no unit {id:?} in {}; known units: {}",
+                        loaded.path.display(),
+                        known.join(", ")
+                    );
                 };
                 if chosen.iter().any(|(i, _)| *i == found) {
                     bail!("--units: {id:?} is named twice");
@@ -49,20 +56,27 @@ pub fn selected_units<'a>(loaded: &'a LoadedConfig, overrides: &RunOverrides) ->
 }
 
 /// Builds the service setup for a run.
-pub fn service_setup(loaded: &LoadedConfig, overrides: &RunOverrides) -> anyhow::Result<ServiceSetup> {
+pub fn service_setup(
+    loaded: &LoadedConfig,
+    overrides: &RunOverrides,
+) -> anyhow::Result<ServiceSetup> {
     let config = &loaded.config;
     if let Some(n) = overrides.batch_size {
         if n == 0 || n > crate::config::MAX_BATCH_LIMIT {
-            bail!("--batch-size must be between 1 and {}, got {n}", crate::config::MAX_BATCH_LIMIT);
+            bail!(
+                "--batch-size must be between 1 and {}, got {n}",
+                crate::config::MAX_BATCH_LIMIT
+            );
         }
     }
     let chosen = selected_units(loaded, overrides)?;
     let mut units = Vec::with_capacity(chosen.len());
     for (position, (config_index, unit)) in chosen.iter().enumerate() {
         let profile = loaded.profiles[*config_index].clone();
-        let max_batch = overrides
-            .batch_size
-            .unwrap_or_else(|| unit.max_batch.expect("resolved when the config was loaded; this is a bug"));
+        let max_batch = overrides.batch_size.unwrap_or_else(|| {
+            unit.max_batch
+                .expect("resolved when the config was loaded; this is a bug")
+        });
         let device = match unit.kind {
             UnitKind::Cpu => None,
             _ => Some(unit.device.unwrap_or(0)),
@@ -116,5 +130,6 @@ pub fn service_setup(loaded: &LoadedConfig, overrides: &RunOverrides) -> anyhow:
         seed: config.scheduler.seed,
         scheduler,
         hub: Arc::new(ContentionHub::new(loaded.contention.build())),
+        custom_engines: None,
     })
 }

@@ -7,9 +7,7 @@
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, SpawnHandle};
-use mica_policies::{
-    Action, DropReason, PolicyConfig, Scheduler, SchedulerSettings, UnitSpec,
-};
+use mica_policies::{Action, DropReason, PolicyConfig, Scheduler, SchedulerSettings, UnitSpec};
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
@@ -59,6 +57,14 @@ pub struct BatchCompleted {
     pub service: Duration,
     /// Whether it succeeded.
     pub ok: bool,
+}
+
+/// Event: a unit's engine failed to load; it gets no more batches.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct UnitFailed {
+    /// Index of the unit.
+    pub unit: usize,
 }
 
 /// Command: replace the policy; answers the old policy's name.
@@ -132,7 +138,8 @@ impl Dispatcher {
                 } => {
                     let started = Instant::now();
                     for request in &mut requests {
-                        request.payload.queue_wait = started.duration_since(request.payload.admitted);
+                        request.payload.queue_wait =
+                            started.duration_since(request.payload.admitted);
                     }
                     self.metrics.dispatched(unit, policy, images);
                     self.units[unit].do_send(RunBatch {
@@ -151,7 +158,10 @@ impl Dispatcher {
                 }
             }
         }
-        self.metrics.queue(self.scheduler.queued_requests(), self.scheduler.running_batches());
+        self.metrics.queue(
+            self.scheduler.queued_requests(),
+            self.scheduler.running_batches(),
+        );
         self.arm_timer(ctx, now, wake);
         self.check_drained(ctx);
     }
@@ -188,7 +198,10 @@ impl Dispatcher {
             request.payload.fail(InferError::ShuttingDown);
         }
         if count > 0 {
-            warn!(requests = count, "drain time over: answered queued requests with an error");
+            warn!(
+                requests = count,
+                "drain time over: answered queued requests with an error"
+            );
         }
         let _ = done.send(count);
         ctx.stop();
@@ -232,7 +245,13 @@ impl Handler<Submit> for Dispatcher {
             return;
         }
         let now = self.now();
-        match self.scheduler.admit(now, request.images, request.priority, request.timeout, pending) {
+        match self.scheduler.admit(
+            now,
+            request.images,
+            request.priority,
+            request.timeout,
+            pending,
+        ) {
             Ok(_) => self.schedule(ctx),
             Err(rejected) => {
                 self.metrics.dropped("overloaded");
@@ -256,6 +275,16 @@ impl Handler<BatchCompleted> for Dispatcher {
         {
             warn!(batch = message.batch, "completion of an unknown batch");
         }
+        self.schedule(ctx);
+    }
+}
+
+impl Handler<UnitFailed> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, message: UnitFailed, ctx: &mut Self::Context) {
+        warn!(unit = message.unit, "unit taken out of service");
+        self.scheduler.set_offline(message.unit, true);
         self.schedule(ctx);
     }
 }

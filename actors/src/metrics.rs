@@ -4,7 +4,9 @@
 //! simulated unit, so its figures never pass for measurements). Handles are resolved
 //! once per unit at start, so recording costs an atomic add, not a registry lookup.
 
-use metrics::{describe_counter, describe_gauge, describe_histogram, Counter, Gauge, Histogram, Unit};
+use metrics::{
+    describe_counter, describe_gauge, describe_histogram, Counter, Gauge, Histogram, Unit,
+};
 use mica_policies::UnitSpec;
 
 /// Batches completed, per unit.
@@ -39,8 +41,8 @@ pub const POLICY_CHANGES_TOTAL: &str = "mica_policy_changes_total";
 
 /// Histogram buckets for durations in seconds (50 µs .. 30 s).
 pub const SECONDS_BUCKETS: &[f64] = &[
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0, 10.0, 30.0,
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0, 30.0,
 ];
 /// Histogram buckets for batch sizes.
 pub const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
@@ -49,17 +51,57 @@ pub const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 1
 pub fn describe() {
     describe_counter!(BATCHES_TOTAL, Unit::Count, "Batches completed, per unit");
     describe_counter!(IMAGES_TOTAL, Unit::Count, "Images completed, per unit");
-    describe_counter!(BATCH_FAILURES_TOTAL, Unit::Count, "Batches that failed, per unit");
-    describe_histogram!(BATCH_DURATION_SECONDS, Unit::Seconds, "Engine time per batch, per unit");
+    describe_counter!(
+        BATCH_FAILURES_TOTAL,
+        Unit::Count,
+        "Batches that failed, per unit"
+    );
+    describe_histogram!(
+        BATCH_DURATION_SECONDS,
+        Unit::Seconds,
+        "Engine time per batch, per unit"
+    );
     describe_histogram!(BATCH_SIZE, Unit::Count, "Images per batch, per unit");
-    describe_histogram!(QUEUE_WAIT_SECONDS, Unit::Seconds, "Queue wait before the batch started, per unit");
-    describe_gauge!(IN_FLIGHT_BATCHES, Unit::Count, "Batches running now, per unit");
-    describe_gauge!(UNIT_STREAMS, Unit::Count, "Stream workers configured, per unit");
-    describe_gauge!(UNIT_HEALTHY, Unit::Count, "1 while the unit is loaded and not failing");
-    describe_gauge!(QUEUE_DEPTH, Unit::Count, "Requests waiting in the dispatcher queue");
-    describe_gauge!(RUNNING_BATCHES, Unit::Count, "Batches running over all units");
-    describe_counter!(DISPATCH_DECISIONS_TOTAL, Unit::Count, "Batches placed, per policy and unit");
-    describe_counter!(REQUESTS_DROPPED_TOTAL, Unit::Count, "Requests answered with an error before running, per reason");
+    describe_histogram!(
+        QUEUE_WAIT_SECONDS,
+        Unit::Seconds,
+        "Queue wait before the batch started, per unit"
+    );
+    describe_gauge!(
+        IN_FLIGHT_BATCHES,
+        Unit::Count,
+        "Batches running now, per unit"
+    );
+    describe_gauge!(
+        UNIT_STREAMS,
+        Unit::Count,
+        "Stream workers configured, per unit"
+    );
+    describe_gauge!(
+        UNIT_HEALTHY,
+        Unit::Count,
+        "1 while the unit is loaded and not failing"
+    );
+    describe_gauge!(
+        QUEUE_DEPTH,
+        Unit::Count,
+        "Requests waiting in the dispatcher queue"
+    );
+    describe_gauge!(
+        RUNNING_BATCHES,
+        Unit::Count,
+        "Batches running over all units"
+    );
+    describe_counter!(
+        DISPATCH_DECISIONS_TOTAL,
+        Unit::Count,
+        "Batches placed, per policy and unit"
+    );
+    describe_counter!(
+        REQUESTS_DROPPED_TOTAL,
+        Unit::Count,
+        "Requests answered with an error before running, per reason"
+    );
     describe_counter!(POLICY_CHANGES_TOTAL, Unit::Count, "Policy swaps");
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Addr, AsyncContext};
-use mica_engines::{ContentionHub, EngineContext, EngineSpec};
+use mica_engines::{ContentionHub, CustomEngineBuilder, EngineContext, EngineSpec};
 use mica_policies::{PolicyConfig, SchedulerSettings, UnitId, UnitSpec};
 use thiserror::Error;
 use tokio::sync::{oneshot, watch};
@@ -111,7 +111,7 @@ pub struct UnitSetup {
 }
 
 /// Everything `Service::start` needs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServiceSetup {
     /// The units, in index order.
     pub units: Vec<UnitSetup>,
@@ -123,6 +123,19 @@ pub struct ServiceSetup {
     pub scheduler: SchedulerSettings,
     /// Contention coupling of the simulated units.
     pub hub: Arc<ContentionHub>,
+    /// Builds every engine instead of the engine kinds (tests, embedders).
+    pub custom_engines: Option<CustomEngineBuilder>,
+}
+
+impl std::fmt::Debug for ServiceSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceSetup")
+            .field("units", &self.units)
+            .field("policy", &self.policy)
+            .field("scheduler", &self.scheduler)
+            .field("custom_engines", &self.custom_engines.is_some())
+            .finish()
+    }
 }
 
 /// Why the service could not start.
@@ -205,6 +218,7 @@ impl Service {
         let mailbox = setup.scheduler.queue_capacity * usize::from(priority_levels) + 1024;
         let context = EngineContext {
             hub: setup.hub.clone(),
+            custom: setup.custom_engines.clone(),
         };
         let dispatcher = Dispatcher::create(|ctx| {
             ctx.set_mailbox_capacity(mailbox);
@@ -225,8 +239,11 @@ impl Service {
                 })
                 .collect();
             let policy = mica_policies::build_policy(&setup.policy, setup.seed);
-            let engines: Vec<&'static str> =
-                setup.units.iter().map(|u| u.engine.engine.as_str()).collect();
+            let engines: Vec<&'static str> = setup
+                .units
+                .iter()
+                .map(|u| u.engine.engine.as_str())
+                .collect();
             Dispatcher::new(&specs, &engines, units, policy, setup.scheduler.clone())
         });
         Ok(Self {

@@ -78,7 +78,10 @@ impl StreamWorker {
                 Ok(())
             }
             Ok(Err(error)) => Err(error.to_string()),
-            Err(panic) => Err(format!("engine panicked while loading: {}", panic_message(&panic))),
+            Err(panic) => Err(format!(
+                "engine panicked while loading: {}",
+                panic_message(&panic)
+            )),
         }
     }
 
@@ -97,14 +100,17 @@ impl StreamWorker {
             _ if requests.iter().all(|r| r.data.is_some()) => {
                 self.input.clear();
                 for request in requests {
-                    self.input.extend_from_slice(request.data.as_deref().unwrap_or(&[]));
+                    self.input
+                        .extend_from_slice(request.data.as_deref().unwrap_or(&[]));
                 }
                 Some(&self.input)
             }
             _ if requests.iter().all(|r| r.data.is_none()) => None,
             _ => return Err("a batch mixed synthetic and real inputs; this is a bug".into()),
         };
-        match catch_unwind(AssertUnwindSafe(|| engine.infer(BatchInput { images, data }))) {
+        match catch_unwind(AssertUnwindSafe(|| {
+            engine.infer(BatchInput { images, data })
+        })) {
             Ok(Ok(output)) => Ok(output),
             Ok(Err(error)) => Err(error.to_string()),
             Err(panic) => Err(format!("engine panicked: {}", panic_message(&panic))),
@@ -151,7 +157,8 @@ impl Handler<Execute> for StreamWorker {
                     let data = if output.data.is_empty() {
                         Vec::new()
                     } else {
-                        let end = (offset + images as usize * output.per_image).min(output.data.len());
+                        let end =
+                            (offset + images as usize * output.per_image).min(output.data.len());
                         let slice = output.data[offset.min(end)..end].to_vec();
                         offset = end;
                         slice

@@ -9,7 +9,7 @@ use actix::{Actor, Addr, Arbiter, Context, Handler, Message};
 use mica_engines::EngineContext;
 use tracing::{error, warn};
 
-use crate::dispatcher::{BatchCompleted, Dispatcher, Pending};
+use crate::dispatcher::{BatchCompleted, Dispatcher, Pending, UnitFailed};
 use crate::metrics::UnitMetrics;
 use crate::service::{InferError, Readiness, UnitSetup};
 use crate::stream_worker::{Execute, StreamWorker};
@@ -214,10 +214,22 @@ impl Handler<WorkerLoaded> for UnitActor {
             Some(message) => {
                 error!(unit = %unit, stream = loaded.worker, error = %message, "engine failed to load");
                 self.readiness
-                    .worker_loaded(Err(crate::service::StartError::UnitFailed { unit, message }));
-                // The worker answers every batch it gets with an error, so the unit is
-                // quarantined by the scheduler's health rules rather than hanging work.
+                    .worker_loaded(Err(crate::service::StartError::UnitFailed {
+                        unit,
+                        message,
+                    }));
+                // The unit gets no more batches; what it already holds is answered by
+                // the worker with the load error, so nothing hangs.
+                self.dispatcher.do_send(UnitFailed { unit: self.index });
                 self.free.push(loaded.worker);
+                while let Some(next) = self.backlog.pop_front() {
+                    if let Some(worker) = self.free.pop() {
+                        self.run(worker, next);
+                    } else {
+                        self.backlog.push_front(next);
+                        break;
+                    }
+                }
             }
         }
     }

@@ -82,11 +82,27 @@ impl EngineSpec {
     }
 }
 
+/// Builds engines in place of `build_engine` (tests with scripted engines, embedders
+/// with engines of their own).
+pub type CustomEngineBuilder =
+    Arc<dyn Fn(&EngineSpec) -> Result<Box<dyn Engine>, EngineError> + Send + Sync>;
+
 /// What engines of one platform share.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EngineContext {
     /// Contention coupling of the simulated units.
     pub hub: Arc<ContentionHub>,
+    /// When set, every engine is built by this instead of from its kind.
+    pub custom: Option<CustomEngineBuilder>,
+}
+
+impl std::fmt::Debug for EngineContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineContext")
+            .field("hub", &self.hub)
+            .field("custom", &self.custom.is_some())
+            .finish()
+    }
 }
 
 /// Creates an engine instance.
@@ -94,6 +110,9 @@ pub fn build_engine(
     spec: &EngineSpec,
     context: &EngineContext,
 ) -> Result<Box<dyn Engine>, EngineError> {
+    if let Some(custom) = &context.custom {
+        return custom(spec);
+    }
     match spec.engine {
         EngineKind::Null => Ok(Box::new(NullEngine::new(
             spec.max_batch,

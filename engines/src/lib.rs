@@ -14,4 +14,4 @@ pub mod torch;
 
 pub use contention_hub::ContentionHub;
 pub use engine::{check_input, BatchInput, BatchOutput, Engine, EngineError, EngineInfo};
-pub use factory::{build_engine, EngineContext, EngineKind, EngineSpec};
+pub use factory::{build_engine, CustomEngineBuilder, EngineContext, EngineKind, EngineSpec};

@@ -258,6 +258,7 @@ fn the_factory_builds_torch_engines() {
     let fixture = fixture();
     let context = EngineContext {
         hub: Arc::new(ContentionHub::new(Box::new(NoContention))),
+        custom: None,
     };
     let mut engine = build_engine(&spec(&fixture, UnitKind::Cpu), &context).expect("builds");
     let output = engine

@@ -64,6 +64,8 @@ struct UnitBook {
     in_flight: Vec<InFlight>,
     consecutive_failures: u32,
     quarantined_until: Option<Duration>,
+    /// Taken out of service for good (its engine never loaded).
+    offline: bool,
 }
 
 /// The mutable state of all units.
@@ -116,7 +118,7 @@ impl ClusterState {
             if let Some(until) = book.quarantined_until {
                 if now >= until {
                     book.quarantined_until = None;
-                    unit.healthy = true;
+                    unit.healthy = !book.offline;
                 }
             }
             refresh_expectations(unit, book, now);
@@ -193,6 +195,13 @@ impl ClusterState {
         }
         refresh_expectations(view, book, now);
         true
+    }
+
+    /// Takes a unit out of service for good (its engine failed to load), or puts it
+    /// back; an offline unit is never healthy.
+    pub fn set_offline(&mut self, unit: usize, offline: bool) {
+        self.books[unit].offline = offline;
+        self.view.units[unit].healthy = !offline && self.books[unit].quarantined_until.is_none();
     }
 
     /// Replaces a unit's profile (after `mica profile` or a config reload).

@@ -318,6 +318,11 @@ impl<T> Scheduler<T> {
         Some(completion)
     }
 
+    /// Takes a unit out of service for good, or puts it back.
+    pub fn set_offline(&mut self, unit: usize, offline: bool) {
+        self.cluster.set_offline(unit, offline);
+    }
+
     /// Replaces the policy; queued and running work is untouched.
     pub fn set_policy(&mut self, policy: Box<dyn Policy>) {
         self.policy = policy;

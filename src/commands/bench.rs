@@ -15,7 +15,9 @@ use crate::wiring::{self, RunOverrides};
 /// Overrides from the shared run arguments.
 pub fn overrides(run: &RunArgs) -> anyhow::Result<RunOverrides> {
     let policy = match &run.policy {
-        Some(name) => Some(PolicyConfig::from_name(name).map_err(|m| anyhow::anyhow!("--policy: {m}"))?),
+        Some(name) => {
+            Some(PolicyConfig::from_name(name).map_err(|m| anyhow::anyhow!("--policy: {m}"))?)
+        }
         None => None,
     };
     Ok(RunOverrides {

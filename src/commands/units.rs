@@ -31,14 +31,32 @@ pub fn run(config: &Path, as_json: bool) -> anyhow::Result<()> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&json!({ "platform": loaded.config.platform.name, "units": units }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({ "platform": loaded.config.platform.name, "units": units })
+            )?
+        );
         return Ok(());
     }
     let mut out = String::new();
-    let _ = writeln!(out, "platform: {}  ({})", loaded.config.platform.name, loaded.path.display());
-    let _ = writeln!(out, "contention model: {}", loaded.contention.build().name());
+    let _ = writeln!(
+        out,
+        "platform: {}  ({})",
+        loaded.config.platform.name,
+        loaded.path.display()
+    );
+    let _ = writeln!(
+        out,
+        "contention model: {}",
+        loaded.contention.build().name()
+    );
     for (unit, profile) in loaded.config.units.iter().zip(&loaded.profiles) {
-        let simulated = if unit.engine == mica_engines::EngineKind::Sim { " [SIMULATED]" } else { "" };
+        let simulated = if unit.engine == mica_engines::EngineKind::Sim {
+            " [SIMULATED]"
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
             "\n{} — kind {}, engine {}{}, {} stream(s), max batch {}{}",
@@ -61,9 +79,17 @@ pub fn run(config: &Path, as_json: bool) -> anyhow::Result<()> {
                     p.origin,
                     p.overhead_ms,
                     p.gpu_occupancy,
-                    if p.source.is_empty() { String::new() } else { format!(", source: {}", p.source) }
+                    if p.source.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", source: {}", p.source)
+                    }
                 );
-                let _ = writeln!(out, "  {:>6} {:>12} {:>10} {:>10}", "batch", "latency ms", "img/s", "GB/s");
+                let _ = writeln!(
+                    out,
+                    "  {:>6} {:>12} {:>10} {:>10}",
+                    "batch", "latency ms", "img/s", "GB/s"
+                );
                 for point in &p.points {
                     let _ = writeln!(
                         out,

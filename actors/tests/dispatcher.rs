@@ -1,0 +1,325 @@
+//! The running actors with scripted engines: every accepted request is answered, whatever
+//! the engines do (fail, panic, fail to load), and the service keeps serving.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mica_actors::{InferError, InferRequest, Service, ServiceSetup, UnitSetup};
+use mica_engines::{
+    check_input, BatchInput, BatchOutput, ContentionHub, Engine, EngineError, EngineInfo,
+    EngineKind, EngineSpec,
+};
+use mica_policies::contention::NoContention;
+use mica_policies::{HealthRules, PolicyConfig, SchedulerSettings, UnitId, UnitKind, UnitSpec};
+
+/// What a scripted engine does with batch number `n` (counted per engine).
+#[derive(Clone, Copy, Debug)]
+enum Script {
+    /// Answers every batch: output = input + 1.
+    Works,
+    /// Fails every `n`-th batch with an error.
+    FailsEvery(u64),
+    /// Panics on every `n`-th batch.
+    PanicsEvery(u64),
+    /// Fails to load.
+    NeverLoads,
+}
+
+struct Scripted {
+    script: Script,
+    batches: AtomicU64,
+    info: EngineInfo,
+    delay: Duration,
+}
+
+impl Engine for Scripted {
+    fn info(&self) -> EngineInfo {
+        self.info.clone()
+    }
+
+    fn infer(&mut self, input: BatchInput<'_>) -> Result<BatchOutput, EngineError> {
+        check_input(&self.info, &input)?;
+        let n = self.batches.fetch_add(1, Ordering::Relaxed) + 1;
+        std::thread::sleep(self.delay);
+        match self.script {
+            Script::FailsEvery(k) if n % k == 0 => {
+                return Err(EngineError::Inference(format!("scripted failure {n}")))
+            }
+            Script::PanicsEvery(k) if n % k == 0 => panic!("scripted panic {n}"),
+            _ => {}
+        }
+        let data = input
+            .data
+            .map(|d| d.iter().map(|v| v + 1.0).collect())
+            .unwrap_or_default();
+        Ok(BatchOutput {
+            images: input.images,
+            per_image: self.info.output_len,
+            data,
+        })
+    }
+}
+
+fn setup(scripts: &[Script], policy: PolicyConfig, capacity: usize) -> ServiceSetup {
+    let units: Vec<UnitSetup> = scripts
+        .iter()
+        .enumerate()
+        .map(|(index, _)| {
+            let engine = EngineSpec {
+                engine: EngineKind::Null,
+                unit: index,
+                unit_kind: UnitKind::Cpu,
+                device: None,
+                stream: 0,
+                max_batch: 4,
+                input_shape: vec![2],
+                output_len: 2,
+                profile: None,
+                model_path: None,
+                jitter: 0.0,
+                seed: 1,
+                cuda_graphs: false,
+                warmup_batches: 0,
+            };
+            UnitSetup {
+                spec: UnitSpec {
+                    id: UnitId::new(&format!("u{index}")),
+                    kind: UnitKind::Cpu,
+                    device: None,
+                    simulated: false,
+                    streams: 2,
+                    max_batch: 4,
+                    profile: None,
+                },
+                engine,
+            }
+        })
+        .collect();
+    let scripts = scripts.to_vec();
+    ServiceSetup {
+        units,
+        policy,
+        seed: 1,
+        scheduler: SchedulerSettings {
+            max_queue_delay: Duration::from_micros(200),
+            fixed_batch: None,
+            queue_capacity: capacity,
+            priority_levels: 2,
+            health: HealthRules {
+                failures_to_quarantine: 3,
+                quarantine: Duration::from_millis(50),
+            },
+        },
+        hub: Arc::new(ContentionHub::new(Box::new(NoContention))),
+        custom_engines: Some(Arc::new(move |spec: &EngineSpec| {
+            let script = scripts[spec.unit];
+            if let Script::NeverLoads = script {
+                return Err(EngineError::Load("scripted load failure".into()));
+            }
+            Ok(Box::new(Scripted {
+                script,
+                batches: AtomicU64::new(0),
+                info: EngineInfo {
+                    engine: "scripted",
+                    max_batch: spec.max_batch,
+                    input_len: spec.input_len(),
+                    output_len: spec.output_len,
+                },
+                delay: Duration::from_micros(300),
+            }) as Box<dyn Engine>)
+        })),
+    }
+}
+
+/// Sends `count` one-image requests at once and sorts the answers.
+async fn flood(service: &Service, count: usize) -> (usize, Vec<InferError>) {
+    let answers = futures::future::join_all((0..count).map(|i| {
+        service.submit(InferRequest {
+            images: 1,
+            data: Some(vec![i as f32, -(i as f32)]),
+            priority: (i % 2) as u8,
+            timeout: None,
+        })
+    }))
+    .await;
+    let mut ok = 0;
+    let mut errors = Vec::new();
+    for (i, answer) in answers.into_iter().enumerate() {
+        match answer {
+            Ok(response) => {
+                assert_eq!(
+                    response.data,
+                    vec![i as f32 + 1.0, 1.0 - i as f32],
+                    "request {i} got another request's output"
+                );
+                ok += 1;
+            }
+            Err(error) => errors.push(error),
+        }
+    }
+    (ok, errors)
+}
+
+#[actix_rt::test]
+async fn healthy_units_answer_every_request_with_its_own_output() {
+    let service = Service::start(setup(
+        &[Script::Works, Script::Works],
+        PolicyConfig::RoundRobin,
+        1024,
+    ))
+    .unwrap();
+    service.wait_ready().await.unwrap();
+    let (ok, errors) = flood(&service, 500).await;
+    assert_eq!((ok, errors.len()), (500, 0), "{errors:?}");
+}
+
+#[actix_rt::test]
+async fn failing_and_panicking_engines_fail_only_their_batches() {
+    for policy in [PolicyConfig::RoundRobin, PolicyConfig::LeastLoaded] {
+        let service = Service::start(setup(
+            &[Script::FailsEvery(3), Script::PanicsEvery(4), Script::Works],
+            policy,
+            1024,
+        ))
+        .unwrap();
+        service.wait_ready().await.unwrap();
+        let (ok, errors) = flood(&service, 600).await;
+        assert_eq!(ok + errors.len(), 600, "every request answered");
+        assert!(ok > 300, "the healthy unit keeps serving: {ok} ok");
+        assert!(
+            errors.iter().all(|e| matches!(e, InferError::Engine(_))),
+            "only engine errors: {errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.to_string().contains("panicked")),
+            "panics are reported as such"
+        );
+        // The workers survived their panics: another round still gets answers.
+        let (ok_again, errors_again) = flood(&service, 100).await;
+        assert_eq!(ok_again + errors_again.len(), 100);
+        assert!(ok_again > 0);
+    }
+}
+
+#[actix_rt::test]
+async fn a_unit_that_never_loads_is_reported_and_requests_are_not_lost() {
+    let service = Service::start(setup(
+        &[Script::NeverLoads, Script::Works],
+        PolicyConfig::RoundRobin,
+        1024,
+    ))
+    .unwrap();
+    let error = service.wait_ready().await.unwrap_err();
+    assert!(error.to_string().contains("u0"), "{error}");
+    assert!(!service.is_ready());
+    let (ok, errors) = flood(&service, 200).await;
+    assert_eq!(ok + errors.len(), 200, "every request answered");
+    assert_eq!(
+        ok, 200,
+        "the unit that never loaded gets no batches: {errors:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn a_full_queue_answers_overloaded_and_the_rest_are_served() {
+    let service = Service::start(setup(&[Script::Works], PolicyConfig::LeastLoaded, 8)).unwrap();
+    service.wait_ready().await.unwrap();
+    let (ok, errors) = flood(&service, 300).await;
+    assert_eq!(ok + errors.len(), 300);
+    assert!(
+        !errors.is_empty(),
+        "a queue of 8 per level cannot take 300 at once"
+    );
+    assert!(
+        errors
+            .iter()
+            .all(|e| matches!(e, InferError::Overloaded { .. })),
+        "{errors:?}"
+    );
+    assert!(ok >= 16);
+}
+
+#[actix_rt::test]
+async fn oversized_requests_are_invalid_and_timeouts_expire_in_the_queue() {
+    let service = Service::start(setup(&[Script::Works], PolicyConfig::LeastLoaded, 1024)).unwrap();
+    service.wait_ready().await.unwrap();
+    let too_big = service
+        .submit(InferRequest {
+            images: 5,
+            data: None,
+            priority: 0,
+            timeout: None,
+        })
+        .await;
+    assert!(
+        matches!(too_big, Err(InferError::Invalid(_))),
+        "{too_big:?}"
+    );
+    // A burst far larger than the unit can run within 1 ms: some time out in the queue.
+    let answers = futures::future::join_all((0..400).map(|_| {
+        service.submit(InferRequest {
+            images: 1,
+            data: None,
+            priority: 0,
+            timeout: Some(Duration::from_millis(1)),
+        })
+    }))
+    .await;
+    assert!(answers
+        .iter()
+        .any(|a| matches!(a, Err(InferError::TimedOut))));
+    assert!(answers
+        .iter()
+        .all(|a| a.is_ok() || matches!(a, Err(InferError::TimedOut))));
+}
+
+#[actix_rt::test]
+async fn shutdown_answers_everything_accepted_and_refuses_new_work() {
+    let service = Service::start(setup(&[Script::Works], PolicyConfig::RoundRobin, 4096)).unwrap();
+    service.wait_ready().await.unwrap();
+    let pending: Vec<_> = (0..300)
+        .map(|i| {
+            service.submit(InferRequest {
+                images: 1,
+                data: Some(vec![i as f32, 0.0]),
+                priority: 0,
+                timeout: None,
+            })
+        })
+        .collect();
+    let left = service.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(left, 0, "the drain time was long enough for all");
+    let answers = futures::future::join_all(pending).await;
+    assert!(answers.iter().all(|a| a.is_ok()), "accepted work finished");
+    let after = service
+        .submit(InferRequest {
+            images: 1,
+            data: None,
+            priority: 0,
+            timeout: None,
+        })
+        .await;
+    assert!(matches!(after, Err(InferError::ShuttingDown)));
+}
+
+#[actix_rt::test]
+async fn swapping_the_policy_keeps_serving() {
+    let service = Service::start(setup(
+        &[Script::Works, Script::Works],
+        PolicyConfig::RoundRobin,
+        1024,
+    ))
+    .unwrap();
+    service.wait_ready().await.unwrap();
+    let first = flood(&service, 100);
+    let old = service
+        .set_policy(PolicyConfig::LeastLoaded, 1)
+        .await
+        .unwrap();
+    assert_eq!(old, "round_robin");
+    let (ok, errors) = first.await;
+    assert_eq!((ok, errors.len()), (100, 0));
+    let (ok, errors) = flood(&service, 100).await;
+    assert_eq!((ok, errors.len()), (100, 0));
+}
