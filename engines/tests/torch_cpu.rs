@@ -20,8 +20,12 @@ use mica_engines::{
 use mica_policies::contention::NoContention;
 use mica_policies::UnitKind;
 
+/// The committed fixtures; `MICA_TORCH_FIXTURES` overrides the compiled-in path for a
+/// test binary carried to another machine (the GPU host has no Rust toolchain).
 fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    std::env::var_os("MICA_TORCH_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"))
 }
 
 fn fixture() -> Fixture {

@@ -1,0 +1,78 @@
+//! `mica simulate`: the configured units in the discrete-event simulator.
+//!
+//! Same flags and the same report as `mica bench` (the JSON has the same keys, mode
+//! `simulate`), but in virtual time: an hour of traffic takes seconds. The simulator's
+//! speed (simulated seconds per wall-clock second) goes to the table's footer, or to
+//! stderr with `--json` so stdout stays one JSON document.
+
+use std::path::Path;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::bench::Stop;
+use crate::cli::RunArgs;
+use crate::commands::bench::{load_and_stop, overrides};
+use crate::config::LoadedConfig;
+use crate::experiment::run::{self, RunPlan};
+
+/// Runs the command.
+pub fn run(config: &Path, args: &RunArgs, warmup: Duration, progress: bool) -> anyhow::Result<()> {
+    let loaded = LoadedConfig::load(config)?;
+    let overrides = overrides(args)?;
+    let (load, stop) = load_and_stop(args)?;
+    let duration = match stop {
+        Stop::After(duration) => duration,
+        Stop::Requests(_) => anyhow::bail!(
+            "--requests: the simulator runs for a simulated time; give --duration instead"
+        ),
+    };
+    let plan = RunPlan {
+        load,
+        duration,
+        warmup,
+        images_per_request: args.batch_size.unwrap_or(1),
+    };
+    // The simulator has no progress hook: a spinner shows it is alive.
+    let spinner = progress.then(|| {
+        let spinner = ProgressBar::new_spinner();
+        spinner.set_style(
+            ProgressStyle::with_template("{spinner} simulating {msg} {elapsed}")
+                .expect("constant template is valid; this is a bug"),
+        );
+        spinner.set_message(humantime::format_duration(warmup + duration).to_string());
+        spinner.enable_steady_tick(Duration::from_millis(100));
+        spinner
+    });
+    let outcome = run::simulate(&loaded, &overrides, &plan);
+    if let Some(spinner) = spinner {
+        spinner.finish_and_clear();
+    }
+    let outcome = outcome?;
+    let mut footer = format!(
+        "simulator: {:.0} s simulated in {:.3} s wall = {:.0} simulated s per wall s ({} events)",
+        outcome.run_s,
+        outcome.wall.as_secs_f64(),
+        outcome.speed(),
+        outcome.events
+    );
+    if let Some(batches) = outcome.converged_after_batches {
+        footer.push_str(&format!(
+            "\npolicy search converged after {batches} completed batches"
+        ));
+    }
+    if outcome.policy_errors > 0 {
+        footer.push_str(&format!(
+            "\npolicy answered something impossible {} times",
+            outcome.policy_errors
+        ));
+    }
+    if args.json {
+        println!("{}", outcome.report.to_json());
+        eprintln!("{footer}");
+    } else {
+        print!("{}", outcome.report.render_table());
+        println!("{footer}");
+    }
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! Config validation: every rejected case names the file and the key, and the shipped
+//! configs load.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use mica::config::LoadedConfig;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Writes `text` as a config file inside `config/` (so relative profile paths resolve
+/// as they do for the shipped configs) and loads it.
+fn load(text: &str) -> Result<LoadedConfig, String> {
+    let dir = repo().join("config");
+    let mut file = tempfile::Builder::new()
+        .prefix("test-")
+        .suffix(".toml")
+        .tempfile_in(&dir)
+        .unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+    let result = LoadedConfig::load(file.path()).map_err(|e| e.to_string());
+    if let Err(message) = &result {
+        let name = file.path().file_name().unwrap().to_string_lossy().to_string();
+        assert!(message.contains(&name), "error names the file: {message}");
+    }
+    result
+}
+
+const CUDA_UNIT: &str = r#"
+[[units]]
+id = "cuda"
+kind = "cuda_fp32"
+engine = "sim"
+profile = "profiles/orin-agx/cuda_fp32.toml"
+"#;
+
+fn rejected(text: &str, key: &str, words: &str) {
+    let message = load(text).expect_err("must be rejected");
+    assert!(message.contains(key), "error names the key {key:?}: {message}");
+    assert!(
+        message.to_lowercase().contains(&words.to_lowercase()),
+        "error says {words:?}: {message}"
+    );
+}
+
+#[test]
+fn shipped_configs_load() {
+    for name in ["orin-agx-sim.toml", "null.toml"] {
+        let path = repo().join("config").join(name);
+        LoadedConfig::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let orin = LoadedConfig::load(&repo().join("config/orin-agx-sim.toml")).unwrap();
+    let ids: Vec<&str> = orin.config.units.iter().map(|u| u.id.as_str()).collect();
+    assert_eq!(ids, ["cpu", "cuda", "amp", "dla0", "dla1"]);
+    assert!(orin.profiles.iter().all(Option::is_some));
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let message = LoadedConfig::load(Path::new("config/no-such-file.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("no-such-file.toml") && message.contains("no such config file"), "{message}");
+}
+
+#[test]
+fn unknown_unit_kind() {
+    rejected(
+        &CUDA_UNIT.replace("cuda_fp32", "cuda_fp64"),
+        "units",
+        "cuda_fp64",
+    );
+}
+
+#[test]
+fn unknown_key_anywhere() {
+    rejected(&format!("{CUDA_UNIT}streamz = 2\n"), "units", "streamz");
+    rejected(&format!("[scheduler]\nqueue_capacty = 3\n{CUDA_UNIT}"), "scheduler", "queue_capacty");
+}
+
+#[test]
+fn zero_streams() {
+    rejected(&format!("{CUDA_UNIT}streams = 0\n"), "units[0] (cuda).streams", "between 1 and 64");
+}
+
+#[test]
+fn batch_size_above_the_limit() {
+    rejected(&format!("{CUDA_UNIT}max_batch = 100000\n"), "units[0] (cuda).max_batch", "between 1 and");
+    rejected(&format!("{CUDA_UNIT}max_batch = 0\n"), "units[0] (cuda).max_batch", "between 1 and");
+}
+
+#[test]
+fn unknown_policy() {
+    rejected(
+        &format!("[scheduler]\npolicy = {{ type = \"fastest\" }}\n{CUDA_UNIT}"),
+        "scheduler",
+        "fastest",
+    );
+}
+
+#[test]
+fn duplicate_ids_and_bad_ids() {
+    rejected(&format!("{CUDA_UNIT}{CUDA_UNIT}"), "units[1] (cuda).id", "two units");
+    rejected(&CUDA_UNIT.replace("\"cuda\"\nkind", "\"cu da\"\nkind"), "units[0].id", "letters");
+}
+
+#[test]
+fn sim_units_need_a_profile_that_exists_and_is_valid() {
+    rejected(
+        "[[units]]\nid = \"c\"\nkind = \"cpu\"\nengine = \"sim\"\n",
+        "units[0] (c).profile",
+        "needs a profile",
+    );
+    rejected(
+        &CUDA_UNIT.replace("cuda_fp32.toml", "missing.toml"),
+        "units[0] (cuda).profile",
+        "missing.toml",
+    );
+}
+
+#[test]
+fn dla_units_need_a_valid_core_and_others_have_none() {
+    let dla = "[[units]]\nid = \"d\"\nkind = \"dla\"\nengine = \"sim\"\nprofile = \"profiles/orin-agx/dla.toml\"\n";
+    rejected(dla, "units[0] (d).core", "core = 0");
+    rejected(&format!("{dla}core = 2\n"), "units[0] (d).core", "0 and 1");
+    rejected(&format!("{CUDA_UNIT}core = 0\n"), "units[0] (cuda).core", "only dla");
+    load(&format!("{dla}core = 1\n")).unwrap();
+}
+
+#[test]
+fn torch_units_need_a_model_or_the_feature() {
+    let torch = "[[units]]\nid = \"t\"\nkind = \"cpu\"\nengine = \"torch\"\n";
+    let message = load(torch).unwrap_err();
+    assert!(message.contains("units[0] (t)"), "{message}");
+    assert!(message.contains("model_path") || message.contains("--features torch"), "{message}");
+}
+
+#[test]
+fn scheduler_values_out_of_range() {
+    rejected(&format!("[scheduler]\nqueue_capacity = 0\n{CUDA_UNIT}"), "scheduler.queue_capacity", "at least 1");
+    rejected(&format!("[scheduler]\npriority_levels = 0\n{CUDA_UNIT}"), "scheduler.priority_levels", "between 1 and 16");
+}
+
+#[test]
+fn no_units_at_all() {
+    rejected("[scheduler]\nseed = 1\n", "units", "no enabled unit");
+}
+
+#[test]
+fn platform_contention_inline_or_file_not_both() {
+    rejected(
+        &format!(
+            "[platform]\ncontention = {{ type = \"none\" }}\ncontention_file = \"profiles/orin-agx/platform.toml\"\n{CUDA_UNIT}"
+        ),
+        "platform",
+        "not both",
+    );
+}
+
+#[test]
+fn environment_overrides_keys() {
+    // Only this test sets the seed; other tests do not look at it.
+    std::env::set_var("MICA__SCHEDULER__SEED", "777");
+    let loaded = load(CUDA_UNIT).unwrap();
+    std::env::remove_var("MICA__SCHEDULER__SEED");
+    assert_eq!(loaded.config.scheduler.seed, 777);
+}
