@@ -111,6 +111,28 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Run the configured units in the discrete-event simulator (virtual time, same
+    /// policies, profiles and contention model) and report as `mica bench` does.
+    Simulate {
+        /// The config.
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Load and overrides.
+        #[command(flatten)]
+        run: RunArgs,
+        /// Simulated time at the start whose requests are not counted.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+        warmup: Duration,
+        /// Hide the progress spinner.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Run one of the papers' experiments.
+    Experiment {
+        /// The experiment.
+        #[command(subcommand)]
+        command: crate::experiment::ExperimentCommand,
+    },
 }
 
 /// Parses the command line, runs the command, and maps errors to an exit code.

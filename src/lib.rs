@@ -7,6 +7,7 @@ pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod experiment;
 pub mod logging;
 pub mod metrics;
 pub mod serve;

@@ -43,10 +43,10 @@ impl Engine for Scripted {
         let n = self.batches.fetch_add(1, Ordering::Relaxed) + 1;
         std::thread::sleep(self.delay);
         match self.script {
-            Script::FailsEvery(k) if n % k == 0 => {
+            Script::FailsEvery(k) if n.is_multiple_of(k) => {
                 return Err(EngineError::Inference(format!("scripted failure {n}")))
             }
-            Script::PanicsEvery(k) if n % k == 0 => panic!("scripted panic {n}"),
+            Script::PanicsEvery(k) if n.is_multiple_of(k) => panic!("scripted panic {n}"),
             _ => {}
         }
         let data = input

@@ -1,7 +1,9 @@
 //! One file per command; this module only dispatches.
 
 mod bench;
+mod experiment;
 mod serve;
+mod simulate;
 mod units;
 
 use crate::cli::Command;
@@ -34,5 +36,12 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             serve::run(&config.config, &bench::overrides(&run)?)
         }
         Command::Check { config } => units::check(&config.config),
+        Command::Simulate {
+            config,
+            run,
+            warmup,
+            no_progress,
+        } => simulate::run(&config.config, &run, warmup, !no_progress),
+        Command::Experiment { command } => experiment::run(&command),
     }
 }
