@@ -4,8 +4,10 @@
 //! the discrete-event simulator both drive it with the same events (a request arrives,
 //! time passes, a batch completes), so a policy behaves the same in both.
 //!
-//! Queue discipline: one bounded FIFO per priority level (0 most urgent); a batch is
-//! taken from the most urgent non-empty level first, whole requests only. Dynamic
+//! Queue discipline: one bounded queue per priority level (0 most urgent), FIFO except
+//! that requests with deadlines are kept in earliest-deadline-first order among
+//! themselves; a batch is taken from the most urgent non-empty level first, whole
+//! requests only. Dynamic
 //! batching follows Triton's rule: a batch smaller than the policy asked for is held
 //! back until the oldest waiting request has waited `max_queue_delay`. Requests whose
 //! deadline passes while queued are dropped with `DropReason::Expired`.
@@ -198,14 +200,30 @@ impl<T> Scheduler<T> {
         if let Some(deadline) = deadline {
             self.next_deadline = Some(self.next_deadline.map_or(deadline, |d| d.min(deadline)));
         }
-        self.metas[level].push_back(WaitingRequest {
-            id,
-            images,
-            arrival: now,
-            deadline,
-            priority: level as u8,
-        });
-        self.payloads[level].push_back(payload);
+        // Earliest deadline first among requests with deadlines: a request is placed
+        // before queued requests whose deadline is later, but never before an earlier
+        // request without a deadline (those keep FIFO order). Equal timeouts append.
+        let queue = &mut self.metas[level];
+        let mut position = queue.len();
+        if let Some(deadline) = deadline {
+            while position > 0 {
+                match queue[position - 1].deadline {
+                    Some(other) if other > deadline => position -= 1,
+                    _ => break,
+                }
+            }
+        }
+        queue.insert(
+            position,
+            WaitingRequest {
+                id,
+                images,
+                arrival: now,
+                deadline,
+                priority: level as u8,
+            },
+        );
+        self.payloads[level].insert(position, payload);
         self.queued_images += u64::from(images);
         self.queued_requests += 1;
         Ok(id)
@@ -614,6 +632,36 @@ mod tests {
                 fixed: 1
             })
         );
+    }
+
+    #[test]
+    fn requests_with_deadlines_are_served_earliest_deadline_first() {
+        let settings = SchedulerSettings {
+            fixed_batch: Some(1),
+            ..Default::default()
+        };
+        let mut s = Scheduler::new(&[unit("a", 1.0, 1)], Box::new(RoundRobin::new()), settings);
+        s.admit(ms(0), 1, 0, None, 0).unwrap();
+        s.admit(ms(0), 1, 0, Some(ms(50)), 1).unwrap();
+        s.admit(ms(0), 1, 0, Some(ms(10)), 2).unwrap();
+        s.admit(ms(0), 1, 0, Some(ms(30)), 3).unwrap();
+        let mut order = Vec::new();
+        let mut now = ms(0);
+        while s.queued_requests() > 0 {
+            let mut actions = Vec::new();
+            s.poll(now, &mut actions);
+            for action in actions {
+                if let Action::Start {
+                    batch, requests, ..
+                } = action
+                {
+                    order.extend(requests.iter().map(|r| r.payload));
+                    s.complete(now, batch, None, true);
+                }
+            }
+            now += ms(1);
+        }
+        assert_eq!(order, vec![0, 2, 3, 1]);
     }
 
     #[test]
