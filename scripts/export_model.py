@@ -8,6 +8,11 @@ ResNet-50 (default): torchvision's ResNet-50, with weights from a local file
                      FP32 NCHW input, converts it itself and returns FP32   (tensor_fp16)
   resnet50_bf16.pt   the same in BF16                                       (tensor_bf16)
   resnet50.onnx      ONNX, FP32, dynamic batch
+  resnet50_{fp32,fp16,bf16}_fused.pt
+                     the same three with every batch norm folded into its convolution
+                     (torch.fx fuse, in FP32, before any conversion) and frozen
+                     (torch.jit.freeze: weights become constants): fewer kernels and
+                     fewer bytes moved per image; what config/gpu.toml runs
 and, with `--reference N`, an input batch of N images and PyTorch's FP32 output for it
 (same format as the test fixture below), for numerical agreement checks.
 
@@ -15,6 +20,14 @@ Tiny model (`--tiny`): a small ResNet-style network (conv/bn/relu, two residual
 blocks, pooling, fc; input 3x32x32, 10 classes) with random weights and non-trivial
 batch-norm statistics, as TorchScript, plus an input batch and its expected output,
 written to engines/tests/fixtures/ (well under 1 MB) for the engine's CPU tests.
+
+Staged models (`--stages`): the network as a sequence of blocks, each a TorchScript
+file `block_<i>.pt` taking a flat (batch, elements) FP32 input and returning a flat
+output, plus `manifest.json` (block names, files, input/output shapes) — ResNet-50 in
+18 blocks (stem, 16 bottlenecks, head) into `--out`/resnet50_stages/, and the tiny
+model in 4 blocks (stem, layer1, layer2, head; same weights as tiny_resnet.pt) into
+the fixtures folder's tiny_stages/ with the unsplit model's input and output, so that
+a pipeline run stage by stage can be checked against the unsplit model.
 
 Tensors are written as raw little-endian float32 (`.bin`, row-major) described by a
 JSON file with their shapes, so Rust reads them without extra dependencies.
@@ -178,6 +191,78 @@ def export_tiny(out: pathlib.Path, batch: int) -> None:
     write_reference(out, "tiny", "tiny_resnet.pt", scripted, inputs, {"classes": 10})
 
 
+class FlatBlock(nn.Module):
+    """One block of a staged model: flat (batch, elements) in, flat out."""
+
+    def __init__(self, block: nn.Module, in_shape: list[int]) -> None:
+        super().__init__()
+        self.block = block
+        self.in_shape = in_shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape([x.shape[0]] + self.in_shape)
+        return torch.flatten(self.block(x), 1)
+
+
+class Head(nn.Module):
+    """Global average pooling and the classifier."""
+
+    def __init__(self, fc: nn.Module) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = fc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def export_blocks(blocks: list[tuple[str, nn.Module]], image: list[int], out: pathlib.Path,
+                  model: str) -> None:
+    """Writes block_<i>.pt per block and manifest.json (shapes traced with one image)."""
+    out.mkdir(parents=True, exist_ok=True)
+    x = torch.zeros([1] + image)
+    entries = []
+    for index, (name, block) in enumerate(blocks):
+        block.eval()
+        in_shape = list(x.shape[1:])
+        with torch.no_grad():
+            y = block(x)
+        save_script(FlatBlock(block, in_shape), out / f"block_{index}.pt")
+        entries.append({"index": index, "name": name, "file": f"block_{index}.pt",
+                        "input_shape": in_shape, "output_shape": list(y.shape[1:])})
+        x = y
+    manifest = {"format": "mica-stages-v1: flat (batch, elements) FP32 in and out",
+                "model": model, "blocks": entries, "torch_version": torch.__version__}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"wrote {out / 'manifest.json'} ({len(entries)} blocks)")
+
+
+def resnet50_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
+    blocks = [("stem", stem)]
+    for layer in range(1, 5):
+        for index, block in enumerate(getattr(model, f"layer{layer}")):
+            blocks.append((f"layer{layer}.{index}", block))
+    blocks.append(("head", Head(model.fc)))
+    return blocks
+
+
+def export_tiny_stages(out: pathlib.Path, batch: int) -> None:
+    """The tiny model (same seed, same weights as export_tiny) in 4 blocks."""
+    torch.manual_seed(SEED)
+    generator = torch.Generator().manual_seed(SEED)
+    model = TinyResNet()
+    randomize_batchnorm(model, generator)
+    model.eval()
+    inputs = torch.randn(batch, 3, 32, 32, generator=generator)
+    blocks = [("stem", model.stem), ("layer1", model.layer1), ("layer2", model.layer2),
+              ("head", Head(model.fc))]
+    stages = out / "tiny_stages"
+    export_blocks(blocks, [3, 32, 32], stages, "tiny_resnet")
+    scripted = torch.jit.script(model)
+    write_reference(stages, "tiny", "block_0.pt", scripted, inputs, {"classes": 10})
+
+
 def export_onnx(model: nn.Module, path: pathlib.Path) -> None:
     example = torch.randn(2, 3, 224, 224)
     try:
@@ -225,6 +310,10 @@ def export_resnet50(out: pathlib.Path, weights: pathlib.Path | None, reference: 
     # The wrappers convert their own copy of the weights.
     save_script(Fp16ChannelsLast(copy_model(model)), out / "resnet50_fp16.pt")
     save_script(Bf16ChannelsLast(copy_model(model)), out / "resnet50_bf16.pt")
+    fused = fuse_batchnorm(model)
+    save_frozen(fused, out / "resnet50_fp32_fused.pt")
+    save_frozen(Fp16ChannelsLast(copy_model(fused)), out / "resnet50_fp16_fused.pt")
+    save_frozen(Bf16ChannelsLast(copy_model(fused)), out / "resnet50_bf16_fused.pt")
     try:
         export_onnx(copy_model(model), out / "resnet50.onnx")
     except Exception as error:  # ONNX is optional for the torch engine
@@ -233,6 +322,26 @@ def export_resnet50(out: pathlib.Path, weights: pathlib.Path | None, reference: 
         generator = torch.Generator().manual_seed(SEED)
         inputs = torch.randn(reference, 3, 224, 224, generator=generator)
         write_reference(out, "resnet50", "resnet50_fp32.pt", fp32, inputs, {"classes": 1000})
+
+
+def fuse_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of an eval-mode model with every conv -> batch norm pair folded into one
+    convolution (FP32 arithmetic), through torch.fx."""
+    from torch.fx.experimental.optimization import fuse
+
+    fused = fuse(copy_model(model)).eval()
+    left = sum(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    if left:
+        raise RuntimeError(f"{left} batch norms were not folded")
+    return fused
+
+
+def save_frozen(module: nn.Module, path: pathlib.Path) -> None:
+    """Scripts, freezes (parameters become constants, frozen-graph optimizations run)
+    and saves."""
+    frozen = torch.jit.freeze(torch.jit.script(module.eval()))
+    frozen.save(str(path))
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, frozen)")
 
 
 def copy_model(model: nn.Module) -> nn.Module:
@@ -254,9 +363,26 @@ def main() -> int:
     parser.add_argument("--fixtures", type=pathlib.Path, default=FIXTURES,
                         help="folder for the tiny model (default: engines/tests/fixtures/)")
     parser.add_argument("--tiny-batch", type=int, default=4)
+    parser.add_argument("--stages", action="store_true",
+                        help="export staged models (per-block TorchScript + manifest.json): "
+                             "the tiny one into the fixtures folder, ResNet-50 into --out")
     args = parser.parse_args()
 
     torch.set_grad_enabled(False)
+    if args.stages:
+        export_tiny_stages(args.fixtures, args.tiny_batch)
+        if args.tiny:
+            return 0
+        import torchvision  # only needed here
+
+        torch.manual_seed(SEED)
+        model = torchvision.models.resnet50(weights=None)
+        if args.weights is not None:
+            model.load_state_dict(torch.load(str(args.weights), map_location="cpu",
+                                             weights_only=True))
+        export_blocks(resnet50_blocks(model.eval()), [3, 224, 224],
+                      args.out / "resnet50_stages", "resnet50")
+        return 0
     if args.tiny:
         args.fixtures.mkdir(parents=True, exist_ok=True)
         export_tiny(args.fixtures, args.tiny_batch)

@@ -22,6 +22,9 @@ if [[ -z "${MICA_SKIP_PYTHON:-}" ]]; then
     bash scripts/tritonclient-test.sh
 fi
 
+step "Prometheus scrapes mica serve; every dashboard query returns data; hot reload"; bash scripts/prometheus-test.sh
+step "deployment: systemd-analyze verify, install.sh"; bash scripts/check-deploy.sh
+
 if [[ -z "${MICA_SKIP_TORCH:-}" ]]; then
     step "torch engine (libtorch 2.11.0, CPU)"
     bash scripts/ci-torch.sh

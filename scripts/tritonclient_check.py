@@ -126,13 +126,17 @@ def main():
     out_shape = [batch] + output_meta["shape"][1:]
     classes = int(np.prod(output_meta["shape"][1:]))
 
+    made = {"successes": 0}
+
     def infer(binary, class_count=0, **kwargs):
         tensor = httpclient.InferInput(input_meta["name"], shape, "FP32")
         tensor.set_data_from_numpy(data, binary_data=binary)
         wanted = httpclient.InferRequestedOutput(
             output_meta["name"], binary_data=binary, class_count=class_count
         )
-        return client.infer(model, [tensor], outputs=[wanted], request_id="check-1", **kwargs)
+        result = client.infer(model, [tensor], outputs=[wanted], request_id="check-1", **kwargs)
+        made["successes"] += 1
+        return result
 
     json_result = infer(binary=False)
     values = json_result.as_numpy(output_meta["name"])
@@ -166,6 +170,7 @@ def main():
         tensor = httpclient.InferInput(images_in[0]["name"], [1], "BYTES")
         tensor.set_data_from_numpy(image, binary_data=True)
         result = client.infer(model, [tensor])
+        made["successes"] += 1
         check(list(result.as_numpy(output_meta["name"]).shape) == [1] + out_shape[1:], "raw PNG infer")
 
     wrong = httpclient.InferInput(input_meta["name"], [1, 1], "FP32")
@@ -183,7 +188,10 @@ def main():
 
     stats = client.get_inference_statistics(model)["model_stats"][0]
     successes = int(stats["inference_stats"]["success"]["count"])
-    check(stats["name"] == model and successes >= 5, f"statistics count {successes} successes")
+    check(
+        stats["name"] == model and successes >= made["successes"],
+        f"statistics count {successes} successes (this check made {made['successes']})",
+    )
     check(int(stats["inference_stats"]["fail"]["count"]) >= 1, "statistics count the failure")
 
     client.close()

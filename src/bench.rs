@@ -1,10 +1,11 @@
-//! `mica bench`: the in-process load generator.
+//! `mica bench`: the load generator.
 //!
 //! Closed loop (N clients, each sending its next request when the last is answered) or
 //! open loop (Poisson arrivals at a rate, however the service keeps up), for a duration
-//! or a number of requests, with a warm-up whose requests are not counted. Requests go
-//! through the whole service path: dispatcher, policy, unit actors, stream workers and
-//! engines.
+//! or a number of requests, with a warm-up whose requests are not counted. In process,
+//! requests go through the whole service path (dispatcher, policy, unit actors, stream
+//! workers, engines); with `--url` they go to a running `mica serve` (or any KServe v2
+//! server) over HTTP, binary tensor data, and the same report comes out.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -12,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use mica_actors::{InferError, InferRequest, Service};
+
+use crate::bench_http::HttpTarget;
 use mica_policies::{ReportBuilder, RunReport};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -62,6 +65,58 @@ pub struct BenchOptions {
 /// Unit descriptions for the report: (id, kind, engine).
 pub type UnitLabels = Vec<(String, String, String)>;
 
+/// Where the load goes.
+#[derive(Clone)]
+pub enum Target {
+    /// A service started in this process.
+    InProcess(Service),
+    /// A server over HTTP.
+    Http(HttpTarget),
+}
+
+/// What the generator learns from one answered request.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// Unit id that ran it.
+    pub unit: String,
+    /// Its index among the configured units, when known (in process).
+    pub unit_index: Option<usize>,
+    /// Engine label.
+    pub engine: String,
+    /// Images answered.
+    pub images: u32,
+    /// Images in its batch.
+    pub batch_images: u32,
+    /// Time it waited in the queue.
+    pub queue_wait: Duration,
+}
+
+impl Target {
+    async fn submit(&self, images: u32) -> Result<Answer, InferError> {
+        match self {
+            Target::InProcess(service) => {
+                let response = service
+                    .submit(InferRequest {
+                        images,
+                        data: None,
+                        priority: 0,
+                        timeout: None,
+                    })
+                    .await?;
+                Ok(Answer {
+                    unit: response.unit.to_string(),
+                    unit_index: Some(response.unit_index),
+                    engine: response.engine.to_string(),
+                    images: response.images,
+                    batch_images: response.batch_images,
+                    queue_wait: response.queue_wait,
+                })
+            }
+            Target::Http(http) => http.infer(images).await,
+        }
+    }
+}
+
 struct Shared {
     report: ReportBuilder,
     measuring_since: Option<Instant>,
@@ -71,7 +126,7 @@ struct Shared {
 
 /// Runs the load against `service` and reports. Must be called inside the actix
 /// system that runs the service.
-pub async fn run(service: &Service, units: UnitLabels, options: &BenchOptions) -> RunReport {
+pub async fn run(target: &Target, units: UnitLabels, options: &BenchOptions) -> RunReport {
     let simulated = units.iter().any(|(_, _, engine)| engine == "sim");
     let shared = Rc::new(RefCell::new(Shared {
         report: ReportBuilder::new(units),
@@ -90,7 +145,7 @@ pub async fn run(service: &Service, units: UnitLabels, options: &BenchOptions) -
     let clients: Vec<_> = match options.load {
         Load::Closed { concurrency } => (0..concurrency.max(1))
             .map(|_| {
-                let service = service.clone();
+                let target = target.clone();
                 let shared = shared.clone();
                 let options = options.clone();
                 actix_rt::spawn(async move {
@@ -98,7 +153,7 @@ pub async fn run(service: &Service, units: UnitLabels, options: &BenchOptions) -
                         if deadline.is_some_and(|d| Instant::now() >= d) {
                             break;
                         }
-                        let outcome = one_request(&service, &options, measure_from, &shared).await;
+                        let outcome = one_request(&target, &options, measure_from, &shared).await;
                         if let Err(InferError::Overloaded { retry_after }) = outcome {
                             actix_rt::time::sleep(retry_after.min(Duration::from_millis(10))).await;
                         }
@@ -107,7 +162,7 @@ pub async fn run(service: &Service, units: UnitLabels, options: &BenchOptions) -
             })
             .collect(),
         Load::Open { rate } => {
-            let service = service.clone();
+            let target = target.clone();
             let shared = shared.clone();
             let options = options.clone();
             vec![actix_rt::spawn(async move {
@@ -124,11 +179,11 @@ pub async fn run(service: &Service, units: UnitLabels, options: &BenchOptions) -
                     // Exponential gaps; every arrival that is due is sent, so a coarse
                     // timer does not lower the offered rate.
                     while next <= Instant::now() {
-                        let service = service.clone();
+                        let target = target.clone();
                         let shared = shared.clone();
                         let options = options.clone();
                         actix_rt::spawn(async move {
-                            let _ = one_request(&service, &options, measure_from, &shared).await;
+                            let _ = one_request(&target, &options, measure_from, &shared).await;
                         });
                         let u: f64 = rng.random_range(f64::EPSILON..1.0);
                         next += Duration::from_secs_f64(-u.ln() / rate.max(1e-9));
@@ -178,20 +233,13 @@ pub async fn run(service: &Service, units: UnitLabels, options: &BenchOptions) -
 }
 
 async fn one_request(
-    service: &Service,
+    target: &Target,
     options: &BenchOptions,
     measure_from: Instant,
     shared: &Rc<RefCell<Shared>>,
 ) -> Result<(), InferError> {
     let sent = Instant::now();
-    let outcome = service
-        .submit(InferRequest {
-            images: options.images_per_request,
-            data: None,
-            priority: 0,
-            timeout: None,
-        })
-        .await;
+    let outcome = target.submit(options.images_per_request).await;
     let answered = Instant::now();
     let mut s = shared.borrow_mut();
     // Count what is answered inside the measured window, whenever it was sent.
@@ -200,21 +248,18 @@ async fn one_request(
     }
     s.measuring_since.get_or_insert(measure_from);
     match &outcome {
-        Ok(response) => {
+        Ok(answer) => {
             s.measured_requests += 1;
-            s.report.record_request(
-                response.unit_index,
-                response.images,
-                answered.duration_since(sent),
-                response.queue_wait,
-            );
-            // A request's share of its batch: batches are counted once per request
-            // group by the unit's image count (requests of one batch share a unit).
-            s.report.record_batch_share(
-                response.unit_index,
-                response.images,
-                response.batch_images,
-            );
+            let unit = match answer.unit_index {
+                Some(index) => index,
+                None => s.report.unit_index(&answer.unit, "", &answer.engine),
+            };
+            let latency = answered.duration_since(sent);
+            s.report
+                .record_request(unit, answer.images, latency, answer.queue_wait);
+            // Each request counts as its share of the batch it ran in.
+            s.report
+                .record_batch_share(unit, answer.images, answer.batch_images);
         }
         Err(InferError::Overloaded { .. }) => s.report.record_rejection(),
         Err(_) => s.report.record_failure(),

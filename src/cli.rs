@@ -83,6 +83,20 @@ pub enum Command {
         /// Hide the progress bar.
         #[arg(long)]
         no_progress: bool,
+        /// Record no metrics (as `[metrics] enabled = false`), to measure their cost.
+        #[arg(long)]
+        no_metrics: bool,
+        /// Drive a running server over HTTP (KServe v2, binary tensor data) instead of
+        /// an in-process service, e.g. `http://127.0.0.1:8000`. The config is not used.
+        #[arg(long)]
+        url: Option<String>,
+        /// Model to request with `--url`.
+        #[arg(long, default_value = "resnet50")]
+        model: String,
+        /// Run once per concurrency level (comma-separated, e.g. `1,4,16,64`) and print
+        /// one summary line each.
+        #[arg(long, value_delimiter = ',', conflicts_with_all = ["concurrency", "rate"])]
+        sweep: Option<Vec<usize>>,
     },
     /// Serve inference over HTTP (KServe v2 / Triton protocol) until SIGTERM/SIGINT.
     Serve {
@@ -127,6 +141,20 @@ pub enum Command {
         #[arg(long)]
         no_progress: bool,
     },
+    /// Measure units' batch latency at each batch size and write profile files (the
+    /// format of config/profiles/, origin "measured") for the policies and the simulator.
+    Profile {
+        /// The config.
+        #[command(flatten)]
+        config: ConfigArg,
+        /// What to measure and where to write it.
+        #[command(flatten)]
+        options: commands::ProfileArgs,
+    },
+    /// Search a pipelined network's mapping option, cut points, streams, threads and
+    /// batch size by measuring (simulator or real units); writes DIR/tune.json and
+    /// DIR/best.toml.
+    Tune(crate::commands::TuneArgs),
     /// Run one of the papers' experiments.
     Experiment {
         /// The experiment.

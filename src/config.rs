@@ -49,9 +49,15 @@ pub struct Config {
     /// Prometheus exposition.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The admin endpoint (policy read/set), off unless a token is configured.
+    #[serde(default)]
+    pub admin: crate::admin::AdminConfig,
     /// The compute units, in the order policies index them.
     #[serde(default)]
     pub units: Vec<UnitConfig>,
+    /// One network split over units (`mica tune`, `mica experiment pipeline`).
+    #[serde(default)]
+    pub pipeline: Option<crate::pipeline_config::PipelineConfig>,
 }
 
 /// `[scheduler]`.

@@ -20,7 +20,11 @@ pub fn init(format: LogFormat, quiet: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    // Under systemd (stderr is the journal) journald stamps every line itself: plain
+    // lines without time or colour codes.
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
     let _ = match format {
+        LogFormat::Text if journal => builder.without_time().with_ansi(false).try_init(),
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };

@@ -108,6 +108,7 @@ pub fn service_setup(
         };
         units.push(UnitSetup { spec, engine });
     }
+    load_cuda_if_needed(&units)?;
     let mut policy = overrides
         .policy
         .clone()
@@ -132,4 +133,24 @@ pub fn service_setup(
         hub: Arc::new(ContentionHub::new(loaded.contention.build())),
         custom_engines: None,
     })
+}
+
+/// Loads libtorch_cuda now when a torch unit runs on a GPU: libtorch decides once per
+/// process whether it has CUDA, so this must happen before any engine is built.
+#[cfg(feature = "torch")]
+fn load_cuda_if_needed(units: &[UnitSetup]) -> anyhow::Result<()> {
+    if units
+        .iter()
+        .any(|u| u.engine.engine == EngineKind::Torch && u.spec.kind != UnitKind::Cpu)
+    {
+        mica_engines::torch::load_cuda()
+            .context("loading libtorch_cuda for the CUDA torch units")?;
+    }
+    Ok(())
+}
+
+/// Without the torch engine there is nothing to load.
+#[cfg(not(feature = "torch"))]
+fn load_cuda_if_needed(_units: &[UnitSetup]) -> anyhow::Result<()> {
+    Ok(())
 }

@@ -211,8 +211,13 @@ impl Dispatcher {
 impl Actor for Dispatcher {
     type Context = Context<Self>;
 
-    fn started(&mut self, _ctx: &mut Self::Context) {
+    fn started(&mut self, ctx: &mut Self::Context) {
         debug!(units = self.units.len(), "dispatcher started");
+        ctx.run_interval(crate::metrics::SAMPLE_INTERVAL, |act, _| {
+            let policy = act.scheduler.policy();
+            let slowdowns = policy.predicted_slowdowns(act.scheduler.view());
+            act.metrics.predicted_slowdowns(slowdowns.as_deref());
+        });
     }
 }
 

@@ -7,6 +7,8 @@
 
 pub mod dispatcher;
 pub mod metrics;
+pub mod pipeline;
+pub mod pipeline_stage;
 pub mod service;
 pub mod stream_worker;
 pub mod unit_actor;

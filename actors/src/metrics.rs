@@ -38,6 +38,18 @@ pub const DISPATCH_DECISIONS_TOTAL: &str = "mica_dispatch_decisions_total";
 pub const REQUESTS_DROPPED_TOTAL: &str = "mica_requests_dropped_total";
 /// Policy swaps, per old and new policy.
 pub const POLICY_CHANGES_TOTAL: &str = "mica_policy_changes_total";
+/// Info metric: 1 for the active policy, 0 for every other (all registered at start, so
+/// a swap flips two existing series and `changes()` sees it).
+pub const POLICY_INFO: &str = "mica_policy_info";
+/// The policy's predicted contention slowdown (≥ 1) per unit, sampled; NaN while the
+/// active policy does not model contention.
+pub const PREDICTED_SLOWDOWN: &str = "mica_predicted_slowdown";
+/// Observed slowdown per batch: engine time / the profile's isolated time for that
+/// batch size, per unit (units with a profile only).
+pub const BATCH_SLOWDOWN_RATIO: &str = "mica_batch_slowdown_ratio";
+/// Share of the unit's stream time spent running batches over the last sampling
+/// window (0..1), per unit.
+pub const UNIT_BUSY_RATIO: &str = "mica_unit_busy_ratio";
 
 /// Histogram buckets for durations in seconds (50 µs .. 30 s).
 pub const SECONDS_BUCKETS: &[f64] = &[
@@ -46,6 +58,24 @@ pub const SECONDS_BUCKETS: &[f64] = &[
 ];
 /// Histogram buckets for batch sizes.
 pub const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+/// Histogram buckets for observed slowdown ratios.
+pub const SLOWDOWN_BUCKETS: &[f64] = &[
+    0.5, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 5.0, 10.0,
+];
+/// How often the dispatcher samples the policy's predicted slowdowns and unit actors
+/// their busy ratio.
+pub const SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Every `reason` label of `REQUESTS_DROPPED_TOTAL`, registered at 0 at start so that
+/// rates exist before the first drop.
+pub const DROP_REASONS: &[&str] = &[
+    "overloaded",
+    "timeout",
+    "shed",
+    "invalid",
+    "engine",
+    "unavailable",
+    "shutting_down",
+];
 
 /// Registers descriptions and units with the installed recorder.
 pub fn describe() {
@@ -103,6 +133,26 @@ pub fn describe() {
         "Requests answered with an error before running, per reason"
     );
     describe_counter!(POLICY_CHANGES_TOTAL, Unit::Count, "Policy swaps");
+    describe_gauge!(
+        POLICY_INFO,
+        Unit::Count,
+        "1 for the active policy, 0 for the others"
+    );
+    describe_gauge!(
+        PREDICTED_SLOWDOWN,
+        Unit::Count,
+        "Policy's predicted contention slowdown per unit (NaN: the policy does not predict)"
+    );
+    describe_histogram!(
+        BATCH_SLOWDOWN_RATIO,
+        Unit::Count,
+        "Engine time over the profile's isolated time per batch, per unit"
+    );
+    describe_gauge!(
+        UNIT_BUSY_RATIO,
+        Unit::Count,
+        "Share of the unit's stream time spent running batches, last second"
+    );
 }
 
 /// The per-unit handles a unit actor records into.
@@ -124,6 +174,10 @@ pub struct UnitMetrics {
     pub in_flight: Gauge,
     /// Health.
     pub healthy: Gauge,
+    /// Engine time over profile time per batch.
+    pub slowdown: Histogram,
+    /// Busy share of stream time over the last window.
+    pub busy_ratio: Gauge,
 }
 
 impl UnitMetrics {
@@ -140,6 +194,8 @@ impl UnitMetrics {
             queue_wait: metrics::histogram!(QUEUE_WAIT_SECONDS, &labels),
             in_flight: metrics::gauge!(IN_FLIGHT_BATCHES, &labels),
             healthy: metrics::gauge!(UNIT_HEALTHY, &labels),
+            slowdown: metrics::histogram!(BATCH_SLOWDOWN_RATIO, &labels),
+            busy_ratio: metrics::gauge!(UNIT_BUSY_RATIO, &labels),
         }
     }
 }
@@ -152,6 +208,8 @@ pub struct DispatcherMetrics {
     policy: &'static str,
     queue_depth: Gauge,
     running: Gauge,
+    predicted: Vec<Gauge>,
+    dropped: Vec<(&'static str, Counter)>,
 }
 
 impl DispatcherMetrics {
@@ -162,14 +220,34 @@ impl DispatcherMetrics {
             .zip(engines)
             .map(|(s, engine)| (s.id.to_string(), *engine))
             .collect();
+        let predicted = units
+            .iter()
+            .map(|(unit, engine)| {
+                metrics::gauge!(PREDICTED_SLOWDOWN, "unit" => unit.clone(), "engine" => *engine)
+            })
+            .collect();
+        let dropped = DROP_REASONS
+            .iter()
+            .map(|reason| {
+                let counter = metrics::counter!(REQUESTS_DROPPED_TOTAL, "reason" => *reason);
+                counter.increment(0);
+                (*reason, counter)
+            })
+            .collect();
         let mut metrics = Self {
             decisions: Vec::new(),
             units,
             policy,
             queue_depth: metrics::gauge!(QUEUE_DEPTH),
             running: metrics::gauge!(RUNNING_BATCHES),
+            predicted,
+            dropped,
         };
         metrics.resolve_decisions();
+        for name in mica_policies::PolicyConfig::NAMES {
+            let active = if *name == policy { 1.0 } else { 0.0 };
+            metrics::gauge!(POLICY_INFO, "policy" => *name).set(active);
+        }
         metrics
     }
 
@@ -199,7 +277,22 @@ impl DispatcherMetrics {
 
     /// A request dropped before running.
     pub fn dropped(&self, reason: &'static str) {
-        metrics::counter!(REQUESTS_DROPPED_TOTAL, "reason" => reason).increment(1);
+        match self.dropped.iter().find(|(known, _)| *known == reason) {
+            Some((_, counter)) => counter.increment(1),
+            None => metrics::counter!(REQUESTS_DROPPED_TOTAL, "reason" => reason).increment(1),
+        }
+    }
+
+    /// The policy's predicted slowdown per unit (`None`: it does not predict).
+    pub fn predicted_slowdowns(&self, slowdowns: Option<&[f64]>) {
+        for (index, gauge) in self.predicted.iter().enumerate() {
+            gauge.set(
+                slowdowns
+                    .and_then(|s| s.get(index))
+                    .copied()
+                    .unwrap_or(f64::NAN),
+            );
+        }
     }
 
     /// Queue and running counts after a scheduling pass.
@@ -211,5 +304,9 @@ impl DispatcherMetrics {
     /// A policy swap.
     pub fn policy_changed(&self, from: &'static str, to: &'static str) {
         metrics::counter!(POLICY_CHANGES_TOTAL, "from" => from, "to" => to).increment(1);
+        if from != to {
+            metrics::gauge!(POLICY_INFO, "policy" => from).set(0.0);
+        }
+        metrics::gauge!(POLICY_INFO, "policy" => to).set(1.0);
     }
 }

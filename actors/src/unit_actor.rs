@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, Arbiter, Context, Handler, Message};
 use mica_engines::EngineContext;
@@ -69,7 +69,46 @@ pub struct UnitActor {
     loaded: Vec<bool>,
     backlog: VecDeque<RunBatch>,
     in_flight: u32,
+    busy: BusyClock,
     metrics: UnitMetrics,
+}
+
+/// Integrates running batches over time, for the busy ratio.
+#[derive(Debug)]
+struct BusyClock {
+    window_start: Instant,
+    last_change: Instant,
+    busy: Duration,
+}
+
+impl BusyClock {
+    fn new(now: Instant) -> Self {
+        Self {
+            window_start: now,
+            last_change: now,
+            busy: Duration::ZERO,
+        }
+    }
+
+    /// Accounts the time since the last change with `running` batches.
+    fn advance(&mut self, now: Instant, running: u32) {
+        self.busy += now.saturating_duration_since(self.last_change) * running;
+        self.last_change = now;
+    }
+
+    /// Busy share of `streams` over the window ending now; starts the next window.
+    fn close_window(&mut self, now: Instant, running: u32, streams: u32) -> f64 {
+        self.advance(now, running);
+        let span = now.saturating_duration_since(self.window_start) * streams.max(1);
+        let ratio = if span.is_zero() {
+            0.0
+        } else {
+            (self.busy.as_secs_f64() / span.as_secs_f64()).min(1.0)
+        };
+        self.window_start = now;
+        self.busy = Duration::ZERO;
+        ratio
+    }
 }
 
 impl UnitActor {
@@ -97,11 +136,13 @@ impl UnitActor {
             loaded: Vec::new(),
             backlog: VecDeque::new(),
             in_flight: 0,
+            busy: BusyClock::new(Instant::now()),
             metrics,
         }
     }
 
     fn run(&mut self, worker: usize, batch: RunBatch) {
+        self.busy.advance(Instant::now(), self.in_flight);
         self.in_flight += 1;
         self.metrics.in_flight.set(f64::from(self.in_flight));
         self.workers[worker].do_send(Execute {
@@ -136,6 +177,12 @@ impl Actor for UnitActor {
             self.loaded.push(false);
         }
         self.metrics.healthy.set(0.0);
+        ctx.run_interval(crate::metrics::SAMPLE_INTERVAL, |act, _| {
+            let ratio =
+                act.busy
+                    .close_window(Instant::now(), act.in_flight, act.setup.spec.streams);
+            act.metrics.busy_ratio.set(ratio);
+        });
     }
 }
 
@@ -168,6 +215,7 @@ impl Handler<WorkerFinished> for UnitActor {
     type Result = ();
 
     fn handle(&mut self, done: WorkerFinished, _ctx: &mut Self::Context) {
+        self.busy.advance(Instant::now(), self.in_flight);
         self.in_flight = self.in_flight.saturating_sub(1);
         self.metrics.in_flight.set(f64::from(self.in_flight));
         match &done.error {
@@ -176,6 +224,14 @@ impl Handler<WorkerFinished> for UnitActor {
                 self.metrics.images.increment(u64::from(done.images));
                 self.metrics.duration.record(done.service.as_secs_f64());
                 self.metrics.batch_size.record(f64::from(done.images));
+                if let Some(profile) = &self.setup.spec.profile {
+                    let isolated = profile.latency(done.images.max(1)).as_secs_f64();
+                    if isolated > 0.0 {
+                        self.metrics
+                            .slowdown
+                            .record(done.service.as_secs_f64() / isolated);
+                    }
+                }
             }
             Some(message) => {
                 self.metrics.failures.increment(1);
@@ -232,5 +288,25 @@ impl Handler<WorkerLoaded> for UnitActor {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_ratio_integrates_running_batches() {
+        let start = Instant::now();
+        let mut clock = BusyClock::new(start);
+        // One of two streams busy for the whole second: half busy.
+        clock.advance(start, 0);
+        let ratio = clock.close_window(start + Duration::from_secs(1), 1, 2);
+        assert!((ratio - 0.5).abs() < 1e-9, "{ratio}");
+        // Next window: idle for 0.5 s, then both streams busy for 0.5 s.
+        let t = start + Duration::from_millis(1500);
+        clock.advance(t, 0);
+        let ratio = clock.close_window(start + Duration::from_secs(2), 2, 2);
+        assert!((ratio - 0.5).abs() < 1e-9, "{ratio}");
     }
 }

@@ -27,7 +27,13 @@ fn resnet50_matches_pytorch() {
     assert_eq!(fixture.input_len(), 3 * 224 * 224);
     // The reference output was computed with this file.
     assert_eq!(fixture.model, dir.join("resnet50_fp32.pt"));
+    // The batch-norm-folded, frozen exports (`*_fused.pt`, what config/gpu.toml runs)
+    // are held to the same limits against the same reference, when they were exported.
+    let fused = dir.join("resnet50_fp32_fused.pt").is_file();
     let mut units = vec![(UnitKind::Cpu, "resnet50_fp32.pt", 1e-5)];
+    if fused {
+        units.push((UnitKind::Cpu, "resnet50_fp32_fused.pt", 1e-5));
+    }
     if std::env::var("MICA_TORCH_TEST_CUDA").is_ok_and(|v| v == "1") {
         units.extend([
             (UnitKind::CudaFp32, "resnet50_fp32.pt", 1e-5),
@@ -35,6 +41,14 @@ fn resnet50_matches_pytorch() {
             (UnitKind::TensorBf16, "resnet50_bf16.pt", 1e-2),
             (UnitKind::Amp, "resnet50_fp32.pt", 1e-2),
         ]);
+        if fused {
+            units.extend([
+                (UnitKind::CudaFp32, "resnet50_fp32_fused.pt", 1e-5),
+                (UnitKind::TensorFp16, "resnet50_fp16_fused.pt", 1e-2),
+                (UnitKind::TensorBf16, "resnet50_bf16_fused.pt", 1e-2),
+                (UnitKind::Amp, "resnet50_fp32_fused.pt", 1e-2),
+            ]);
+        }
     }
     let mut failures = Vec::new();
     for (kind, file, tolerance) in units {
@@ -64,7 +78,7 @@ fn resnet50_matches_pytorch() {
             .unwrap_or_else(|e| panic!("{kind}: {e}"));
         let error = relative_error(&output.data, &fixture.expected);
         println!(
-            "{:<12} {file:<18} relative error {error:.3e} (limit {tolerance:e})",
+            "agreement {:<12} {file:<24} relative error {error:.3e} (limit {tolerance:e})",
             kind.as_str()
         );
         if error.is_nan() || error >= tolerance {

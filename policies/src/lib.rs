@@ -11,6 +11,7 @@ pub mod contention;
 pub mod contention_aware;
 pub mod least_loaded;
 pub mod pccs;
+pub mod pipeline;
 pub mod policy;
 pub mod profile;
 pub mod report;

@@ -165,6 +165,18 @@ impl ReportBuilder {
         }
     }
 
+    /// The index of unit `id`, adding it if this builder has not seen it (reports of
+    /// remote services, whose units are only learnt from their answers).
+    pub fn unit_index(&mut self, id: &str, kind: &str, engine: &str) -> usize {
+        if let Some(index) = self.units.iter().position(|(known, _, _)| known == id) {
+            return index;
+        }
+        self.units
+            .push((id.to_string(), kind.to_string(), engine.to_string()));
+        self.per_unit.push(Recorder::new());
+        self.units.len() - 1
+    }
+
     /// A request of `images` answered by `unit` after `latency`, having waited
     /// `queue_wait` before its batch started.
     pub fn record_request(

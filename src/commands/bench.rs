@@ -7,10 +7,12 @@ use anyhow::Context as _;
 use mica_actors::Service;
 use mica_policies::PolicyConfig;
 
-use crate::bench::{self, BenchOptions, Load, Stop};
+use crate::bench::{self, BenchOptions, Load, Stop, Target};
+use crate::bench_http::HttpTarget;
 use crate::cli::RunArgs;
 use crate::config::LoadedConfig;
 use crate::wiring::{self, RunOverrides};
+use mica_policies::RunReport;
 
 /// Overrides from the shared run arguments.
 pub fn overrides(run: &RunArgs) -> anyhow::Result<RunOverrides> {
@@ -48,11 +50,71 @@ pub fn load_and_stop(run: &RunArgs) -> anyhow::Result<(Load, Stop)> {
     Ok((load, stop))
 }
 
+/// How `mica bench` runs, beyond the shared run arguments.
+#[derive(Debug, Clone)]
+pub struct How {
+    /// Time at the start whose requests are not counted.
+    pub warmup: Duration,
+    /// Show a progress bar.
+    pub progress: bool,
+    /// Record metrics.
+    pub metrics: bool,
+    /// Drive this server over HTTP instead of an in-process service.
+    pub url: Option<String>,
+    /// Model to request over HTTP.
+    pub model: String,
+    /// Concurrency levels to run one after the other.
+    pub sweep: Option<Vec<usize>>,
+}
+
 /// Runs the command.
-pub fn run(config: &Path, run: &RunArgs, warmup: Duration, progress: bool) -> anyhow::Result<()> {
+pub fn run(config: &Path, run: &RunArgs, how: &How) -> anyhow::Result<()> {
+    let (load, stop) = load_and_stop(run)?;
+    let loads: Vec<Load> = match &how.sweep {
+        Some(levels) if levels.iter().any(|c| *c == 0) => {
+            anyhow::bail!("--sweep: concurrency levels must be at least 1")
+        }
+        Some(levels) => levels
+            .iter()
+            .map(|c| Load::Closed { concurrency: *c })
+            .collect(),
+        None => vec![load],
+    };
+    let reports = match &how.url {
+        Some(url) => run_http(url, &how.model, run, how, &loads, stop)?,
+        None => run_in_process(config, run, how, &loads, stop)?,
+    };
+    print_reports(run.json, &loads, &reports)
+}
+
+fn options(
+    run: &RunArgs,
+    how: &How,
+    load: Load,
+    stop: Stop,
+    seed: u64,
+    policy: &str,
+) -> BenchOptions {
+    BenchOptions {
+        load,
+        stop,
+        warmup: how.warmup,
+        images_per_request: run.batch_size.unwrap_or(1),
+        progress: how.progress,
+        seed,
+        policy: policy.to_string(),
+    }
+}
+
+fn run_in_process(
+    config: &Path,
+    run: &RunArgs,
+    how: &How,
+    loads: &[Load],
+    stop: Stop,
+) -> anyhow::Result<Vec<RunReport>> {
     let loaded = LoadedConfig::load(config)?;
     let overrides = overrides(run)?;
-    let (load, stop) = load_and_stop(run)?;
     let setup = wiring::service_setup(&loaded, &overrides)?;
     let labels: bench::UnitLabels = setup
         .units
@@ -65,27 +127,91 @@ pub fn run(config: &Path, run: &RunArgs, warmup: Duration, progress: bool) -> an
             )
         })
         .collect();
-    let options = BenchOptions {
-        load,
-        stop,
-        warmup,
-        images_per_request: run.batch_size.unwrap_or(1),
-        progress,
-        seed: loaded.config.scheduler.seed,
-        policy: setup.policy.name().to_string(),
+    let seed = loaded.config.scheduler.seed;
+    let policy = setup.policy.name().to_string();
+    let _metrics = if how.metrics && loaded.config.metrics.enabled {
+        Some(crate::metrics::install_recorder().context("installing the metrics recorder")?)
+    } else {
+        None
     };
-    let _metrics = crate::metrics::install_recorder().context("installing the metrics recorder")?;
-    let report = actix::System::new().block_on(async move {
+    let all: Vec<BenchOptions> = loads
+        .iter()
+        .map(|load| options(run, how, *load, stop, seed, &policy))
+        .collect();
+    actix::System::new().block_on(async move {
         let service = Service::start(setup)?;
         service.wait_ready().await?;
-        let report = bench::run(&service, labels, &options).await;
+        let target = Target::InProcess(service.clone());
+        let mut reports = Vec::new();
+        for options in &all {
+            reports.push(bench::run(&target, labels.clone(), options).await);
+        }
         service.shutdown(Duration::from_secs(5)).await;
-        Ok::<_, anyhow::Error>(report)
-    })?;
-    if run.json {
-        println!("{}", report.to_json());
-    } else {
-        print!("{}", report.render_table());
+        Ok::<_, anyhow::Error>(reports)
+    })
+}
+
+fn run_http(
+    url: &str,
+    model: &str,
+    run: &RunArgs,
+    how: &How,
+    loads: &[Load],
+    stop: Stop,
+) -> anyhow::Result<Vec<RunReport>> {
+    if run.policy.is_some() || run.units.is_some() {
+        anyhow::bail!("--policy and --units configure an in-process service; with --url the server's config decides");
+    }
+    let all: Vec<BenchOptions> = loads
+        .iter()
+        .map(|load| options(run, how, *load, stop, 42, "server's"))
+        .collect();
+    actix::System::new().block_on(async move {
+        let target = Target::Http(HttpTarget::connect(url, model).await?);
+        let mut reports = Vec::new();
+        for options in &all {
+            let mut report = bench::run(&target, Vec::new(), options).await;
+            report.mode = format!("bench --url {url}");
+            reports.push(report);
+        }
+        Ok::<_, anyhow::Error>(reports)
+    })
+}
+
+fn print_reports(json: bool, loads: &[Load], reports: &[RunReport]) -> anyhow::Result<()> {
+    if let [report] = reports {
+        if json {
+            println!("{}", report.to_json());
+        } else {
+            print!("{}", report.render_table());
+        }
+        return Ok(());
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(reports)?);
+        return Ok(());
+    }
+    println!(
+        "{:>12} {:>12} {:>12} {:>9} {:>9} {:>9} {:>8}",
+        "concurrency", "requests/s", "img/s", "p50 ms", "p95 ms", "p99 ms", "failed"
+    );
+    for (load, report) in loads.iter().zip(reports) {
+        let level = match load {
+            Load::Closed { concurrency } => concurrency.to_string(),
+            Load::Open { rate } => format!("{rate}/s"),
+        };
+        let t = &report.total;
+        let seconds = report.duration_s.max(1e-9);
+        println!(
+            "{:>12} {:>12.1} {:>12.1} {:>9.3} {:>9.3} {:>9.3} {:>8}",
+            level,
+            t.requests as f64 / seconds,
+            t.throughput_img_s,
+            t.p50_ms,
+            t.p95_ms,
+            t.p99_ms,
+            report.failed_requests + report.rejected_requests
+        );
     }
     Ok(())
 }

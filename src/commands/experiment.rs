@@ -15,6 +15,7 @@ use crate::experiment::{chart, csv, summary, ExperimentCommand, MultiInstanceArg
 pub fn run(command: &ExperimentCommand) -> anyhow::Result<()> {
     match command {
         ExperimentCommand::MultiInstance(args) => multi_instance(args),
+        ExperimentCommand::Pipeline(args) => super::experiment_pipeline::run(args),
     }
 }
 
@@ -79,9 +80,9 @@ fn multi_instance(args: &MultiInstanceArgs) -> anyhow::Result<()> {
         eprintln!("skipped {note}");
     }
     let _metrics = match mode {
-        Mode::RealTime => Some(
-            crate::metrics::install_recorder().context("installing the metrics recorder")?,
-        ),
+        Mode::RealTime => {
+            Some(crate::metrics::install_recorder().context("installing the metrics recorder")?)
+        }
         Mode::Simulated => None,
     };
     let started = Instant::now();
@@ -136,7 +137,9 @@ fn batch_sizes(sizes: &[u32]) -> anyhow::Result<Vec<u32>> {
     let mut out = Vec::new();
     for &size in sizes {
         if size == 0 || size > MAX_BATCH_LIMIT {
-            anyhow::bail!("--batch-sizes: each must be between 1 and {MAX_BATCH_LIMIT}, got {size}");
+            anyhow::bail!(
+                "--batch-sizes: each must be between 1 and {MAX_BATCH_LIMIT}, got {size}"
+            );
         }
         if out.contains(&size) {
             anyhow::bail!("--batch-sizes: {size} is named twice");
@@ -152,7 +155,8 @@ fn batch_sizes(sizes: &[u32]) -> anyhow::Result<Vec<u32>> {
 fn policies(names: &[String]) -> anyhow::Result<Vec<PolicyConfig>> {
     let mut out: Vec<PolicyConfig> = Vec::new();
     for name in names {
-        let policy = PolicyConfig::from_name(name.trim()).map_err(|m| anyhow::anyhow!("--policies: {m}"))?;
+        let policy =
+            PolicyConfig::from_name(name.trim()).map_err(|m| anyhow::anyhow!("--policies: {m}"))?;
         if out.iter().any(|p| p.name() == policy.name()) {
             anyhow::bail!("--policies: {name:?} is named twice");
         }

@@ -2,11 +2,17 @@
 
 mod bench;
 mod experiment;
+pub(crate) mod experiment_pipeline;
+mod profile;
 mod serve;
 mod simulate;
+mod tune;
 mod units;
 
 use crate::cli::Command;
+
+pub use profile::ProfileArgs;
+pub use tune::TuneArgs;
 
 /// Runs a parsed command.
 pub fn run(command: Command) -> anyhow::Result<()> {
@@ -16,7 +22,21 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             run,
             warmup,
             no_progress,
-        } => bench::run(&config.config, &run, warmup, !no_progress),
+            no_metrics,
+            url,
+            model,
+            sweep,
+        } => {
+            let how = bench::How {
+                warmup,
+                progress: !no_progress,
+                metrics: !no_metrics,
+                url,
+                model,
+                sweep,
+            };
+            bench::run(&config.config, &run, &how)
+        }
         Command::Units { config, json } => units::run(&config.config, json),
         Command::Serve {
             config,
@@ -42,6 +62,8 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             warmup,
             no_progress,
         } => simulate::run(&config.config, &run, warmup, !no_progress),
+        Command::Profile { config, options } => profile::run(&config.config, &options),
+        Command::Tune(args) => tune::run(&args),
         Command::Experiment { command } => experiment::run(&command),
     }
 }

@@ -15,6 +15,9 @@ pub enum ExperimentCommand {
     /// hardware combination and batch size, under the static two-instance baseline
     /// (round_robin) and each policy; writes DIR/results.csv and DIR/multi_instance.png.
     MultiInstance(MultiInstanceArgs),
+    /// The pipelining paper's comparison: baseline, batching, GPU-only parallelized,
+    /// profile-based pipeline and tuned pipeline, on each config given.
+    Pipeline(crate::commands::experiment_pipeline::PipelineExperimentArgs),
 }
 
 /// `mica experiment multi-instance`.

@@ -15,7 +15,9 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::FontStyle;
 
+use crate::experiment::combination::ALL;
 use crate::experiment::multi_instance::ResultRow;
+use crate::experiment::summary;
 
 const WIDTH: u32 = 2400;
 const HEIGHT: u32 = 1400;
@@ -32,7 +34,10 @@ fn colour(policy: &str, index: usize) -> RGBColor {
         "contention_aware" => RGBColor(44, 160, 44),
         "adaptive" => RGBColor(214, 39, 40),
         "slo" => RGBColor(148, 103, 189),
-        _ => Palette99::pick(index).to_rgba().rgb().into(),
+        _ => {
+            let (r, g, b) = Palette99::pick(index).to_rgba().rgb();
+            RGBColor(r, g, b)
+        }
     }
 }
 
@@ -119,8 +124,10 @@ pub fn write(path: &Path, rows: &[ResultRow], title: &str, subtitle: &str) -> an
     let mut pixels = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut pixels, (WIDTH, HEIGHT)).into_drawing_area();
-        draw(&root, rows, title, subtitle).map_err(|e| anyhow::anyhow!("drawing the chart: {e}"))?;
-        root.present().map_err(|e| anyhow::anyhow!("drawing the chart: {e}"))?;
+        draw(&root, rows, title, subtitle)
+            .map_err(|e| anyhow::anyhow!("drawing the chart: {e}"))?;
+        root.present()
+            .map_err(|e| anyhow::anyhow!("drawing the chart: {e}"))?;
     }
     image::save_buffer(path, &pixels, WIDTH, HEIGHT, image::ColorType::Rgb8)
         .with_context(|| format!("writing {}", path.display()))
@@ -128,15 +135,28 @@ pub fn write(path: &Path, rows: &[ResultRow], title: &str, subtitle: &str) -> an
 
 type DrawResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
-fn draw(root: &DrawingArea<BitMapBackend<'_>, Shift>, rows: &[ResultRow], title: &str, subtitle: &str) -> DrawResult {
+fn draw(
+    root: &DrawingArea<BitMapBackend<'_>, Shift>,
+    rows: &[ResultRow],
+    title: &str,
+    subtitle: &str,
+) -> DrawResult {
     root.fill(&WHITE)?;
     let layout = Layout::new(rows);
     let text = |size: f64| (FONT, size).into_font().color(&BLACK);
     let centred = Pos::new(HPos::Center, VPos::Top);
 
     let (header, rest) = root.split_vertically(90);
-    header.draw(&Text::new(title, (WIDTH as i32 / 2, 14), text(30.0).pos(centred)))?;
-    header.draw(&Text::new(subtitle, (WIDTH as i32 / 2, 54), text(20.0).pos(centred)))?;
+    header.draw(&Text::new(
+        title,
+        (WIDTH as i32 / 2, 14),
+        text(30.0).pos(centred),
+    ))?;
+    header.draw(&Text::new(
+        subtitle,
+        (WIDTH as i32 / 2, 54),
+        text(20.0).pos(centred),
+    ))?;
     let (top, bottom) = rest.split_vertically(((HEIGHT - 90) as f64 * 0.56) as u32);
 
     // Throughput bars.
@@ -153,6 +173,7 @@ fn draw(root: &DrawingArea<BitMapBackend<'_>, Shift>, rows: &[ResultRow], title:
         .x_labels(0)
         .y_desc("throughput (images/s)")
         .y_label_style(text(20.0))
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .axis_desc_style(text(22.0))
         .light_line_style(RGBColor(235, 235, 235))
         .draw()?;
@@ -160,11 +181,36 @@ fn draw(root: &DrawingArea<BitMapBackend<'_>, Shift>, rows: &[ResultRow], title:
         let fill = colour(policy, index).filled();
         let series = rows.iter().filter(|r| &r.policy == policy).filter_map(|r| {
             let (left, right) = layout.bar_x(layout.centre(r)?, index);
-            Some(Rectangle::new([(left, 0.0), (right, r.throughput_img_s)], fill))
+            Some(Rectangle::new(
+                [(left, 0.0), (right, r.throughput_img_s)],
+                fill,
+            ))
         });
         bars.draw_series(series)?
             .label(policy.as_str())
             .legend(move |(x, y)| Rectangle::new([(x, y - 8), (x + 22, y + 8)], fill));
+    }
+    // The best subset under the static baseline, across the all-units groups: the
+    // level the policies with every unit must reach.
+    let best: Vec<(f64, f64)> = rows
+        .iter()
+        .filter(|r| r.combination_key == ALL && r.policy == summary::BASELINE)
+        .filter_map(|r| {
+            Some((
+                layout.centre(r)?,
+                summary::best_subset(rows, r.batch_size)?.1,
+            ))
+        })
+        .collect();
+    if !best.is_empty() {
+        let line = BLACK.stroke_width(3);
+        let half = GROUP_WIDTH / 2.0 + 0.04;
+        bars.draw_series(
+            best.iter()
+                .map(|(x, t)| PathElement::new(vec![(x - half, *t), (x + half, *t)], line)),
+        )?
+        .label("best subset under round_robin")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], line));
     }
     bars.configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
@@ -175,7 +221,11 @@ fn draw(root: &DrawingArea<BitMapBackend<'_>, Shift>, rows: &[ResultRow], title:
         .draw()?;
     for (_, batch, x) in &layout.groups {
         let (px, py) = bars.backend_coord(&(*x, 0.0));
-        root.draw(&Text::new(format!("{batch}"), (px, py + 6), text(17.0).pos(centred)))?;
+        root.draw(&Text::new(
+            format!("{batch}"),
+            (px, py + 6),
+            text(17.0).pos(centred),
+        ))?;
     }
 
     // Latency points: p50 filled, p99 hollow, joined by a line.
@@ -185,7 +235,11 @@ fn draw(root: &DrawingArea<BitMapBackend<'_>, Shift>, rows: &[ResultRow], title:
         .filter(|v| *v > 0.0)
         .fold(f64::INFINITY, f64::min);
     let max_latency = rows.iter().map(|r| r.p99_ms).fold(1.0, f64::max);
-    let low = if min_latency.is_finite() { min_latency / 1.6 } else { 0.1 };
+    let low = if min_latency.is_finite() {
+        min_latency / 1.6
+    } else {
+        0.1
+    };
     let mut latency = ChartBuilder::on(&bottom)
         .margin_left(20)
         .margin_right(30)
@@ -197,7 +251,7 @@ fn draw(root: &DrawingArea<BitMapBackend<'_>, Shift>, rows: &[ResultRow], title:
         .configure_mesh()
         .disable_x_mesh()
         .x_labels(0)
-        .y_desc("latency (ms, log): ● p50  ○ p99")
+        .y_desc("latency (log scale): ● p50  ○ p99")
         .y_label_style(text(20.0))
         .axis_desc_style(text(22.0))
         .y_label_formatter(&|v| format_ms(*v))
@@ -213,12 +267,14 @@ fn draw(root: &DrawingArea<BitMapBackend<'_>, Shift>, rows: &[ResultRow], title:
                 Some(((left + right) / 2.0, r.p50_ms, r.p99_ms.max(r.p50_ms)))
             })
             .collect();
+        latency.draw_series(points.iter().map(|(x, p50, p99)| {
+            PathElement::new(vec![(*x, *p50), (*x, *p99)], c.stroke_width(2))
+        }))?;
         latency.draw_series(
             points
                 .iter()
-                .map(|(x, p50, p99)| PathElement::new(vec![(*x, *p50), (*x, *p99)], c.stroke_width(2))),
+                .map(|(x, p50, _)| Circle::new((*x, *p50), 4, c.filled())),
         )?;
-        latency.draw_series(points.iter().map(|(x, p50, _)| Circle::new((*x, *p50), 4, c.filled())))?;
         latency.draw_series(
             points
                 .iter()
@@ -227,20 +283,45 @@ fn draw(root: &DrawingArea<BitMapBackend<'_>, Shift>, rows: &[ResultRow], title:
     }
     for (_, batch, x) in &layout.groups {
         let (px, py) = latency.backend_coord(&(*x, low));
-        root.draw(&Text::new(format!("{batch}"), (px, py + 6), text(17.0).pos(centred)))?;
+        root.draw(&Text::new(
+            format!("{batch}"),
+            (px, py + 6),
+            text(17.0).pos(centred),
+        ))?;
     }
     let right_aligned = Pos::new(HPos::Right, VPos::Top);
-    for (px, py) in [bars.backend_coord(&(0.0, 0.0)), latency.backend_coord(&(0.0, low))] {
-        root.draw(&Text::new("batch", (px - 8, py + 6), text(17.0).pos(right_aligned)))?;
+    for (px, py) in [
+        bars.backend_coord(&(0.0, 0.0)),
+        latency.backend_coord(&(0.0, low)),
+    ] {
+        root.draw(&Text::new(
+            "batch",
+            (px - 8, py + 6),
+            text(17.0).pos(right_aligned),
+        ))?;
     }
     for (label, units, first, last) in &layout.combinations {
         let (left, py) = latency.backend_coord(&(*first + 0.05, low));
         let (right, _) = latency.backend_coord(&(*last - 0.05, low));
         let y = py + 34;
-        root.draw(&PathElement::new(vec![(left, y), (right, y)], BLACK.stroke_width(1)))?;
+        root.draw(&PathElement::new(
+            vec![(left, y), (right, y)],
+            BLACK.stroke_width(1),
+        ))?;
         let middle = (left + right) / 2;
-        root.draw(&Text::new(label.as_str(), (middle, y + 8), ("sans-serif", 22.0, FontStyle::Bold).into_font().pos(centred)))?;
-        root.draw(&Text::new(format!("({units})"), (middle, y + 38), text(17.0).pos(centred)))?;
+        root.draw(&Text::new(
+            label.as_str(),
+            (middle, y + 8),
+            ("sans-serif", 22.0, FontStyle::Bold)
+                .into_font()
+                .color(&BLACK)
+                .pos(centred),
+        ))?;
+        root.draw(&Text::new(
+            format!("({units})"),
+            (middle, y + 38),
+            text(17.0).pos(centred),
+        ))?;
     }
     Ok(())
 }
@@ -249,8 +330,8 @@ fn format_ms(v: f64) -> String {
     if v >= 1000.0 {
         format!("{:.0} s", v / 1000.0)
     } else if v >= 1.0 {
-        format!("{v:.0}")
+        format!("{v:.0} ms")
     } else {
-        format!("{v:.1}")
+        format!("{v:.1} ms")
     }
 }

@@ -53,7 +53,11 @@ const KNOWN: &[(&str, &str, &[Part])] = &[
     ("cuda", "CUDA", &[Part::Cuda]),
     ("cuda+tensor", "CUDA+Tensor", &[Part::Amp]),
     ("cuda+dla", "CUDA+DLA", &[Part::Cuda, Part::Dla]),
-    ("cuda+tensor+dla", "CUDA+Tensor+DLA", &[Part::Amp, Part::Dla]),
+    (
+        "cuda+tensor+dla",
+        "CUDA+Tensor+DLA",
+        &[Part::Amp, Part::Dla],
+    ),
     ("all", "All units", &[Part::Everything]),
 ];
 
@@ -141,7 +145,9 @@ fn members(units: &[UnitConfig], parts: &[Part], dla: DlaChoice) -> Result<Vec<S
             .filter(|&i| units[i].kind == kind && units[i].enabled)
             .collect();
         if enabled.is_empty() {
-            (0..units.len()).filter(|&i| units[i].kind == kind).collect()
+            (0..units.len())
+                .filter(|&i| units[i].kind == kind)
+                .collect()
         } else {
             enabled
         }

@@ -52,7 +52,8 @@ pub fn render(rows: &[ResultRow]) -> String {
             optional(best, 2),
             optional(summary::ratio_to_best(rows, row), 4),
             optional(summary::gain_over_static(rows, row).map(|g| g * 100.0), 2),
-            row.converged_after_batches.map_or(String::new(), |n| n.to_string()),
+            row.converged_after_batches
+                .map_or(String::new(), |n| n.to_string()),
             row.failed_requests.to_string(),
             row.mode.as_str().to_string(),
             row.simulated.to_string(),
@@ -114,7 +115,10 @@ mod tests {
             .unwrap()
             .starts_with("combination,batch_size,policy,throughput_img_s,p50_ms,p99_ms,"));
         let last = text.lines().last().unwrap();
-        assert!(last.starts_with("\"All, units\",8,adaptive,120.00,10.000,20.000,"), "{last}");
+        assert!(
+            last.starts_with("\"All, units\",8,adaptive,120.00,10.000,20.000,"),
+            "{last}"
+        );
         assert!(last.contains(",100.00,1.2000,50.00,"), "{last}");
         assert_eq!(text.lines().count(), 4);
     }

@@ -127,7 +127,11 @@ impl ResultRow {
 }
 
 /// Runs the whole grid, in the order combination, batch size, policy.
-pub fn run_grid(loaded: &LoadedConfig, grid: &Grid, progress: bool) -> anyhow::Result<Vec<ResultRow>> {
+pub fn run_grid(
+    loaded: &LoadedConfig,
+    grid: &Grid,
+    progress: bool,
+) -> anyhow::Result<Vec<ResultRow>> {
     let mut cells = Vec::new();
     for combination in &grid.combinations {
         for &batch_size in &grid.batch_sizes {
@@ -139,7 +143,11 @@ pub fn run_grid(loaded: &LoadedConfig, grid: &Grid, progress: bool) -> anyhow::R
     let bar = progress_bar(progress, cells.len(), grid.mode);
     let run_cell = |(combination, batch_size, policy): &(&Combination, u32, &PolicyConfig)| {
         if let Some(bar) = &bar {
-            bar.set_message(format!("{} bs {batch_size} {}", combination.label, policy.name()));
+            bar.set_message(format!(
+                "{} bs {batch_size} {}",
+                combination.label,
+                policy.name()
+            ));
         }
         let overrides = RunOverrides {
             policy: Some((*policy).clone()),
@@ -169,7 +177,12 @@ pub fn run_grid(loaded: &LoadedConfig, grid: &Grid, progress: bool) -> anyhow::R
         if let Some(bar) = &bar {
             bar.inc(1);
         }
-        Ok::<_, anyhow::Error>(ResultRow::new(combination, *batch_size, &outcome, grid.mode))
+        Ok::<_, anyhow::Error>(ResultRow::new(
+            combination,
+            *batch_size,
+            &outcome,
+            grid.mode,
+        ))
     };
 
     let jobs = match grid.mode {
@@ -177,7 +190,10 @@ pub fn run_grid(loaded: &LoadedConfig, grid: &Grid, progress: bool) -> anyhow::R
         Mode::Simulated => grid.jobs.clamp(1, cells.len().max(1)),
     };
     let rows = if jobs == 1 {
-        cells.iter().map(run_cell).collect::<anyhow::Result<Vec<_>>>()?
+        cells
+            .iter()
+            .map(run_cell)
+            .collect::<anyhow::Result<Vec<_>>>()?
     } else {
         // A shared cursor over the cells; each result lands in its cell's slot, so the
         // order (and every figure) is the same whatever the number of jobs.

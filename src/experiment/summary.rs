@@ -147,9 +147,8 @@ pub fn render_tables(rows: &[ResultRow], policies: &[&str]) -> String {
         let _ = writeln!(out);
     };
     let cell = |combination: &str, batch: u32, policy: &str| {
-        rows.iter().find(|r| {
-            r.combination == combination && r.batch_size == batch && r.policy == policy
-        })
+        rows.iter()
+            .find(|r| r.combination == combination && r.batch_size == batch && r.policy == policy)
     };
     head(&mut out, "throughput, images/s", 16);
     for (combination, units, batch) in &groups {
@@ -196,8 +195,18 @@ pub fn render_summary(summaries: &[BatchSummary], all_units: Option<&str>) -> St
         "best subset (static {BASELINE}) vs contention_aware and adaptive with all units ({all})"
     );
     let pct = |g: Option<f64>| g.map_or("-".to_string(), |g| format!("{:+.1} %", g * 100.0));
+    if summaries.iter().all(|s| s.judged.is_empty()) {
+        let _ = writeln!(
+            out,
+            "  (no comparison: it needs the combination {ALL:?} and the policies {})",
+            JUDGED.join(", ")
+        );
+    }
     for s in summaries {
-        let best = s.best_subset.as_ref().map_or("-".to_string(), |(label, t)| format!("{t:.1} ({label})"));
+        let best = s
+            .best_subset
+            .as_ref()
+            .map_or("-".to_string(), |(label, t)| format!("{t:.1} ({label})"));
         let _ = writeln!(
             out,
             "bs {:>3}: best subset {best}; static all units {}",

@@ -9,6 +9,7 @@
 mod backend;
 mod binary;
 mod error;
+pub mod metrics;
 mod model;
 mod pool;
 mod preprocess;

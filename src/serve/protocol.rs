@@ -265,6 +265,10 @@ pub struct ResponseParameters<'a> {
     pub mica_unit: &'a str,
     /// Engine of that unit (`sim`, `torch`, ...).
     pub mica_engine: &'a str,
+    /// Time the request waited in the queue before its batch started, µs.
+    pub mica_queue_wait_us: u64,
+    /// Images in the batch the request ran in.
+    pub mica_batch_images: u32,
 }
 
 /// One output tensor of a response.

@@ -323,3 +323,116 @@ fn image_input(
     }
     Ok((images, data))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::serve::ModelSettings;
+
+    fn model() -> ServedModel {
+        ServedModel {
+            settings: ModelSettings {
+                input_shape: vec![2],
+                output_shape: vec![3],
+                ..ModelSettings::default()
+            },
+            max_batch: 4,
+            priority_levels: 3,
+            default_priority: 2,
+            labels: None,
+            preprocessor: None,
+        }
+    }
+
+    fn decode_json(body: serde_json::Value) -> Result<Prepared, ServeError> {
+        decode(&model(), Bytes::from(body.to_string()), None)
+    }
+
+    fn input(shape: serde_json::Value, data: serde_json::Value) -> serde_json::Value {
+        json!({"name": "input", "shape": shape, "datatype": "FP32", "data": data})
+    }
+
+    #[test]
+    fn a_good_request_becomes_backend_input() {
+        let prepared = decode_json(json!({
+            "id": "a",
+            "inputs": [input(json!([2, 2]), json!([[1, 2], [3, 4]]))],
+            "parameters": {"priority": 1, "timeout": 1500}
+        }))
+        .unwrap();
+        assert_eq!(prepared.id.as_deref(), Some("a"));
+        assert_eq!(prepared.images, 2);
+        assert_eq!(prepared.data, vec![1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(prepared.priority, 0);
+        assert_eq!(prepared.timeout, Some(Duration::from_micros(1500)));
+        assert_eq!(
+            prepared.output,
+            OutputPlan {
+                binary: false,
+                classification: None
+            }
+        );
+    }
+
+    #[test]
+    fn priority_zero_or_absent_is_the_default_and_levels_are_bounded() {
+        let base = || json!({"inputs": [input(json!([1, 2]), json!([1, 2]))]});
+        assert_eq!(decode_json(base()).unwrap().priority, 2);
+        let mut body = base();
+        body["parameters"] = json!({"priority": 0, "timeout": 0});
+        let prepared = decode_json(body).unwrap();
+        assert_eq!((prepared.priority, prepared.timeout), (2, None));
+        let mut body = base();
+        body["parameters"] = json!({"priority": 3});
+        assert_eq!(decode_json(body).unwrap().priority, 2);
+        let mut body = base();
+        body["parameters"] = json!({"priority": 4});
+        let error = decode_json(body).unwrap_err().to_string();
+        assert!(error.contains("between 0 and 3"), "{error}");
+    }
+
+    #[test]
+    fn output_plan_follows_request_and_output_parameters() {
+        let mut body = json!({"inputs": [input(json!([1, 2]), json!([1, 2]))],
+            "parameters": {"binary_data_output": true}});
+        assert!(decode_json(body.clone()).unwrap().output.binary);
+        body["outputs"] =
+            json!([{"name": "output", "parameters": {"binary_data": false, "classification": 2}}]);
+        let plan = decode_json(body.clone()).unwrap().output;
+        assert_eq!(
+            plan,
+            OutputPlan {
+                binary: false,
+                classification: Some(2)
+            }
+        );
+        body["outputs"] = json!([{"name": "output"}, {"name": "output"}]);
+        assert!(decode_json(body).unwrap_err().to_string().contains("twice"));
+    }
+
+    #[test]
+    fn inputs_are_checked_by_name_count_and_binary_size() {
+        let twice = json!({"inputs": [input(json!([1, 2]), json!([1, 2])), input(json!([1, 2]), json!([1, 2]))]});
+        assert!(decode_json(twice)
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
+        let none = json!({"inputs": []});
+        assert!(decode_json(none)
+            .unwrap_err()
+            .to_string()
+            .contains("no input"));
+        let header = json!({"inputs": [{"name": "input", "shape": [1, 2], "datatype": "FP32",
+            "data": [1, 2], "parameters": {"binary_data_size": 8}}]})
+        .to_string();
+        let mut body = header.clone().into_bytes();
+        body.extend_from_slice(&[0; 8]);
+        let error = decode(&model(), Bytes::from(body), Some(header.len())).unwrap_err();
+        assert!(
+            error.to_string().contains("both data and binary_data_size"),
+            "{error}"
+        );
+    }
+}

@@ -74,6 +74,8 @@ pub fn encode(
         parameters: ResponseParameters {
             mica_unit: answer.unit.as_str(),
             mica_engine: answer.engine,
+            mica_queue_wait_us: answer.queue_wait.as_micros() as u64,
+            mica_batch_images: answer.batch_images,
         },
         outputs: vec![ResponseOutput {
             name: &model.settings.output_name,

@@ -18,6 +18,7 @@ use tracing::{debug, warn};
 use super::backend::{InferBackend, InferRequest};
 use super::binary::{header_length, HEADER_LENGTH};
 use super::error::ServeError;
+use super::metrics;
 use super::model::ServedModel;
 use super::pool::PreprocessPool;
 use super::request::decode;
@@ -229,7 +230,9 @@ async fn infer(
     match &result {
         Ok(_) => {}
         Err(error) => {
+            let settings = &state.model.settings;
             state.stats.record_failure(start.elapsed());
+            metrics::record_failure(&settings.name, &settings.version, error);
             if error.status().is_server_error() {
                 warn!(reason = error.reason(), %error, "inference request failed");
             } else {
@@ -294,16 +297,16 @@ async fn run_inference(
         &answer,
     )?;
     let end = Instant::now();
-    state.stats.record_success(
-        prepared.images,
-        Phases {
-            total: end - start,
-            input: input_done - start,
-            queue: answer.queue_wait,
-            infer: answer.latency.saturating_sub(answer.queue_wait),
-            output: end - infer_done,
-        },
-    );
+    let phases = Phases {
+        total: end - start,
+        input: input_done - start,
+        queue: answer.queue_wait,
+        infer: answer.latency.saturating_sub(answer.queue_wait),
+        output: end - infer_done,
+    };
+    state.stats.record_success(prepared.images, phases);
+    let settings = &state.model.settings;
+    metrics::record_success(&settings.name, &settings.version, prepared.images, &phases);
     Ok(response)
 }
 

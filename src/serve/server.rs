@@ -194,9 +194,8 @@ impl RunningServer {
         tokio::pin!(deadline);
         let mut deadline_passed = false;
         let forced = async {
-            if second_signal_forces {
-                let _ = stop_signal().await;
-            } else {
+            let listening = second_signal_forces && stop_signal().await.is_ok();
+            if !listening {
                 std::future::pending::<()>().await;
             }
         };

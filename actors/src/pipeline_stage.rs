@@ -1,0 +1,271 @@
+//! `PipelineStage`: one stage of a pipelined network — a block range on one or more
+//! units — as a group of worker threads, one per (unit, stream), each owning its engine.
+//!
+//! The pipelining paper (Kang et al., JEDI, ACM TECS 2022) runs each stage on its own
+//! unit with its own batch size and streams, joined to the next by bounded buffers.
+//! Here the buffer in front of a stage is a bounded channel of images; a worker takes
+//! one image (blocking), then as many more as are already waiting, up to the stage's
+//! batch size (each stage batches on its own), runs its engine on the batch, and hands
+//! each image on to the next stage's buffer — blocking while it is full, which is the
+//! back-pressure. With several units (partial network duplication: DLA0 and DLA1) the
+//! workers share the buffer, so batches alternate over the units as they free up.
+//! Workers are dedicated OS threads, like `StreamWorker`s: engine calls block, and CUDA
+//! and libtorch state is per thread. A stage stops when its input closes and its
+//! workers have drained it; closing its output then stops the next stage.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvError, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use mica_engines::{build_engine, BatchInput, Engine, EngineContext, EngineError, EngineSpec};
+
+/// One image moving through the pipeline: the message between stages.
+#[derive(Debug)]
+pub struct StageItem {
+    /// Request id, assigned at submission.
+    pub id: u64,
+    /// When it entered the pipeline.
+    pub started: Instant,
+    /// The activation (input of the next stage), or why an earlier stage failed.
+    pub payload: Result<Vec<f32>, String>,
+}
+
+/// Counters of one stage (also exported as metrics).
+#[derive(Debug, Default)]
+pub struct StageCounters {
+    /// Batches run.
+    pub batches: AtomicU64,
+    /// Images run.
+    pub images: AtomicU64,
+    /// Nanoseconds the engines spent in `infer`, summed over workers.
+    pub busy_ns: AtomicU64,
+    /// Batches that failed.
+    pub failures: AtomicU64,
+}
+
+/// Engines of one unit of a stage: one per stream, built on the worker's own thread.
+#[derive(Debug, Clone)]
+pub struct StageUnit {
+    /// Unit id (metric label).
+    pub id: String,
+    /// One spec per stream; several specs make a chain (block by block) when
+    /// `chain` is set.
+    pub streams: Vec<Vec<EngineSpec>>,
+}
+
+/// Everything a stage needs to start.
+#[derive(Debug, Clone)]
+pub struct StageSetup {
+    /// Stage name (`stage0`, ...), the metric label.
+    pub name: String,
+    /// Its units.
+    pub units: Vec<StageUnit>,
+    /// Largest batch a worker forms.
+    pub batch: u32,
+}
+
+/// Engines run one after the other: a stage built from per-block model files.
+struct Chain(Vec<Box<dyn Engine>>);
+
+impl Chain {
+    fn infer(&mut self, images: u32, data: &[f32]) -> Result<(Vec<f32>, usize), EngineError> {
+        let mut current: Vec<f32> = data.to_vec();
+        let mut per_image = if images == 0 {
+            0
+        } else {
+            data.len() / images as usize
+        };
+        for engine in &mut self.0 {
+            let out = engine.infer(BatchInput {
+                images,
+                data: Some(&current),
+            })?;
+            per_image = out.per_image;
+            current = out.data;
+        }
+        Ok((current, per_image))
+    }
+}
+
+/// A started stage: its worker threads.
+pub struct PipelineStage {
+    /// Stage name.
+    pub name: String,
+    /// Its counters.
+    pub counters: Arc<StageCounters>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for PipelineStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipelineStage")
+            .field("name", &self.name)
+            .field("workers", &self.workers.len())
+            .finish()
+    }
+}
+
+impl PipelineStage {
+    /// Starts the workers; returns once every engine is built and warmed up, or with
+    /// the first error.
+    pub fn start(
+        setup: &StageSetup,
+        context: &EngineContext,
+        input: Arc<Mutex<Receiver<StageItem>>>,
+        output: SyncSender<StageItem>,
+    ) -> Result<Self, EngineError> {
+        let counters = Arc::new(StageCounters::default());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), EngineError>>();
+        let mut workers = Vec::new();
+        for unit in &setup.units {
+            for (stream, specs) in unit.streams.iter().enumerate() {
+                let specs = specs.clone();
+                let context = context.clone();
+                let input = Arc::clone(&input);
+                let output = output.clone();
+                let counters = Arc::clone(&counters);
+                let ready = ready_tx.clone();
+                let labels = (setup.name.clone(), unit.id.clone());
+                let batch = setup.batch.max(1);
+                let handle = std::thread::Builder::new()
+                    .name(format!("mica-{}-{}-{stream}", setup.name, unit.id))
+                    .spawn(move || {
+                        let built: Result<Vec<Box<dyn Engine>>, EngineError> = specs
+                            .iter()
+                            .map(|spec| {
+                                let mut engine = build_engine(spec, &context)?;
+                                engine.warm_up()?;
+                                Ok(engine)
+                            })
+                            .collect();
+                        let chain = match built {
+                            Ok(engines) => {
+                                let _ = ready.send(Ok(()));
+                                Chain(engines)
+                            }
+                            Err(e) => {
+                                let _ = ready.send(Err(e));
+                                return;
+                            }
+                        };
+                        drop(ready);
+                        work(chain, batch, &input, &output, &counters, &labels);
+                    })
+                    .map_err(|e| EngineError::Load(format!("cannot start a stage worker: {e}")))?;
+                workers.push(handle);
+            }
+        }
+        drop(ready_tx);
+        for _ in 0..workers.len() {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(RecvError) => {
+                    return Err(EngineError::Load(
+                        "a stage worker died while loading".into(),
+                    ))
+                }
+            }
+        }
+        Ok(Self {
+            name: setup.name.clone(),
+            counters,
+            workers,
+        })
+    }
+
+    /// Waits for the workers to finish (after the input closed).
+    pub fn join(self) {
+        for worker in self.workers {
+            if worker.join().is_err() {
+                tracing::error!(stage = %self.name, "a stage worker panicked");
+            }
+        }
+    }
+}
+
+/// The worker loop: form a batch, run it, hand each image on.
+fn work(
+    mut chain: Chain,
+    batch: u32,
+    input: &Mutex<Receiver<StageItem>>,
+    output: &SyncSender<StageItem>,
+    counters: &StageCounters,
+    (stage, unit): &(String, String),
+) {
+    let labels = [("stage", stage.clone()), ("unit", unit.clone())];
+    loop {
+        let mut items: Vec<StageItem> = Vec::with_capacity(batch as usize);
+        {
+            let Ok(receiver) = input.lock() else {
+                return;
+            };
+            match receiver.recv() {
+                Ok(item) => items.push(item),
+                Err(RecvError) => return,
+            }
+            while items.len() < batch as usize {
+                match receiver.try_recv() {
+                    Ok(item) => items.push(item),
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+        }
+        let (ok, failed): (Vec<StageItem>, Vec<StageItem>) =
+            items.into_iter().partition(|i| i.payload.is_ok());
+        for item in failed {
+            if output.send(item).is_err() {
+                return;
+            }
+        }
+        if ok.is_empty() {
+            continue;
+        }
+        let images = ok.len() as u32;
+        let data: Vec<f32> = ok
+            .iter()
+            .flat_map(|i| i.payload.as_ref().map_or(&[][..], |d| d.as_slice()))
+            .copied()
+            .collect();
+        let started = Instant::now();
+        let result = chain.infer(images, &data);
+        let elapsed = started.elapsed();
+        counters
+            .busy_ns
+            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        counters.batches.fetch_add(1, Ordering::Relaxed);
+        counters
+            .images
+            .fetch_add(u64::from(images), Ordering::Relaxed);
+        metrics::counter!("mica_pipeline_stage_batches_total", &labels).increment(1);
+        metrics::counter!("mica_pipeline_stage_images_total", &labels).increment(u64::from(images));
+        metrics::histogram!("mica_pipeline_stage_service_seconds", &labels)
+            .record(elapsed.as_secs_f64());
+        let outputs: Vec<Result<Vec<f32>, String>> = match result {
+            Ok((values, per_image)) if per_image > 0 && values.len() == per_image * ok.len() => {
+                values.chunks(per_image).map(|c| Ok(c.to_vec())).collect()
+            }
+            Ok((values, per_image)) => {
+                let message = format!(
+                    "stage {stage} on {unit} returned {} values for {images} images ({per_image} each)",
+                    values.len()
+                );
+                vec![Err(message); ok.len()]
+            }
+            Err(e) => {
+                counters.failures.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("mica_pipeline_stage_failures_total", &labels).increment(1);
+                tracing::warn!(stage = %stage, unit = %unit, error = %e, "stage batch failed");
+                vec![Err(e.to_string()); ok.len()]
+            }
+        };
+        for (item, payload) in ok.into_iter().zip(outputs) {
+            let next = StageItem { payload, ..item };
+            if output.send(next).is_err() {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,221 @@
+#!/usr/bin/env bash
+# One device run of mica's real-hardware benchmark (issue 4), everything in ONE call so
+# that mica's figures and PyTorch's come from the same machine and the same lease:
+#
+#   1. environment: nvidia-smi, the machine's torch; LD_LIBRARY_PATH=<torch>/lib
+#   2. export ResNet-50 (random weights, seeded) with the machine's python3
+#      (scripts/export_model.py --reference 8) into models/
+#   3. numerical agreement, mica's torch engine vs PyTorch on identical weights and input
+#      (the carried test binary of engines/tests/torch_resnet50.rs, every unit kind,
+#      plain and fused exports)
+#   4. the PyTorch reference (scripts/torch_reference.py)
+#   5. `mica profile` of every unit -> config/profiles/h100/ (in the device's copy)
+#   6. `mica bench` through the whole service path: each unit alone at batch 1..256,
+#      batch-1 latency at concurrency 1, 1 vs 2 streams on tensor_fp16 at batch 64, and
+#      cpu+cuda_fp32+tensor_fp16 / cuda_fp32+tensor_fp16 under every policy at 64 and 256
+#   7. scripts/device_bench_report.py: results.json + summary.md (ratios mica / PyTorch,
+#      the targets) under $OUT, profiles as profiles.tar
+#
+# Usage (on the GPU machine, from the repository root; the device tool sets $OUT):
+#   scripts/device-bench.sh [full|quick]
+# `quick` checks the set-up in about a minute (one bench, one profile, half_cl only).
+#
+# Needs, carried in .device/ (built here; the GPU machine has no Rust):
+#   .device/mica            stripped `cargo build --release --features torch` binary
+#   .device/torch_resnet50  stripped test binary of engines/tests/torch_resnet50.rs
+# Environment: OUT (default out/device-bench), MICA_BENCH_BUDGET_S (default 520: steps
+# that would start later are skipped and reported as such), PYTHON (default python3).
+set -uo pipefail
+
+mode="${1:-full}"
+case "$mode" in
+full | quick) ;;
+*)
+    echo "usage: $0 [full|quick]" >&2
+    exit 2
+    ;;
+esac
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+out="${OUT:-$repo_root/out/device-bench}"
+mkdir -p "$out"
+work="$(mktemp -d /tmp/mica-device-bench.XXXXXX)"
+mkdir -p "$work/runs" "$work/profiles"
+bin="$repo_root/.device/mica"
+agreement_bin="$repo_root/.device/torch_resnet50"
+python="${PYTHON:-python3}"
+budget_s="${MICA_BENCH_BUDGET_S:-520}"
+config="config/gpu.toml"
+started_at=$(date +%s)
+
+exec > >(tee -a "$out/log.txt") 2>&1
+tee_pid=$!
+
+step() { printf '\n==> [%3ss] %s\n' "$(($(date +%s) - started_at))" "$*"; }
+elapsed() { echo $(($(date +%s) - started_at)); }
+over_budget() { [[ $(elapsed) -ge $budget_s ]]; }
+seconds_since() { # start in ns (date +%s%N) -> seconds with 3 decimals
+    local ns=$(($(date +%s%N) - $1))
+    printf '%d.%03d' $((ns / 1000000000)) $((ns / 1000000 % 1000))
+}
+
+step "environment ($mode)"
+for f in "$bin" "$agreement_bin"; do
+    if [[ ! -x "$f" ]]; then
+        echo "error: $f is missing: build it and carry .device/ (see the header)" >&2
+        exit 1
+    fi
+done
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit \
+    --format=csv,noheader | tee "$work/gpu.txt"
+nproc | sed 's/^/cores: /'
+torch_dir="$("$python" -c 'import torch,os;print(os.path.dirname(torch.__file__))')"
+"$python" -c 'import torch,torchvision;print("torch",torch.__version__,"torchvision",torchvision.__version__,"cuda",torch.version.cuda,"cudnn",torch.backends.cudnn.version())' |
+    tee "$work/torch.txt"
+export LD_LIBRARY_PATH="$torch_dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# The CPU unit's intra-op threads: leave cores for the dispatcher and the GPU units'
+# stream workers, which launch kernels from the CPU.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(($(nproc) > 8 ? $(nproc) - 4 : 4))}"
+export RUST_LOG="${RUST_LOG:-warn}"
+echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH OMP_NUM_THREADS=$OMP_NUM_THREADS"
+"$bin" --version
+gpu_name="$(head -n1 "$work/gpu.txt" | cut -d, -f1 | xargs)"
+machine="$gpu_name ($(head -n1 "$work/gpu.txt" | cut -d, -f2 | xargs) driver), $(cat "$work/torch.txt"), $(nproc) cores, device tool"
+
+step "export ResNet-50 (random weights)"
+mkdir -p models
+if [[ ! -f models/resnet50_fp16_fused.pt || ! -f models/resnet50.json ]]; then
+    "$python" -W ignore scripts/export_model.py --out models --reference 8 2>&1 |
+        grep -v -i "warn\|visitor\|torch.onnx.export(" || true
+fi
+ls -la models
+
+step "numerical agreement (mica torch engine vs PyTorch)"
+MICA_TORCH_MODELS="$repo_root/models" MICA_TORCH_TEST_CUDA=1 \
+    "$agreement_bin" --ignored --nocapture --test-threads 1 >"$work/agreement.txt" 2>&1
+echo "exit $?" >>"$work/agreement.txt"
+grep -E "agreement|test result|panicked|exit" "$work/agreement.txt"
+
+ref_configs=all
+ref_sizes=1,8,32,64,128,256
+if [[ $mode == quick ]]; then
+    ref_configs=half_cl,script_fused_half_cl
+    ref_sizes=1,256
+fi
+step "PyTorch reference ($ref_configs)"
+"$python" scripts/torch_reference.py --batch-sizes "$ref_sizes" --configs "$ref_configs" \
+    --models models --out "$work/torch_reference.json"
+
+# Profiles first: the bench config's policies read them. A copy of the config without
+# `profile =` lines loads before any profile exists.
+step "mica profile"
+sed -E '/^profile *=/d' "$config" >config/gpu-unprofiled.toml
+profile() { # name units sizes batches warmup max_s
+    local name=$1
+    local cmd=("$bin" profile --config config/gpu-unprofiled.toml --units "$2"
+        --batch-sizes "$3" --batches "$4" --warmup-batches "$5" --max-seconds-per-size "$6"
+        --out-dir "$work/profiles" --machine "$machine, $(date -u +%F)" --json)
+    if over_budget; then
+        echo "skipped profile $name (time budget)"
+        return
+    fi
+    printf '%s\n' "${cmd[*]}" >"$work/runs/profile-$name.cmd"
+    local t0=$(date +%s%N)
+    "${cmd[@]}" >"$work/runs/profile-$name.json" 2>"$work/runs/profile-$name.err"
+    local rc=$?
+    echo "$rc $(seconds_since "$t0")" >"$work/runs/profile-$name.rc"
+    grep -E "batch|error" "$work/runs/profile-$name.err" | sed 's/^/  /'
+}
+if [[ $mode == quick ]]; then
+    profile gpu tensor_fp16 1,256 10 3 5
+else
+    profile gpu cuda_fp32,tensor_fp16,amp,tensor_bf16 1,8,32,64,128,256 20 5 5
+    profile tf32 cuda_tf32 1,8,32,64,128,256 20 5 5
+    profile cpu cpu 1,8,32 8 2 3
+fi
+mkdir -p config/profiles/h100
+cp "$work"/profiles/*.toml config/profiles/h100/ 2>/dev/null || true
+(cd "$work/profiles" && tar cf "$out/profiles.tar" ./*.toml 2>/dev/null) || true
+
+bench() { # name units batch concurrency policy duration_s warmup_s
+    local name=$1 units=$2 batch=$3 conc=$4 policy=$5 dur=$6 warm=$7
+    if over_budget; then
+        echo "skipped $name (time budget)"
+        return
+    fi
+    local cmd=("$bin" bench --config "$config" --units "$units" --batch-size "$batch"
+        --concurrency "$conc" --policy "$policy" --duration "${dur}s" --warmup "${warm}s"
+        --json --no-progress)
+    printf '%s\n' "${cmd[*]}" >"$work/runs/$name.cmd"
+    local t0=$(date +%s%N)
+    "${cmd[@]}" >"$work/runs/$name.json" 2>"$work/runs/$name.err"
+    local rc=$?
+    local wall=$(seconds_since "$t0")
+    echo "$rc $wall" >"$work/runs/$name.rc"
+    "$python" - "$work/runs/$name.json" "$name" "$rc" "$wall" <<'PY'
+import json, sys
+path, name, rc, wall = sys.argv[1:]
+try:
+    r = json.load(open(path))
+    t = r["total"]
+    units = " ".join(f"{u}={s['throughput_img_s']:.0f}" for u, s in r["units"].items())
+    print(f"  {name:<34} {t['throughput_img_s']:9.1f} img/s  p50 {t['p50_ms']:8.3f} ms  "
+          f"failed {r['failed_requests']}  [{units}]  ({float(wall):.1f}s)")
+except Exception as e:
+    print(f"  {name:<34} FAILED rc={rc} ({e}); see {path[:-5]}.err")
+PY
+    if [[ $rc -ne 0 ]]; then tail -n 5 "$work/runs/$name.err" | sed 's/^/    /'; fi
+}
+
+sizes=(1 8 32 64 128 256)
+dur=2
+warm=0.5
+if [[ $mode == quick ]]; then
+    step "mica bench (quick)"
+    # Only tensor_fp16 was profiled: run on the config without profiles.
+    config=config/gpu-unprofiled.toml
+    bench single-tensor_fp16-b64 tensor_fp16 64 8 round_robin 2 0.5
+    bench single-tensor_fp16-b256 tensor_fp16 256 8 round_robin 2 0.5
+    bench latency-tensor_fp16-b1 tensor_fp16 1 1 round_robin 2 0.5
+else
+    step "mica bench: tensor_fp16 and cuda_fp32 alone"
+    for unit in tensor_fp16 cuda_fp32; do
+        for b in "${sizes[@]}"; do
+            bench "single-$unit-b$b" "$unit" "$b" 8 round_robin $dur $warm
+        done
+    done
+    step "mica bench: batch-1 latency (concurrency 1), streams"
+    for unit in tensor_fp16 cuda_fp32 amp; do
+        bench "latency-$unit-b1" "$unit" 1 1 round_robin $dur $warm
+    done
+    bench single-tensor_fp16_1s-b64 tensor_fp16_1s 64 4 round_robin $dur $warm
+    bench single-tensor_fp16_1s-b256 tensor_fp16_1s 256 4 round_robin $dur $warm
+
+    step "mica bench: combinations under each policy"
+    for combo in cuda_fp32,tensor_fp16 cpu,cuda_fp32,tensor_fp16; do
+        for b in 64 256; do
+            for policy in round_robin least_loaded contention_aware adaptive; do
+                bench "combo-${combo//,/+}-b$b-$policy" "$combo" "$b" 12 "$policy" 3 1
+            done
+        done
+    done
+
+    step "mica bench: amp, cuda_tf32, cpu alone"
+    for unit in amp cuda_tf32; do
+        for b in "${sizes[@]}"; do
+            bench "single-$unit-b$b" "$unit" "$b" 8 round_robin $dur $warm
+        done
+    done
+    for b in 1 8; do
+        bench "single-cpu-b$b" cpu "$b" 2 round_robin 3 0.5
+    done
+fi
+
+step "report"
+"$python" scripts/device_bench_report.py --work "$work" --out "$out" --mode "$mode" \
+    --elapsed "$(elapsed)"
+step "done in $(elapsed) s"
+# Let tee write the last lines to log.txt before the call returns.
+exec 1>&- 2>&-
+wait "$tee_pid" 2>/dev/null || true

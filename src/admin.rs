@@ -1,0 +1,213 @@
+//! The admin endpoint: `GET /v2/admin/policy` reads the running policy, `PUT` sets one
+//! (JSON, the config's policy table: `{"type": "contention_aware"}`). Served on the
+//! metrics listener, and only when a bearer token is configured (`[admin] token` or
+//! `token_file`); every request must carry `Authorization: Bearer <token>`.
+//!
+//! A policy set here lasts until the next config reload, which applies the file's.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::web::{self, Bytes, Data};
+use actix_web::{HttpRequest, HttpResponse};
+use mica_policies::PolicyConfig;
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::config::LoadedConfig;
+use crate::reload::{PolicyControl, PolicySource, SetPolicyError};
+
+/// Admin endpoint path.
+pub const POLICY_PATH: &str = "/v2/admin/policy";
+
+/// `[admin]`: the admin endpoint, off unless a token is configured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Bearer token the admin endpoint requires (prefer `token_file`).
+    #[serde(default, skip_serializing)]
+    pub token: Option<String>,
+    /// File holding the token on its first line (relative to the config file), e.g.
+    /// `/etc/mica/admin.token` readable only by mica.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+/// Shortest token accepted.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+impl AdminConfig {
+    /// The configured token (`None`: admin off). The error names the key at fault.
+    pub fn resolve_token(&self, config_file: &Path) -> Result<Option<String>, String> {
+        let token = match (&self.token, &self.token_file) {
+            (Some(_), Some(_)) => {
+                return Err("admin: give either token or token_file, not both".into())
+            }
+            (Some(token), None) => token.trim().to_string(),
+            (None, Some(file)) => {
+                let file = if file.is_absolute() {
+                    file.clone()
+                } else {
+                    config_file.parent().unwrap_or(Path::new(".")).join(file)
+                };
+                let text = std::fs::read_to_string(&file)
+                    .map_err(|e| format!("admin.token_file: {}: {e}", file.display()))?;
+                text.lines().next().unwrap_or("").trim().to_string()
+            }
+            (None, None) => return Ok(None),
+        };
+        if token.len() < MIN_TOKEN_LEN {
+            return Err(format!(
+                "admin: the token must be at least {MIN_TOKEN_LEN} characters, got {}",
+                token.len()
+            ));
+        }
+        Ok(Some(token))
+    }
+}
+
+/// The admin token of a loaded config.
+pub fn token(loaded: &LoadedConfig) -> anyhow::Result<Option<String>> {
+    loaded
+        .config
+        .admin
+        .resolve_token(&loaded.path)
+        .map_err(|m| anyhow::anyhow!("{}: {m}", loaded.path.display()))
+}
+
+/// What the admin routes need.
+pub struct Admin {
+    token: String,
+    control: Arc<PolicyControl>,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin").finish_non_exhaustive()
+    }
+}
+
+impl Admin {
+    /// Admin over `control`, guarded by `token`.
+    pub fn new(token: String, control: Arc<PolicyControl>) -> Self {
+        Self { token, control }
+    }
+
+    fn authorized(&self, request: &HttpRequest) -> bool {
+        let Some(given) = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+        else {
+            return false;
+        };
+        constant_time_eq(given.trim().as_bytes(), self.token.as_bytes())
+    }
+}
+
+/// Compares without stopping at the first difference.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn error(status: StatusCode, message: &str) -> HttpResponse {
+    let mut response = HttpResponse::build(status);
+    if status == StatusCode::UNAUTHORIZED {
+        response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+    }
+    response.json(serde_json::json!({ "error": message }))
+}
+
+/// Adds the admin routes.
+pub fn configure(cfg: &mut web::ServiceConfig, admin: Data<Admin>) {
+    cfg.app_data(admin).service(
+        web::resource(POLICY_PATH)
+            .route(web::get().to(get_policy))
+            .route(web::put().to(put_policy)),
+    );
+}
+
+async fn get_policy(admin: Data<Admin>, request: HttpRequest) -> HttpResponse {
+    if !admin.authorized(&request) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    }
+    HttpResponse::Ok().json(admin.control.current().await)
+}
+
+async fn put_policy(admin: Data<Admin>, request: HttpRequest, body: Bytes) -> HttpResponse {
+    if !admin.authorized(&request) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    }
+    let policy: PolicyConfig = match serde_json::from_slice(&body) {
+        Ok(policy) => policy,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("body must be a policy table such as {{\"type\": \"least_loaded\"}}: {e}"),
+            )
+        }
+    };
+    match admin.control.set(policy, PolicySource::Admin).await {
+        Ok(change) => {
+            info!(from = %change.previous, to = change.policy.name, changed = change.changed, "policy set through the admin endpoint");
+            HttpResponse::Ok().json(change)
+        }
+        Err(SetPolicyError::Invalid(message)) => error(StatusCode::BAD_REQUEST, &message),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_rules() {
+        let file = Path::new("/nonexistent/mica.toml");
+        assert_eq!(AdminConfig::default().resolve_token(file).unwrap(), None);
+        let short = AdminConfig {
+            token: Some("abc".into()),
+            token_file: None,
+        };
+        assert!(short.resolve_token(file).unwrap_err().contains("at least"));
+        let both = AdminConfig {
+            token: Some("a".repeat(20)),
+            token_file: Some("t".into()),
+        };
+        assert!(both.resolve_token(file).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("admin.token"), "0123456789abcdef0123\n").unwrap();
+        let from_file = AdminConfig {
+            token: None,
+            token_file: Some("admin.token".into()),
+        };
+        assert_eq!(
+            from_file
+                .resolve_token(&dir.path().join("mica.toml"))
+                .unwrap()
+                .as_deref(),
+            Some("0123456789abcdef0123")
+        );
+        let missing = AdminConfig {
+            token: None,
+            token_file: Some("absent.token".into()),
+        };
+        assert!(missing
+            .resolve_token(&dir.path().join("mica.toml"))
+            .unwrap_err()
+            .contains("admin.token_file"));
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secrets"));
+    }
+}

@@ -1,0 +1,60 @@
+//! systemd integration (`Type=notify` units): READY when every unit is warm, RELOADING
+//! around a config reload, STOPPING at shutdown, WATCHDOG pings from a timer on the
+//! actix system thread (the dispatcher's thread, so a stuck scheduler stops the pings
+//! and systemd restarts the service), and STATUS lines for `systemctl status`.
+//!
+//! Every call is a no-op when `NOTIFY_SOCKET` is not set (not started by systemd).
+
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+use tracing::{debug, info};
+
+fn send(states: &[NotifyState<'_>]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    if let Err(error) = sd_notify::notify(states) {
+        debug!(%error, "sd_notify failed");
+    }
+}
+
+/// Startup finished (or a reload did).
+pub fn ready() {
+    send(&[NotifyState::Ready, NotifyState::Status("serving")]);
+}
+
+/// A config reload began (with the monotonic timestamp systemd ≥ 253 requires).
+pub fn reloading() {
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => send(&[NotifyState::Reloading, now]),
+        Err(_) => send(&[NotifyState::Reloading]),
+    }
+}
+
+/// Shutdown began.
+pub fn stopping() {
+    send(&[NotifyState::Stopping, NotifyState::Status("draining")]);
+}
+
+/// A free-form status line.
+pub fn status(line: &str) {
+    send(&[NotifyState::Status(line)]);
+}
+
+/// Starts the watchdog pings if systemd asked for them (`WatchdogSec=`): every half
+/// period, from a timer on the current actix system.
+pub fn spawn_watchdog() {
+    let Some(period) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let every = (period / 2).max(Duration::from_millis(100));
+    info!(?period, "systemd watchdog enabled");
+    actix_rt::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        loop {
+            ticks.tick().await;
+            send(&[NotifyState::Watchdog]);
+        }
+    });
+}
