@@ -374,10 +374,9 @@ pub fn spawn(
         loop {
             let cause = tokio::select! {
                 Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
-                cause = triggers.recv() => match cause {
-                    Some(cause) => cause,
-                    None => break,
-                },
+                // Closed when no file is watched: the branch is then disabled.
+                Some(cause) = triggers.recv() => cause,
+                else => break,
             };
             // One save is often several events (write, rename, chmod): wait them out.
             tokio::time::sleep(DEBOUNCE).await;

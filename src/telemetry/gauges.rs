@@ -5,10 +5,13 @@ use std::collections::HashMap;
 
 use metrics::Gauge;
 
+/// A metric name and its label pairs.
+type Key = (&'static str, Vec<(&'static str, String)>);
+
 /// Gauges of one source, keyed by metric name and label values.
 #[derive(Debug, Default)]
 pub struct Gauges {
-    cache: HashMap<(&'static str, Vec<(&'static str, String)>), Gauge>,
+    cache: HashMap<Key, Gauge>,
 }
 
 impl Gauges {
