@@ -69,23 +69,24 @@ for f in "$bin" "$agreement_bin"; do
 done
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit \
     --format=csv,noheader | tee "$work/gpu.txt"
-nproc | sed 's/^/cores: /'
+cores="$(nproc --all)"
+echo "cores: $cores"
 torch_dir="$("$python" -c 'import torch,os;print(os.path.dirname(torch.__file__))')"
 "$python" -c 'import torch,torchvision;print("torch",torch.__version__,"torchvision",torchvision.__version__,"cuda",torch.version.cuda,"cudnn",torch.backends.cudnn.version())' |
     tee "$work/torch.txt"
 export LD_LIBRARY_PATH="$torch_dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # The CPU unit's intra-op threads: leave cores for the dispatcher and the GPU units'
 # stream workers, which launch kernels from the CPU.
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(($(nproc) > 8 ? $(nproc) - 4 : 4))}"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$((cores > 8 ? cores - 4 : 4))}"
 export RUST_LOG="${RUST_LOG:-warn}"
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH OMP_NUM_THREADS=$OMP_NUM_THREADS"
 "$bin" --version
 gpu_name="$(head -n1 "$work/gpu.txt" | cut -d, -f1 | xargs)"
-machine="$gpu_name ($(head -n1 "$work/gpu.txt" | cut -d, -f2 | xargs) driver), $(cat "$work/torch.txt"), $(nproc) cores, device tool"
+machine="$gpu_name ($(head -n1 "$work/gpu.txt" | cut -d, -f2 | xargs) driver), $(cat "$work/torch.txt"), $cores cores, device tool"
 
 step "export ResNet-50 (random weights)"
 mkdir -p models
-if [[ ! -f models/resnet50_fp16_fused.pt || ! -f models/resnet50.json ]]; then
+if [[ ! -f models/resnet50_fp16.pt || ! -f models/resnet50.json ]]; then
     "$python" -W ignore scripts/export_model.py --out models --reference 8 2>&1 |
         grep -v -i "warn\|visitor\|torch.onnx.export(" || true
 fi
@@ -100,7 +101,7 @@ grep -E "agreement|test result|panicked|exit" "$work/agreement.txt"
 ref_configs=all
 ref_sizes=1,8,32,64,128,256
 if [[ $mode == quick ]]; then
-    ref_configs=half_cl,script_fused_half_cl
+    ref_configs=half_cl,script_half_cl
     ref_sizes=1,256
 fi
 step "PyTorch reference ($ref_configs)"

@@ -153,13 +153,13 @@ def main() -> int:
     md.append("")
     md.append("tensor_fp16 (mica, full path) against every PyTorch configuration:\n")
     md.append("| batch | mica | best eager (which) | ratio | half_cl_graph | ratio | "
-              "script_fused_half_cl (same model file, from Python) | ratio |")
+              "script_half_cl (same model file, from Python) | ratio |")
     md.append("|---|---|---|---|---|---|---|---|")
     for b in SIZES:
         mica = throughput(runs, f"single-tensor_fp16-b{b}")
         best, which = best_eager(b)
         graph = ref_rate("half_cl_graph", b)
-        script = ref_rate("script_fused_half_cl", b)
+        script = ref_rate("script_half_cl", b)
         md.append(f"| {b} | {fmt(mica)} | {fmt(best)} ({which or '—'}) | "
                   f"{fmt(ratio(mica, best), 2)} | {fmt(graph)} | {fmt(ratio(mica, graph), 2)} | "
                   f"{fmt(script)} | {fmt(ratio(mica, script), 2)} |")

@@ -9,12 +9,12 @@ calls or machines do not compare). Configurations, each at every batch size:
   autocast_fp16          eager FP32 weights under torch.autocast FP16  vs amp
   half_cl                eager, half weights and input, channels_last  vs tensor_fp16
   half_cl_graph          half_cl captured once per batch size as a CUDA graph, replayed
-  script_fused_half_cl   the TorchScript file mica's tensor_fp16 unit runs
-                         (resnet50_fp16_fused.pt: batch norm folded, frozen), called
-                         from Python: separates model from engine effects
-  script_fused_fp32_notf32  the same for resnet50_fp32_fused.pt, TF32 off
+  script_half_cl         the TorchScript file mica's tensor_fp16 unit runs
+                         (resnet50_fp16.pt, scripts/export_model.py), called from Python:
+                         separates TorchScript from mica's own costs
+  script_fp32_notf32     the same for resnet50_fp32.pt (cuda_fp32's file), TF32 off
 
-Throughput: `--iters` batches issued back to back, one synchronize at the end (PyTorch's
+Throughput: batches issued back to back for about `--seconds`, one synchronize at the end (PyTorch's
 best case: no per-batch wait), after warm-up; reported as images/s of the median of
 `--repeats` such timings. Batch-1 latency: one batch at a time, synchronized, `--latency-
 iters` samples, p50 and p90. cuDNN autotuning on (benchmark mode), as mica runs. Random
@@ -118,10 +118,18 @@ class Script(Config):
         return fn
 
 
-def throughput(fn, batch, iters, repeats, warmup):
+def throughput(fn, batch, seconds, repeats, warmup):
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
+    # Calibrate: batches per timing so that one timing takes about `seconds`.
+    start, n = time.perf_counter(), 0
+    while time.perf_counter() - start < 0.05 or n < 2:
+        fn()
+        n += 1
+    torch.cuda.synchronize()
+    per_batch = (time.perf_counter() - start) / n
+    iters = max(3, int(seconds / per_batch))
     rates = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -148,11 +156,6 @@ def latency(fn, iters, warmup):
     return p50, p90
 
 
-def iters_for(batch: int, budget_s: float, per_image_s: float) -> int:
-    """Batches per timing so one timing takes about budget_s (at least 3)."""
-    return max(3, int(budget_s / max(per_image_s * batch, 1e-5)))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-sizes", default="1,8,32,64,128,256")
@@ -160,10 +163,10 @@ def main() -> int:
                         help="folder of the exported TorchScript files (script_* configs)")
     parser.add_argument("--configs", default="all",
                         help="comma-separated config names, or all")
-    parser.add_argument("--seconds", type=float, default=0.4,
+    parser.add_argument("--seconds", type=float, default=0.3,
                         help="target length of one throughput timing")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--latency-iters", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--latency-iters", type=int, default=100)
     parser.add_argument("--out", type=pathlib.Path, required=True)
     args = parser.parse_args()
 
@@ -192,14 +195,12 @@ def main() -> int:
                                        False, False),
     }
     if args.models is not None:
-        fp16 = args.models / "resnet50_fp16_fused.pt"
-        fp32 = args.models / "resnet50_fp32_fused.pt"
+        fp16 = args.models / "resnet50_fp16.pt"
+        fp32 = args.models / "resnet50_fp32.pt"
         if fp16.is_file():
-            makers["script_fused_half_cl"] = lambda: Script("script_fused_half_cl", fp16,
-                                                            False)
+            makers["script_half_cl"] = lambda: Script("script_half_cl", fp16, False)
         if fp32.is_file():
-            makers["script_fused_fp32_notf32"] = lambda: Script(
-                "script_fused_fp32_notf32", fp32, False)
+            makers["script_fp32_notf32"] = lambda: Script("script_fp32_notf32", fp32, False)
     names = list(makers) if args.configs == "all" else args.configs.split(",")
 
     result = {
@@ -216,9 +217,6 @@ def main() -> int:
         },
         "configs": {},
     }
-    # A rough per-image cost to size the timings (s/img), refined per config.
-    per_image = {"eager_fp32_notf32": 3e-4, "eager_fp32_tf32": 1.7e-4,
-                 "script_fused_fp32_notf32": 3e-4}
     for name in names:
         if name not in makers:
             print(f"warning: unknown or unavailable config {name}", file=sys.stderr)
@@ -229,8 +227,7 @@ def main() -> int:
         entry = {"tf32": config.tf32, "throughput_img_s": {}, "timings_img_s": {}}
         for batch in sizes:
             fn = config.prepare(batch)
-            iters = iters_for(batch, args.seconds, per_image.get(name, 1e-4))
-            rate, rates = throughput(fn, batch, iters, args.repeats, warmup=3)
+            rate, rates = throughput(fn, batch, args.seconds, args.repeats, warmup=3)
             entry["throughput_img_s"][str(batch)] = rate
             entry["timings_img_s"][str(batch)] = rates
             if batch == 1:

@@ -140,6 +140,11 @@ pub enum Command {
         /// Hide the progress spinner.
         #[arg(long)]
         no_progress: bool,
+        /// Give every request this deadline from its arrival (e.g. 200ms): requests
+        /// still queued then expire, the `slo` policy sheds what cannot make it, and
+        /// the footer reports the deadline-meeting rate.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
     },
     /// Measure units' batch latency at each batch size and write profile files (the
     /// format of config/profiles/, origin "measured") for the policies and the simulator.

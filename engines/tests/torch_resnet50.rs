@@ -50,6 +50,11 @@ fn resnet50_matches_pytorch() {
             ]);
         }
     }
+    if units.iter().any(|(kind, _, _)| *kind != UnitKind::Cpu) {
+        // libtorch decides once per process whether it has CUDA: load libtorch_cuda
+        // before the CPU unit makes that decision without it.
+        mica_engines::torch::load_cuda().unwrap_or_else(|e| panic!("libtorch_cuda: {e}"));
+    }
     let mut failures = Vec::new();
     for (kind, file, tolerance) in units {
         let spec = EngineSpec {

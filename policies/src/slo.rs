@@ -7,6 +7,9 @@
 //!    healthy unit — even alone in a batch, starting as soon as the unit frees — is
 //!    shed (`Decision::Shed`); the dispatcher answers it with an error and counts it.
 //!    Serving it would only make the requests behind it late too.
+//!    Under backlog (two full batches queued for the most capable ready unit), requests at
+//!    the head that such a full batch would make late are shed too, so batches stay
+//!    efficient instead of shrinking to fit the tightest deadline.
 //! 2. **Earliest deadline first.** The batch at the front is sized for the earliest
 //!    deadline among the requests it would carry: whole requests are added while the
 //!    batch still finishes before the tightest deadline among them.
@@ -168,6 +171,35 @@ impl Policy for Slo {
         }
         if !shed.is_empty() {
             return Decision::Shed { requests: shed };
+        }
+        // Under backlog, keep batches efficient: when the queue holds a full batch for
+        // the most capable ready unit, requests at the head that a full batch there
+        // would make late are shed rather than shrinking every batch to fit them (an
+        // overloaded EDF queue otherwise serves ever smaller batches and collapses).
+        let strongest = view.ready_units().max_by(|a, b| {
+            view.units[*a]
+                .nominal_throughput()
+                .total_cmp(&view.units[*b].nominal_throughput())
+        });
+        if let Some(index) = strongest {
+            let unit = &view.units[index];
+            let full = queue.target_batch(unit.max_batch);
+            // Backlog: two full batches or more waiting for the strongest unit.
+            if queue.images >= 2 * u64::from(full) {
+                if let Some(latency) = unit.predicted_latency(full) {
+                    let finish = view.now + latency.mul_f64(self.settings.latency_margin);
+                    let late: Vec<u64> = queue
+                        .head
+                        .iter()
+                        .take(self.settings.max_scan)
+                        .filter(|r| r.deadline.is_some_and(|d| d < finish))
+                        .map(|r| r.id)
+                        .collect();
+                    if !late.is_empty() {
+                        return Decision::Shed { requests: late };
+                    }
+                }
+            }
         }
         // (unit, images, cost, capability)
         let mut best: Option<(usize, u32, f64, f64)> = None;

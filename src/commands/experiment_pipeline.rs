@@ -75,7 +75,7 @@ fn measure_sequential(problem: &Problem, point: &Point) -> anyhow::Result<(f64, 
     Ok((out.throughput_img_s, out.latency_mean_ms))
 }
 
-fn rows_for(config: &PathBuf, args: &PipelineExperimentArgs) -> anyhow::Result<Vec<Row>> {
+fn rows_for(config: &std::path::Path, args: &PipelineExperimentArgs) -> anyhow::Result<Vec<Row>> {
     let problem = Problem::load(config, None)?;
     let platform = problem.loaded.config.platform.name.clone();
     let space = &problem.space;
@@ -180,7 +180,7 @@ fn rows_for(config: &PathBuf, args: &PipelineExperimentArgs) -> anyhow::Result<V
         .map_or("config".into(), |s| s.to_string_lossy().to_string());
     let started = Instant::now();
     let report = crate::tune::tune(&TuneOptions {
-        config: config.clone(),
+        config: config.to_path_buf(),
         backend: BackendChoice::Sim,
         search: SearchKind::Heuristic,
         model_stages: None,

@@ -17,7 +17,13 @@ use crate::config::LoadedConfig;
 use crate::experiment::run::{self, RunPlan};
 
 /// Runs the command.
-pub fn run(config: &Path, args: &RunArgs, warmup: Duration, progress: bool) -> anyhow::Result<()> {
+pub fn run(
+    config: &Path,
+    args: &RunArgs,
+    warmup: Duration,
+    progress: bool,
+    timeout: Option<Duration>,
+) -> anyhow::Result<()> {
     let loaded = LoadedConfig::load(config)?;
     let overrides = overrides(args)?;
     let (load, stop) = load_and_stop(args)?;
@@ -32,6 +38,7 @@ pub fn run(config: &Path, args: &RunArgs, warmup: Duration, progress: bool) -> a
         duration,
         warmup,
         images_per_request: args.batch_size.unwrap_or(1),
+        timeout,
     };
     // The simulator has no progress hook: a spinner shows it is alive.
     let spinner = progress.then(|| {
@@ -59,6 +66,18 @@ pub fn run(config: &Path, args: &RunArgs, warmup: Duration, progress: bool) -> a
     if let Some(batches) = outcome.converged_after_batches {
         footer.push_str(&format!(
             "\npolicy search converged after {batches} completed batches"
+        ));
+    }
+    if timeout.is_some() {
+        let answered = outcome.report.total.requests;
+        let offered = answered + outcome.report.failed_requests + outcome.report.rejected_requests;
+        footer.push_str(&format!(
+            "\ndeadlines: {} of {} requests met theirs ({:.1} %); {} shed by the policy, {} expired in the queue",
+            outcome.deadline_met,
+            offered,
+            100.0 * outcome.deadline_met as f64 / (offered.max(1)) as f64,
+            outcome.shed,
+            outcome.expired
         ));
     }
     if outcome.policy_errors > 0 {

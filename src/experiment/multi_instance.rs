@@ -161,6 +161,7 @@ pub fn run_grid(
             duration: grid.duration,
             warmup: grid.warmup,
             images_per_request: *batch_size,
+            timeout: None,
         };
         let outcome = match grid.mode {
             Mode::Simulated => run::simulate(loaded, &overrides, &plan),

@@ -26,6 +26,8 @@ pub struct RunPlan {
     pub warmup: Duration,
     /// Images per request (the fixed batch size when there is one).
     pub images_per_request: u32,
+    /// Deadline of every request, from its arrival (simulator only).
+    pub timeout: Option<Duration>,
 }
 
 /// What a run produced.
@@ -43,6 +45,12 @@ pub struct RunOutcome {
     pub run_s: f64,
     /// Wall-clock time the run took.
     pub wall: Duration,
+    /// Simulator only: requests answered within their deadline (measured window).
+    pub deadline_met: u64,
+    /// Simulator only: requests the policy shed.
+    pub shed: u64,
+    /// Simulator only: requests whose deadline passed in the queue.
+    pub expired: u64,
 }
 
 impl RunOutcome {
@@ -83,7 +91,7 @@ pub fn simulation_config(
         workload,
         images_per_request: plan.images_per_request,
         priority: 0,
-        timeout: None,
+        timeout: plan.timeout,
         duration: plan.warmup + plan.duration,
         warmup: plan.warmup,
         jitter,
@@ -110,6 +118,9 @@ pub fn simulate(
         policy_errors: outcome.policy_errors,
         run_s: config.duration.as_secs_f64(),
         wall,
+        deadline_met: outcome.deadline_met,
+        shed: outcome.shed,
+        expired: outcome.expired,
     })
 }
 
@@ -159,5 +170,8 @@ pub fn real_time(
         policy_errors: 0,
         run_s: wall.as_secs_f64(),
         wall,
+        deadline_met: 0,
+        shed: 0,
+        expired: 0,
     })
 }

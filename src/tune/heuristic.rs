@@ -12,6 +12,7 @@
 //!      interval halves at each step;
 //!    - *move one cut by one*: each cut ±1, hill-climbing while throughput improves;
 //!    - *shift all cuts*: every cut ±1 together.
+//!
 //!    Every measured point is offered to a top-10 list.
 //! 3. **Local search** around each new top-10 entry whose GPU utilization is above the
 //!    threshold (the GPU is saturated: the balance is right, its neighbours are worth
@@ -122,15 +123,16 @@ impl Search<'_, '_, '_> {
         let mut hi = self.space.table.len() - 1;
         while lo <= hi {
             let at = cur.cuts[k];
-            let next = if cur_m.gpu_utilization < self.settings.threshold {
+            let down = cur_m.gpu_utilization < self.settings.threshold;
+            let next = if down {
                 // GPU starved: it takes more blocks, the last cut moves down.
-                if at == 0 || at - 1 < lo {
+                hi = hi.min(at.saturating_sub(1));
+                if at == 0 || lo > hi {
                     break;
                 }
-                hi = at - 1;
                 lo + (hi - lo) / 2
             } else {
-                lo = at + 1;
+                lo = lo.max(at + 1);
                 if lo > hi {
                     break;
                 }
@@ -139,11 +141,18 @@ impl Search<'_, '_, '_> {
             let mut cuts = cur.cuts.clone();
             cuts[k] = next;
             let candidate = Self::with_cuts(cur, cuts);
-            if let Some(m) = self.eval(&candidate)? {
-                if m.throughput_img_s > cur_m.throughput_img_s {
+            let better = match self.eval(&candidate)? {
+                Some(m) if m.throughput_img_s > cur_m.throughput_img_s => Some(m),
+                _ => None,
+            };
+            match better {
+                Some(m) => {
                     *cur = candidate;
                     *cur_m = m;
                 }
+                // The interval halves on the side of the rejected candidate.
+                None if down => lo = next + 1,
+                None => hi = next.saturating_sub(1),
             }
         }
         Ok(())
