@@ -22,7 +22,12 @@ fn load(text: &str) -> Result<LoadedConfig, String> {
     file.write_all(text.as_bytes()).unwrap();
     let result = LoadedConfig::load(file.path()).map_err(|e| e.to_string());
     if let Err(message) = &result {
-        let name = file.path().file_name().unwrap().to_string_lossy().to_string();
+        let name = file
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
         assert!(message.contains(&name), "error names the file: {message}");
     }
     result
@@ -38,7 +43,10 @@ profile = "profiles/orin-agx/cuda_fp32.toml"
 
 fn rejected(text: &str, key: &str, words: &str) {
     let message = load(text).expect_err("must be rejected");
-    assert!(message.contains(key), "error names the key {key:?}: {message}");
+    assert!(
+        message.contains(key),
+        "error names the key {key:?}: {message}"
+    );
     assert!(
         message.to_lowercase().contains(&words.to_lowercase()),
         "error says {words:?}: {message}"
@@ -62,7 +70,10 @@ fn a_missing_file_is_named() {
     let message = LoadedConfig::load(Path::new("config/no-such-file.toml"))
         .unwrap_err()
         .to_string();
-    assert!(message.contains("no-such-file.toml") && message.contains("no such config file"), "{message}");
+    assert!(
+        message.contains("no-such-file.toml") && message.contains("no such config file"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -77,18 +88,34 @@ fn unknown_unit_kind() {
 #[test]
 fn unknown_key_anywhere() {
     rejected(&format!("{CUDA_UNIT}streamz = 2\n"), "units", "streamz");
-    rejected(&format!("[scheduler]\nqueue_capacty = 3\n{CUDA_UNIT}"), "scheduler", "queue_capacty");
+    rejected(
+        &format!("[scheduler]\nqueue_capacty = 3\n{CUDA_UNIT}"),
+        "scheduler",
+        "queue_capacty",
+    );
 }
 
 #[test]
 fn zero_streams() {
-    rejected(&format!("{CUDA_UNIT}streams = 0\n"), "units[0] (cuda).streams", "between 1 and 64");
+    rejected(
+        &format!("{CUDA_UNIT}streams = 0\n"),
+        "units[0] (cuda).streams",
+        "between 1 and 64",
+    );
 }
 
 #[test]
 fn batch_size_above_the_limit() {
-    rejected(&format!("{CUDA_UNIT}max_batch = 100000\n"), "units[0] (cuda).max_batch", "between 1 and");
-    rejected(&format!("{CUDA_UNIT}max_batch = 0\n"), "units[0] (cuda).max_batch", "between 1 and");
+    rejected(
+        &format!("{CUDA_UNIT}max_batch = 100000\n"),
+        "units[0] (cuda).max_batch",
+        "between 1 and",
+    );
+    rejected(
+        &format!("{CUDA_UNIT}max_batch = 0\n"),
+        "units[0] (cuda).max_batch",
+        "between 1 and",
+    );
 }
 
 #[test]
@@ -102,8 +129,16 @@ fn unknown_policy() {
 
 #[test]
 fn duplicate_ids_and_bad_ids() {
-    rejected(&format!("{CUDA_UNIT}{CUDA_UNIT}"), "units[1] (cuda).id", "two units");
-    rejected(&CUDA_UNIT.replace("\"cuda\"\nkind", "\"cu da\"\nkind"), "units[0].id", "letters");
+    rejected(
+        &format!("{CUDA_UNIT}{CUDA_UNIT}"),
+        "units[1] (cuda).id",
+        "two units",
+    );
+    rejected(
+        &CUDA_UNIT.replace("\"cuda\"\nkind", "\"cu da\"\nkind"),
+        "units[0].id",
+        "letters",
+    );
 }
 
 #[test]
@@ -125,7 +160,11 @@ fn dla_units_need_a_valid_core_and_others_have_none() {
     let dla = "[[units]]\nid = \"d\"\nkind = \"dla\"\nengine = \"sim\"\nprofile = \"profiles/orin-agx/dla.toml\"\n";
     rejected(dla, "units[0] (d).core", "core = 0");
     rejected(&format!("{dla}core = 2\n"), "units[0] (d).core", "0 and 1");
-    rejected(&format!("{CUDA_UNIT}core = 0\n"), "units[0] (cuda).core", "only dla");
+    rejected(
+        &format!("{CUDA_UNIT}core = 0\n"),
+        "units[0] (cuda).core",
+        "only dla",
+    );
     load(&format!("{dla}core = 1\n")).unwrap();
 }
 
@@ -134,13 +173,24 @@ fn torch_units_need_a_model_or_the_feature() {
     let torch = "[[units]]\nid = \"t\"\nkind = \"cpu\"\nengine = \"torch\"\n";
     let message = load(torch).unwrap_err();
     assert!(message.contains("units[0] (t)"), "{message}");
-    assert!(message.contains("model_path") || message.contains("--features torch"), "{message}");
+    assert!(
+        message.contains("model_path") || message.contains("--features torch"),
+        "{message}"
+    );
 }
 
 #[test]
 fn scheduler_values_out_of_range() {
-    rejected(&format!("[scheduler]\nqueue_capacity = 0\n{CUDA_UNIT}"), "scheduler.queue_capacity", "at least 1");
-    rejected(&format!("[scheduler]\npriority_levels = 0\n{CUDA_UNIT}"), "scheduler.priority_levels", "between 1 and 16");
+    rejected(
+        &format!("[scheduler]\nqueue_capacity = 0\n{CUDA_UNIT}"),
+        "scheduler.queue_capacity",
+        "at least 1",
+    );
+    rejected(
+        &format!("[scheduler]\npriority_levels = 0\n{CUDA_UNIT}"),
+        "scheduler.priority_levels",
+        "between 1 and 16",
+    );
 }
 
 #[test]

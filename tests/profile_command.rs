@@ -133,7 +133,10 @@ fn profiles_sim_and_null_units_into_files() {
     let null = Profile::from_file(&out.join("null0.toml")).expect("null profile reads back");
     assert_eq!(null.origin, ProfileOrigin::Measured);
     assert_eq!(null.gpu_occupancy, 0.0);
-    assert!(null.points.iter().all(|p| p.latency_ms > 0.0 && p.latency_ms < 5.0));
+    assert!(null
+        .points
+        .iter()
+        .all(|p| p.latency_ms > 0.0 && p.latency_ms < 5.0));
 }
 
 #[test]
@@ -143,7 +146,14 @@ fn prints_the_profile_without_an_out_dir() {
     let output = mica()
         .args(["profile", "--config"])
         .arg(&config)
-        .args(["--units", "null0", "--batch-sizes", "1,2,4", "--batches", "3"])
+        .args([
+            "--units",
+            "null0",
+            "--batch-sizes",
+            "1,2,4",
+            "--batches",
+            "3",
+        ])
         .output()
         .expect("mica runs");
     assert!(

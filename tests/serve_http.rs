@@ -162,7 +162,7 @@ fn json_inference_answers_with_values_and_where_it_ran() {
     assert_eq!(body["id"], "req-1");
     assert_eq!(
         body["parameters"],
-        json!({"mica_unit": "fake0", "mica_engine": "fake"})
+        json!({"mica_unit": "fake0", "mica_engine": "fake", "mica_queue_wait_us": 10, "mica_batch_images": 2})
     );
     let output = &body["outputs"][0];
     assert_eq!(output["name"], "output");

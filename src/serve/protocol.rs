@@ -368,6 +368,8 @@ mod tests {
             parameters: ResponseParameters {
                 mica_unit: "cpu",
                 mica_engine: "sim",
+                mica_queue_wait_us: 12,
+                mica_batch_images: 1,
             },
             outputs: vec![ResponseOutput {
                 name: "output",
@@ -380,7 +382,7 @@ mod tests {
         let text = serde_json::to_string(&header).unwrap();
         assert_eq!(
             text,
-            r#"{"model_name":"m","model_version":"1","parameters":{"mica_unit":"cpu","mica_engine":"sim"},"outputs":[{"name":"output","datatype":"FP32","shape":[1,2],"data":[1.0,2.0]}]}"#
+            r#"{"model_name":"m","model_version":"1","parameters":{"mica_unit":"cpu","mica_engine":"sim","mica_queue_wait_us":12,"mica_batch_images":1},"outputs":[{"name":"output","datatype":"FP32","shape":[1,2],"data":[1.0,2.0]}]}"#
         );
     }
 }
