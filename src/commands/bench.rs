@@ -71,7 +71,7 @@ pub struct How {
 pub fn run(config: &Path, run: &RunArgs, how: &How) -> anyhow::Result<()> {
     let (load, stop) = load_and_stop(run)?;
     let loads: Vec<Load> = match &how.sweep {
-        Some(levels) if levels.iter().any(|c| *c == 0) => {
+        Some(levels) if levels.contains(&0) => {
             anyhow::bail!("--sweep: concurrency levels must be at least 1")
         }
         Some(levels) => levels
