@@ -105,13 +105,19 @@ if [[ $mode == quick ]]; then
     ref_sizes=1,256
 fi
 step "PyTorch reference ($ref_configs)"
-"$python" scripts/torch_reference.py --batch-sizes "$ref_sizes" --configs "$ref_configs" \
+"$python" scripts/torch_reference.py --batch-sizes "$ref_sizes" --configs "$ref_configs" --seconds 0.2 \
     --models models --out "$work/torch_reference.json"
 
 # Profiles first: the bench config's policies read them. A copy of the config without
 # `profile =` lines loads before any profile exists.
 step "mica profile"
-sed -E '/^profile *=/d' "$config" >config/gpu-unprofiled.toml
+# Bench and profile runs skip the engines' load-time warm-up (warmup_batches = 0): it
+# autotunes cuDNN for every power-of-two batch size up to max_batch (~1.5 s each), while
+# a fixed-batch run uses one size, autotuned by its first batches inside `mica bench`'s
+# own unmeasured warm-up (and `mica profile`'s per-size warm-up batches).
+sed -E 's/^\[\[units\]\]$/[[units]]\nwarmup_batches = 0/' "$config" >config/gpu-bench.toml
+sed -E '/^profile *=/d' config/gpu-bench.toml >config/gpu-unprofiled.toml
+config=config/gpu-bench.toml
 profile() { # name units sizes batches warmup max_s
     local name=$1
     local cmd=("$bin" profile --config config/gpu-unprofiled.toml --units "$2"
@@ -171,14 +177,14 @@ PY
 
 sizes=(1 8 32 64 128 256)
 dur=2
-warm=0.5
+warm=2
 if [[ $mode == quick ]]; then
     step "mica bench (quick)"
     # Only tensor_fp16 was profiled: run on the config without profiles.
     config=config/gpu-unprofiled.toml
-    bench single-tensor_fp16-b64 tensor_fp16 64 8 round_robin 2 0.5
-    bench single-tensor_fp16-b256 tensor_fp16 256 8 round_robin 2 0.5
-    bench latency-tensor_fp16-b1 tensor_fp16 1 1 round_robin 2 0.5
+    bench single-tensor_fp16-b64 tensor_fp16 64 8 round_robin 2 2
+    bench single-tensor_fp16-b256 tensor_fp16 256 8 round_robin 2 2
+    bench latency-tensor_fp16-b1 tensor_fp16 1 1 round_robin 2 2
 else
     step "mica bench: tensor_fp16 and cuda_fp32 alone"
     for unit in tensor_fp16 cuda_fp32; do
@@ -197,7 +203,7 @@ else
     for combo in cuda_fp32,tensor_fp16 cpu,cuda_fp32,tensor_fp16; do
         for b in 64 256; do
             for policy in round_robin least_loaded contention_aware adaptive; do
-                bench "combo-${combo//,/+}-b$b-$policy" "$combo" "$b" 12 "$policy" 3 1
+                bench "combo-${combo//,/+}-b$b-$policy" "$combo" "$b" 12 "$policy" 3 2
             done
         done
     done
@@ -209,7 +215,7 @@ else
         done
     done
     for b in 1 8; do
-        bench "single-cpu-b$b" cpu "$b" 2 round_robin 3 0.5
+        bench "single-cpu-b$b" cpu "$b" 2 round_robin 3 2
     done
 fi
 

@@ -33,7 +33,7 @@ measure() { # name url
     local name=$1 url=$2 json
     json=$("$target/mica" bench --url "$url" --model null --concurrency 16 --duration "${seconds}s" --warmup 1s --no-progress --json)
     rps[$name-bench]=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("%.0f" % (d["total"]["requests"]/d["duration_s"]))' "$json")
-    p99[$name-bench]=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("%.3f" % d["total"]["p99_ms"])' "$json")
+    p99[$name-bench]=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("%.3fms" % d["total"]["p99_ms"])' "$json")
     if command -v wrk >/dev/null; then
         local out
         out=$(wrk -t2 -c16 -d"${seconds}s" --latency -s scripts/wrk-infer.lua "$url" -- model=null input=input shape=1,4 mode=binary)
@@ -50,5 +50,5 @@ printf '%-22s %12s %12s %10s\n' "client" "ceiling r/s" "mica r/s" "ratio"
 for client in bench wrk; do
     [[ -n "${rps[ceiling-$client]:-}" ]] || continue
     ratio=$(python3 -c "print('%.2f' % (${rps[mica-$client]} / ${rps[ceiling-$client]}))")
-    printf '%-22s %12s %12s %10s   p99 ceiling %s ms, mica %s ms\n' "$client" "${rps[ceiling-$client]}" "${rps[mica-$client]}" "$ratio" "${p99[ceiling-$client]}" "${p99[mica-$client]}"
+    printf '%-22s %12s %12s %10s   p99 ceiling %s, mica %s\n' "$client" "${rps[ceiling-$client]}" "${rps[mica-$client]}" "$ratio" "${p99[ceiling-$client]}" "${p99[mica-$client]}"
 done

@@ -216,6 +216,9 @@ fn stats_response(state: &AppState) -> Result<HttpResponse, ServeError> {
     })
 }
 
+/// Bodies up to this size are decoded inline rather than on the preprocessing pool.
+const INLINE_DECODE_BYTES: usize = 16 * 1024;
+
 async fn infer(
     state: Data<AppState>,
     request: HttpRequest,
@@ -262,11 +265,18 @@ async fn run_inference(
     let header_length = header_length(request.headers().get(HEADER_LENGTH))?;
     let body = read_body(request, payload, state.max_body_bytes).await?;
 
-    let shared = Data::clone(state);
-    let prepared = state
-        .pool
-        .spawn(move || decode(&shared.model, body, header_length))?
-        .await?;
+    // Small bodies are decoded on the HTTP worker: a hop to the pool and back costs more
+    // than parsing them. Large ones (images, big tensors) go to the preprocessing pool
+    // so they never block the async executor.
+    let prepared = if body.len() <= INLINE_DECODE_BYTES {
+        decode(&state.model, body, header_length)?
+    } else {
+        let shared = Data::clone(state);
+        state
+            .pool
+            .spawn(move || decode(&shared.model, body, header_length))?
+            .await?
+    };
     let input_done = Instant::now();
 
     let timeout = match prepared.timeout {
