@@ -19,6 +19,9 @@
 # Usage (on the GPU machine, from the repository root; the device tool sets $OUT):
 #   scripts/device-bench.sh [full|quick]
 # `quick` checks the set-up in about a minute (one bench, one profile, half_cl only).
+# `large` re-runs the large-batch cells (64, 128, 256) with an 8 s unmeasured warm-up,
+# the PyTorch reference beside them, and no profiling: at warmup_batches = 0 the first
+# FP32 batch of 256 autotunes cuDNN for longer than the 2 s warm-up of `full`.
 #
 # Needs, carried in .device/ (built here; the GPU machine has no Rust):
 #   .device/mica            stripped `cargo build --release --features torch` binary
@@ -29,9 +32,9 @@ set -uo pipefail
 
 mode="${1:-full}"
 case "$mode" in
-full | quick) ;;
+full | quick | large) ;;
 *)
-    echo "usage: $0 [full|quick]" >&2
+    echo "usage: $0 [full|quick|large]" >&2
     exit 2
     ;;
 esac
@@ -92,17 +95,22 @@ if [[ ! -f models/resnet50_fp16.pt || ! -f models/resnet50.json ]]; then
 fi
 ls -la models
 
-step "numerical agreement (mica torch engine vs PyTorch)"
-MICA_TORCH_MODELS="$repo_root/models" MICA_TORCH_TEST_CUDA=1 \
-    "$agreement_bin" --ignored --nocapture --test-threads 1 >"$work/agreement.txt" 2>&1
-echo "exit $?" >>"$work/agreement.txt"
-grep -E "agreement|test result|panicked|exit" "$work/agreement.txt"
+if [[ $mode != large ]]; then
+    step "numerical agreement (mica torch engine vs PyTorch)"
+    MICA_TORCH_MODELS="$repo_root/models" MICA_TORCH_TEST_CUDA=1 \
+        "$agreement_bin" --ignored --nocapture --test-threads 1 >"$work/agreement.txt" 2>&1
+    echo "exit $?" >>"$work/agreement.txt"
+    grep -E "agreement|test result|panicked|exit" "$work/agreement.txt"
+fi
 
 ref_configs=all
 ref_sizes=1,8,32,64,128,256
 if [[ $mode == quick ]]; then
     ref_configs=half_cl,script_half_cl
     ref_sizes=1,256
+elif [[ $mode == large ]]; then
+    ref_configs=eager_fp32_notf32,eager_fp32_tf32,autocast_fp16,half_cl,half_cl_graph,script_half_cl,script_fp32_notf32
+    ref_sizes=64,128,256
 fi
 step "PyTorch reference ($ref_configs)"
 "$python" scripts/torch_reference.py --batch-sizes "$ref_sizes" --configs "$ref_configs" --seconds 0.2 \
@@ -136,13 +144,17 @@ profile() { # name units sizes batches warmup max_s
 }
 if [[ $mode == quick ]]; then
     profile gpu tensor_fp16 1,256 10 3 5
+elif [[ $mode == large ]]; then
+    echo "no profiling in this mode: the committed profiles (config/profiles/h100/) are used"
 else
     profile gpu cuda_fp32,tensor_fp16,amp,tensor_bf16 1,8,32,64,128,256 20 5 5
     profile tf32 cuda_tf32 1,8,32,64,128,256 20 5 5
     profile cpu cpu 1,8,32 8 2 3
 fi
 mkdir -p config/profiles/h100
-cp "$work"/profiles/*.toml config/profiles/h100/ 2>/dev/null || true
+if [[ $mode != large ]]; then
+    cp "$work"/profiles/*.toml config/profiles/h100/ 2>/dev/null || true
+fi
 (cd "$work/profiles" && tar cf "$out/profiles.tar" ./*.toml 2>/dev/null) || true
 
 bench() { # name units batch concurrency policy duration_s warmup_s
@@ -185,6 +197,22 @@ if [[ $mode == quick ]]; then
     bench single-tensor_fp16-b64 tensor_fp16 64 8 round_robin 2 2
     bench single-tensor_fp16-b256 tensor_fp16 256 8 round_robin 2 2
     bench latency-tensor_fp16-b1 tensor_fp16 1 1 round_robin 2 2
+elif [[ $mode == large ]]; then
+    step "mica bench: large batches alone (8 s warm-up)"
+    for unit in cuda_fp32 tensor_fp16 amp cuda_tf32; do
+        for b in 64 128 256; do
+            bench "single-$unit-b$b" "$unit" "$b" 8 round_robin 2 8
+        done
+    done
+    bench single-tensor_fp16_1s-b64 tensor_fp16_1s 64 4 round_robin 2 8
+    step "mica bench: combinations under each policy (8 s warm-up)"
+    for combo in cuda_fp32,tensor_fp16 cpu,cuda_fp32,tensor_fp16; do
+        for b in 64 256; do
+            for policy in round_robin least_loaded contention_aware adaptive; do
+                bench "combo-${combo//,/+}-b$b-$policy" "$combo" "$b" 12 "$policy" 3 8
+            done
+        done
+    done
 else
     step "mica bench: tensor_fp16 and cuda_fp32 alone"
     for unit in tensor_fp16 cuda_fp32; do

@@ -54,7 +54,7 @@ else
         "$python" -m pip download --no-deps --only-binary=:all: \
             --python-version "$PY_VERSION" \
             --platform manylinux_2_28_x86_64 \
-            --dest "$wheel_dir" "torch==$TORCH_VERSION"
+            --dest "$wheel_dir" "torch==$TORCH_VERSION" >&2
         wheel="$(ls "$wheel_dir"/torch-"$TORCH_VERSION"-cp3*-manylinux*_x86_64.whl | head -n1)"
     else
         log "reusing downloaded wheel $wheel"
@@ -65,7 +65,7 @@ else
         --platform manylinux_2_28_x86_64 --platform manylinux_2_25_x86_64 \
         --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
         --dest "$wheel_dir" \
-        "nvidia-cuda-runtime==$CUDART_VERSION" "nvidia-cuda-cupti==$CUPTI_VERSION"
+        "nvidia-cuda-runtime==$CUDART_VERSION" "nvidia-cuda-cupti==$CUPTI_VERSION" >&2
 
     staging="$cache_dir/.staging-$$"
     rm -rf "$staging"
