@@ -130,7 +130,7 @@ profile() { # name units sizes batches warmup max_s
     local name=$1
     local cmd=("$bin" profile --config config/gpu-unprofiled.toml --units "$2"
         --batch-sizes "$3" --batches "$4" --warmup-batches "$5" --max-seconds-per-size "$6"
-        --out-dir "$work/profiles" --machine "$machine, $(date -u +%F)" --json)
+        --out-dir "$work/profiles" --machine "$machine" --json)
     if over_budget; then
         echo "skipped profile $name (time budget)"
         return
