@@ -145,6 +145,11 @@ impl UnitActor {
         self.busy.advance(Instant::now(), self.in_flight);
         self.in_flight += 1;
         self.metrics.in_flight.set(f64::from(self.in_flight));
+        for request in &batch.requests {
+            self.metrics
+                .queue_wait
+                .record(request.queue_wait.as_secs_f64());
+        }
         self.workers[worker].do_send(Execute {
             batch: batch.batch,
             images: batch.images,
