@@ -7,7 +7,8 @@
 //! is measured over epochs. A first-improvement hill climb searches which units to keep
 //! active: starting from every healthy unit, it tries the neighbouring sets (drop one
 //! unit, least productive first; then add one back, most productive first; then swap
-//! one active unit for an idle one, which finds pairs a single move cannot), measures
+//! one active unit for an idle one; then drop two at once — the last two find sets a
+//! single move cannot, e.g. when two co-runners only hurt together), measures
 //! each for one epoch, and moves only when a neighbour beats the incumbent by more than
 //! the hysteresis margin (0.5 % by default), so measurement noise does not make it flap.
 //! When no neighbour wins it has converged and stays there until a unit's health
@@ -19,10 +20,10 @@
 //! every measured unit (or 4 × `epoch_batches` counted completions, whichever first).
 //!
 //! **Convergence bound.** With n healthy units the search makes at most n accepted
-//! moves and tries at most n + ⌊n²/4⌋ neighbours per move (toggles and swaps), so it
-//! converges within 1 + n·(n + ⌊n²/4⌋ + 1) epochs of at most 4 × `epoch_batches`
-//! counted batches each, plus one drain per epoch: 61 epochs and 7,320 counted batches
-//! for the 5-unit Orin with the defaults (epoch 30). In practice it converges after n + 1 to
+//! moves and tries at most n + n(n−1)/2 + ⌊n²/4⌋ neighbours per move (toggles, pair
+//! drops, swaps), so it converges within 1 + n·(n + n(n−1)/2 + ⌊n²/4⌋) epochs of at
+//! most 4 × `epoch_batches` counted batches each, plus one drain per epoch: 106 epochs
+//! and 12,720 counted batches for the 5-unit Orin with the defaults (epoch 30). In practice it converges after n + 1 to
 //! 2n + 1 epochs (the `converged_after` accessor reports the completed batches it took).
 //!
 //! Use it when units have no profile (new hardware, a new model) or profiles are not
@@ -166,6 +167,15 @@ impl Adaptive {
         for &i in &inside {
             for &j in &outside {
                 order.push(vec![i, j]);
+            }
+        }
+        // Dropping two at once: units that each pay for themselves alone can still
+        // cost more together (two co-runners pushing DRAM into its intensive region).
+        if inside.len() > 2 {
+            for (k, &i) in inside.iter().enumerate() {
+                for &j in &inside[k + 1..] {
+                    order.push(vec![i, j]);
+                }
             }
         }
         self.pending = order
