@@ -227,8 +227,11 @@ empty = []
 print(f"\n{'series':>6}  panel: query")
 for title, expr in checks:
     series = query(resolve(expr))
-    print(f"{len(series):>6}  {title}: {expr}")
-    if not series:
+    # A series whose value is NaN (an empty histogram, 0/0) is not data: at least one
+    # series must carry a number.
+    finite = [r for r in series if r["value"][1].lower() not in ("nan", "+inf", "-inf")]
+    print(f"{len(finite):>6}  {title}: {expr}")
+    if not finite:
         empty.append(title)
 
 def images(at):

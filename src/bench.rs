@@ -65,6 +65,21 @@ pub struct BenchOptions {
 /// Unit descriptions for the report: (id, kind, engine).
 pub type UnitLabels = Vec<(String, String, String)>;
 
+/// The report labels of a service's units, in index order.
+pub fn unit_labels(setup: &mica_actors::ServiceSetup) -> UnitLabels {
+    setup
+        .units
+        .iter()
+        .map(|u| {
+            (
+                u.spec.id.to_string(),
+                u.spec.kind.as_str().to_string(),
+                u.engine.engine.as_str().to_string(),
+            )
+        })
+        .collect()
+}
+
 /// Where the load goes.
 #[derive(Clone)]
 pub enum Target {

@@ -116,17 +116,7 @@ fn run_in_process(
     let loaded = LoadedConfig::load(config)?;
     let overrides = overrides(run)?;
     let setup = wiring::service_setup(&loaded, &overrides)?;
-    let labels: bench::UnitLabels = setup
-        .units
-        .iter()
-        .map(|u| {
-            (
-                u.spec.id.to_string(),
-                u.spec.kind.as_str().to_string(),
-                u.engine.engine.as_str().to_string(),
-            )
-        })
-        .collect();
+    let labels = bench::unit_labels(&setup);
     let seed = loaded.config.scheduler.seed;
     let policy = setup.policy.name().to_string();
     let _metrics = if how.metrics && loaded.config.metrics.enabled {

@@ -134,17 +134,7 @@ pub fn real_time(
     progress: bool,
 ) -> anyhow::Result<RunOutcome> {
     let setup = wiring::service_setup(loaded, overrides)?;
-    let labels: bench::UnitLabels = setup
-        .units
-        .iter()
-        .map(|u| {
-            (
-                u.spec.id.to_string(),
-                u.spec.kind.as_str().to_string(),
-                u.engine.engine.as_str().to_string(),
-            )
-        })
-        .collect();
+    let labels = bench::unit_labels(&setup);
     let options = BenchOptions {
         load: plan.load,
         stop: Stop::After(plan.duration),
