@@ -33,6 +33,12 @@ fn default_reexplore_batches() -> u64 {
 fn default_ewma_weight() -> f64 {
     AdaptiveSettings::default().ewma_weight
 }
+fn default_reject_margin() -> f64 {
+    AdaptiveSettings::default().reject_margin
+}
+fn default_reject_after_batches() -> u32 {
+    AdaptiveSettings::default().reject_after_batches
+}
 fn default_latency_margin() -> f64 {
     SloSettings::default().latency_margin
 }
@@ -75,6 +81,12 @@ pub enum PolicyConfig {
         /// Weight of the newest batch in each unit's measured-rate EWMA.
         #[serde(default = "default_ewma_weight")]
         ewma_weight: f64,
+        /// A trial set this far below the incumbent (0.1 = 10 %) is rejected early.
+        #[serde(default = "default_reject_margin")]
+        reject_margin: f64,
+        /// Counted completions at which `reject_margin` applies (fewer need a wider margin).
+        #[serde(default = "default_reject_after_batches")]
+        reject_after_batches: u32,
     },
     /// Earliest deadline first, least-cost unit, shedding what cannot meet its deadline.
     Slo {
@@ -143,6 +155,7 @@ impl PolicyConfig {
                 epoch_batches,
                 hysteresis,
                 ewma_weight,
+                reject_margin,
                 ..
             } => {
                 if *epoch_batches == 0 {
@@ -153,6 +166,11 @@ impl PolicyConfig {
                 }
                 if !(*ewma_weight > 0.0 && *ewma_weight <= 1.0) {
                     return Err(format!("ewma_weight must be in (0, 1], got {ewma_weight}"));
+                }
+                if !(*reject_margin > 0.0 && *reject_margin < 1.0) {
+                    return Err(format!(
+                        "reject_margin must be in (0, 1), got {reject_margin}"
+                    ));
                 }
                 Ok(())
             }
@@ -191,12 +209,16 @@ pub fn build_policy(config: &PolicyConfig, seed: u64) -> Box<dyn Policy> {
             hysteresis,
             reexplore_batches,
             ewma_weight,
+            reject_margin,
+            reject_after_batches,
         } => Box::new(Adaptive::new(AdaptiveSettings {
             epoch_batches: *epoch_batches,
             min_unit_batches: *min_unit_batches,
             hysteresis: *hysteresis,
             reexplore_batches: *reexplore_batches,
             ewma_weight: *ewma_weight,
+            reject_margin: *reject_margin,
+            reject_after_batches: *reject_after_batches,
         })),
         PolicyConfig::Slo {
             latency_margin,
