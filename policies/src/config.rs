@@ -96,6 +96,11 @@ pub enum PolicyConfig {
         /// Requests at the head of the queue examined per decision.
         #[serde(default = "default_max_scan")]
         max_scan: usize,
+        /// Contention model for the active set and for slowdowns of co-running batches;
+        /// absent: the platform's (see `resolve_contention`), else the calibrated Orin
+        /// PCCS model.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        contention: Option<ContentionConfig>,
     },
 }
 
@@ -136,7 +141,9 @@ impl PolicyConfig {
     /// Gives a policy that predicts contention the platform's model, unless its config
     /// names one of its own. Call before `build_policy` with the platform's table.
     pub fn resolve_contention(&mut self, platform: &ContentionConfig) {
-        if let PolicyConfig::ContentionAware { contention } = self {
+        if let PolicyConfig::ContentionAware { contention } | PolicyConfig::Slo { contention, .. } =
+            self
+        {
             if contention.is_none() {
                 *contention = Some(platform.clone());
             }
@@ -177,7 +184,11 @@ impl PolicyConfig {
             PolicyConfig::Slo {
                 latency_margin,
                 max_scan,
+                contention,
             } => {
+                if let Some(c) = contention {
+                    c.validate().map_err(|e| format!("contention: {e}"))?;
+                }
                 if !(latency_margin.is_finite() && *latency_margin >= 1.0) {
                     return Err(format!(
                         "latency_margin must be at least 1, got {latency_margin}"
@@ -223,10 +234,14 @@ pub fn build_policy(config: &PolicyConfig, seed: u64) -> Box<dyn Policy> {
         PolicyConfig::Slo {
             latency_margin,
             max_scan,
-        } => Box::new(Slo::new(SloSettings {
-            latency_margin: *latency_margin,
-            max_scan: *max_scan,
-        })),
+            contention,
+        } => Box::new(Slo::new(
+            SloSettings {
+                latency_margin: *latency_margin,
+                max_scan: *max_scan,
+            },
+            contention.as_ref().unwrap_or(&default_contention()),
+        )),
     }
 }
 

@@ -200,6 +200,17 @@ impl ContentionAware {
         }
     }
 
+    /// Predicted slowdown (≥ 1) of a batch of `images` started on `unit` now, beside the
+    /// batches running there already.
+    pub fn slowdown_if_started(&mut self, view: &ClusterView, unit: usize, images: u32) -> f64 {
+        self.running_loads(view);
+        let (load, rate) = running_load(unit, &view.units[unit], images);
+        self.loads.push(load);
+        self.rates.push(rate);
+        self.model.slowdowns(&self.loads, &mut self.slowdowns);
+        self.slowdowns.last().copied().unwrap_or(1.0).max(1.0)
+    }
+
     /// Predicted system throughput if a batch of `images` started on `unit` now.
     fn rate_with(&mut self, view: &ClusterView, unit: usize, images: u32) -> f64 {
         self.running_loads(view);
