@@ -3,9 +3,11 @@
 //!
 //! The recorder is installed once per process, with every histogram's buckets declared
 //! here (names and buckets of the actors' series come from `mica_actors::metrics`, the
-//! HTTP layer's from `crate::serve::metrics`). Without an installed recorder every
-//! `metrics` handle is a no-op: a run with `[metrics] enabled = false` (or
-//! `mica bench --no-metrics`) records nothing.
+//! HTTP layer's from `crate::serve::metrics`). The actors' per-batch and per-request
+//! histograms are not the exporter's but `mica_actors::metrics::HistogramRegistry`'s,
+//! installed beside it; `MetricsHandle::render` puts both in one exposition. Without an
+//! installed recorder every handle is a no-op: a run with `[metrics] enabled = false`
+//! (or `mica bench --no-metrics`) records nothing.
 //!
 //! Names here: the Triton series the instrumented backend adds
 //! (`crate::instrumented`), config reloads (`crate::reload`), and the device and
@@ -15,6 +17,7 @@ use std::time::Duration;
 
 use metrics::{describe_counter, describe_gauge, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use mica_actors::metrics::HistogramRegistry;
 use tracing::warn;
 
 /// Model executions (batches that carried the model's requests), Triton's name. A
@@ -58,23 +61,32 @@ pub const PROCESS_OPEN_FDS: &str = "mica_process_open_fds";
 /// How often histogram samples are folded into their buckets when nobody scrapes.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Installs the global Prometheus recorder, registers every metric description and
-/// starts the upkeep thread. Returns the handle that renders the exposition text.
-pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
-    let builder = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Suffix("_seconds".to_string()),
-            mica_actors::metrics::SECONDS_BUCKETS,
-        )?
-        .set_buckets_for_metric(
-            Matcher::Full(mica_actors::metrics::BATCH_SIZE.to_string()),
-            mica_actors::metrics::BATCH_SIZE_BUCKETS,
-        )?
-        .set_buckets_for_metric(
-            Matcher::Full(mica_actors::metrics::BATCH_SLOWDOWN_RATIO.to_string()),
-            mica_actors::metrics::SLOWDOWN_BUCKETS,
-        )?;
+/// Renders the exposition text: the exporter's series, then the actors' histograms.
+#[derive(Debug, Clone)]
+pub struct MetricsHandle {
+    prometheus: PrometheusHandle,
+    histograms: &'static HistogramRegistry,
+}
+
+impl MetricsHandle {
+    /// The whole exposition, in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut text = self.prometheus.render();
+        self.histograms.render(&mut text);
+        text
+    }
+}
+
+/// Installs the global Prometheus recorder and the actors' histogram registry,
+/// registers every metric description and starts the upkeep thread. Returns the handle
+/// that renders the exposition text.
+pub fn install_recorder() -> anyhow::Result<MetricsHandle> {
+    let builder = PrometheusBuilder::new().set_buckets_for_metric(
+        Matcher::Suffix("_seconds".to_string()),
+        mica_actors::metrics::SECONDS_BUCKETS,
+    )?;
     let handle = builder.install_recorder()?;
+    let histograms = HistogramRegistry::install();
     mica_actors::metrics::describe();
     crate::serve::metrics::describe();
     describe();
@@ -88,7 +100,10 @@ pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
     if let Err(error) = spawned {
         warn!(%error, "cannot start the metrics upkeep thread; histograms drain only when scraped");
     }
-    Ok(handle)
+    Ok(MetricsHandle {
+        prometheus: handle,
+        histograms,
+    })
 }
 
 /// Registers this crate's descriptions with the installed recorder.

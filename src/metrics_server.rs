@@ -9,11 +9,11 @@ use actix_web::http::header::{HeaderValue, CONTENT_TYPE};
 use actix_web::web::{self, Data};
 use actix_web::{App, HttpResponse, HttpServer};
 use anyhow::Context as _;
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::admin::Admin;
+use crate::metrics::MetricsHandle;
 
 /// The running listener.
 pub struct MetricsServer {
@@ -30,7 +30,7 @@ impl std::fmt::Debug for MetricsServer {
     }
 }
 
-async fn render(handle: Data<PrometheusHandle>) -> HttpResponse {
+async fn render(handle: Data<MetricsHandle>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((
             CONTENT_TYPE,
@@ -44,7 +44,7 @@ async fn render(handle: Data<PrometheusHandle>) -> HttpResponse {
 pub fn start(
     address: IpAddr,
     port: u16,
-    prometheus: Option<PrometheusHandle>,
+    prometheus: Option<MetricsHandle>,
     admin: Option<Admin>,
 ) -> anyhow::Result<Option<MetricsServer>> {
     if prometheus.is_none() && admin.is_none() {

@@ -119,6 +119,13 @@ impl Dispatcher {
         }
     }
 
+    fn sample_queue(&self) {
+        self.metrics.queue(
+            self.scheduler.queued_requests(),
+            self.scheduler.running_batches(),
+        );
+    }
+
     fn now(&self) -> Duration {
         self.epoch.elapsed()
     }
@@ -158,10 +165,6 @@ impl Dispatcher {
                 }
             }
         }
-        self.metrics.queue(
-            self.scheduler.queued_requests(),
-            self.scheduler.running_batches(),
-        );
         self.arm_timer(ctx, now, wake);
         self.check_drained(ctx);
     }
@@ -213,11 +216,17 @@ impl Actor for Dispatcher {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         debug!(units = self.units.len(), "dispatcher started");
+        self.sample_queue();
         ctx.run_interval(crate::metrics::SAMPLE_INTERVAL, |act, _| {
             let policy = act.scheduler.policy();
             let slowdowns = policy.predicted_slowdowns(act.scheduler.view());
             act.metrics.predicted_slowdowns(slowdowns.as_deref());
+            act.sample_queue();
         });
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.sample_queue();
     }
 }
 

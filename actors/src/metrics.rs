@@ -3,11 +3,20 @@
 //! Every per-unit series carries `unit` and `engine` labels (`engine="sim"` marks a
 //! simulated unit, so its figures never pass for measurements). Handles are resolved
 //! once per unit at start, so recording costs an atomic add, not a registry lookup.
+//!
+//! The per-batch and per-request histograms (the `HistogramSpec`s below) are this
+//! crate's own `LocalHistogram`s, not the exporter's: a sample is a few plain stores on
+//! the recording thread, and the scrape renders them as ordinary Prometheus histograms
+//! (`histogram` explains why). Gauges that the actors can compute at any time (queue
+//! depth, running and in-flight batches) are sampled every `SAMPLE_INTERVAL` rather
+//! than written on every change.
 
-use metrics::{
-    describe_counter, describe_gauge, describe_histogram, Counter, Gauge, Histogram, Unit,
-};
+mod histogram;
+
+use metrics::{describe_counter, describe_gauge, Counter, Gauge, Unit};
 use mica_policies::UnitSpec;
+
+pub use histogram::{HistogramRegistry, HistogramSpec, LocalHistogram};
 
 /// Batches completed, per unit.
 pub const BATCHES_TOTAL: &str = "mica_batches_total";
@@ -22,15 +31,15 @@ pub const BATCH_DURATION_SECONDS: &str = "mica_batch_duration_seconds";
 pub const BATCH_SIZE: &str = "mica_batch_size";
 /// Time requests waited in the queue before their batch started, per unit.
 pub const QUEUE_WAIT_SECONDS: &str = "mica_queue_wait_seconds";
-/// Batches running now, per unit.
+/// Batches running now, per unit (sampled every `SAMPLE_INTERVAL`).
 pub const IN_FLIGHT_BATCHES: &str = "mica_in_flight_batches";
 /// Stream workers configured, per unit.
 pub const UNIT_STREAMS: &str = "mica_unit_streams";
 /// 1 while a unit's engines are loaded and the unit is not failing, else 0.
 pub const UNIT_HEALTHY: &str = "mica_unit_healthy";
-/// Requests waiting in the dispatcher's queue.
+/// Requests waiting in the dispatcher's queue (sampled every `SAMPLE_INTERVAL`).
 pub const QUEUE_DEPTH: &str = "mica_queue_depth";
-/// Batches running over all units.
+/// Batches running over all units (sampled every `SAMPLE_INTERVAL`).
 pub const RUNNING_BATCHES: &str = "mica_running_batches";
 /// Batches placed by the policy, per policy and unit.
 pub const DISPATCH_DECISIONS_TOTAL: &str = "mica_dispatch_decisions_total";
@@ -62,9 +71,34 @@ pub const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 1
 pub const SLOWDOWN_BUCKETS: &[f64] = &[
     0.5, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 5.0, 10.0,
 ];
-/// How often the dispatcher samples the policy's predicted slowdowns and unit actors
-/// their busy ratio.
+/// How often the dispatcher samples the policy's predicted slowdowns, the queue depth
+/// and the running batches, and unit actors their busy ratio and in-flight batches.
 pub const SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// `BATCH_DURATION_SECONDS`: engine time per batch.
+pub static BATCH_DURATION: HistogramSpec = HistogramSpec {
+    name: BATCH_DURATION_SECONDS,
+    help: "Engine time per batch, per unit",
+    buckets: SECONDS_BUCKETS,
+};
+/// `BATCH_SIZE`: images per batch.
+pub static BATCH_IMAGES: HistogramSpec = HistogramSpec {
+    name: BATCH_SIZE,
+    help: "Images per batch, per unit",
+    buckets: BATCH_SIZE_BUCKETS,
+};
+/// `QUEUE_WAIT_SECONDS`: queue wait per request.
+pub static QUEUE_WAIT: HistogramSpec = HistogramSpec {
+    name: QUEUE_WAIT_SECONDS,
+    help: "Queue wait before the batch started, per unit",
+    buckets: SECONDS_BUCKETS,
+};
+/// `BATCH_SLOWDOWN_RATIO`: engine time over the profile's isolated time per batch.
+pub static BATCH_SLOWDOWN: HistogramSpec = HistogramSpec {
+    name: BATCH_SLOWDOWN_RATIO,
+    help: "Engine time over the profile's isolated time per batch, per unit",
+    buckets: SLOWDOWN_BUCKETS,
+};
+
 /// Every `reason` label of `REQUESTS_DROPPED_TOTAL`, registered at 0 at start so that
 /// rates exist before the first drop.
 pub const DROP_REASONS: &[&str] = &[
@@ -77,7 +111,8 @@ pub const DROP_REASONS: &[&str] = &[
     "shutting_down",
 ];
 
-/// Registers descriptions and units with the installed recorder.
+/// Registers descriptions and units with the installed recorder (the histograms carry
+/// theirs in their `HistogramSpec`).
 pub fn describe() {
     describe_counter!(BATCHES_TOTAL, Unit::Count, "Batches completed, per unit");
     describe_counter!(IMAGES_TOTAL, Unit::Count, "Images completed, per unit");
@@ -85,17 +120,6 @@ pub fn describe() {
         BATCH_FAILURES_TOTAL,
         Unit::Count,
         "Batches that failed, per unit"
-    );
-    describe_histogram!(
-        BATCH_DURATION_SECONDS,
-        Unit::Seconds,
-        "Engine time per batch, per unit"
-    );
-    describe_histogram!(BATCH_SIZE, Unit::Count, "Images per batch, per unit");
-    describe_histogram!(
-        QUEUE_WAIT_SECONDS,
-        Unit::Seconds,
-        "Queue wait before the batch started, per unit"
     );
     describe_gauge!(
         IN_FLIGHT_BATCHES,
@@ -143,11 +167,6 @@ pub fn describe() {
         Unit::Count,
         "Policy's predicted contention slowdown per unit (NaN: the policy does not predict)"
     );
-    describe_histogram!(
-        BATCH_SLOWDOWN_RATIO,
-        Unit::Count,
-        "Engine time over the profile's isolated time per batch, per unit"
-    );
     describe_gauge!(
         UNIT_BUSY_RATIO,
         Unit::Count,
@@ -155,8 +174,9 @@ pub fn describe() {
     );
 }
 
-/// The per-unit handles a unit actor records into.
-#[derive(Debug, Clone)]
+/// The per-unit handles a unit actor records into. The histograms have one writer, the
+/// unit actor, which records them through `&mut self`.
+#[derive(Debug)]
 pub struct UnitMetrics {
     /// Batches completed.
     pub batches: Counter,
@@ -165,17 +185,17 @@ pub struct UnitMetrics {
     /// Failed batches.
     pub failures: Counter,
     /// Engine time per batch.
-    pub duration: Histogram,
+    pub duration: LocalHistogram,
     /// Images per batch.
-    pub batch_size: Histogram,
+    pub batch_size: LocalHistogram,
     /// Queue wait per request.
-    pub queue_wait: Histogram,
+    pub queue_wait: LocalHistogram,
     /// Batches running.
     pub in_flight: Gauge,
     /// Health.
     pub healthy: Gauge,
     /// Engine time over profile time per batch.
-    pub slowdown: Histogram,
+    pub slowdown: LocalHistogram,
     /// Busy share of stream time over the last window.
     pub busy_ratio: Gauge,
 }
@@ -185,16 +205,18 @@ impl UnitMetrics {
     pub fn new(unit: &str, engine: &'static str, streams: u32) -> Self {
         let labels = [("unit", unit.to_string()), ("engine", engine.to_string())];
         metrics::gauge!(UNIT_STREAMS, &labels).set(f64::from(streams));
+        let in_flight = metrics::gauge!(IN_FLIGHT_BATCHES, &labels);
+        in_flight.set(0.0);
         Self {
             batches: metrics::counter!(BATCHES_TOTAL, &labels),
             images: metrics::counter!(IMAGES_TOTAL, &labels),
             failures: metrics::counter!(BATCH_FAILURES_TOTAL, &labels),
-            duration: metrics::histogram!(BATCH_DURATION_SECONDS, &labels),
-            batch_size: metrics::histogram!(BATCH_SIZE, &labels),
-            queue_wait: metrics::histogram!(QUEUE_WAIT_SECONDS, &labels),
-            in_flight: metrics::gauge!(IN_FLIGHT_BATCHES, &labels),
+            duration: LocalHistogram::new(&BATCH_DURATION, &labels),
+            batch_size: LocalHistogram::new(&BATCH_IMAGES, &labels),
+            queue_wait: LocalHistogram::new(&QUEUE_WAIT, &labels),
+            in_flight,
             healthy: metrics::gauge!(UNIT_HEALTHY, &labels),
-            slowdown: metrics::histogram!(BATCH_SLOWDOWN_RATIO, &labels),
+            slowdown: LocalHistogram::new(&BATCH_SLOWDOWN, &labels),
             busy_ratio: metrics::gauge!(UNIT_BUSY_RATIO, &labels),
         }
     }
@@ -295,7 +317,7 @@ impl DispatcherMetrics {
         }
     }
 
-    /// Queue and running counts after a scheduling pass.
+    /// Queue and running counts, sampled.
     pub fn queue(&self, queued: usize, running: usize) {
         self.queue_depth.set(queued as f64);
         self.running.set(running as f64);

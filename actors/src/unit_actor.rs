@@ -144,7 +144,6 @@ impl UnitActor {
     fn run(&mut self, worker: usize, batch: RunBatch) {
         self.busy.advance(Instant::now(), self.in_flight);
         self.in_flight += 1;
-        self.metrics.in_flight.set(f64::from(self.in_flight));
         for request in &batch.requests {
             self.metrics
                 .queue_wait
@@ -187,7 +186,12 @@ impl Actor for UnitActor {
                 act.busy
                     .close_window(Instant::now(), act.in_flight, act.setup.spec.streams);
             act.metrics.busy_ratio.set(ratio);
+            act.metrics.in_flight.set(f64::from(act.in_flight));
         });
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.metrics.in_flight.set(f64::from(self.in_flight));
     }
 }
 
@@ -222,7 +226,6 @@ impl Handler<WorkerFinished> for UnitActor {
     fn handle(&mut self, done: WorkerFinished, _ctx: &mut Self::Context) {
         self.busy.advance(Instant::now(), self.in_flight);
         self.in_flight = self.in_flight.saturating_sub(1);
-        self.metrics.in_flight.set(f64::from(self.in_flight));
         match &done.error {
             None => {
                 self.metrics.batches.increment(1);
