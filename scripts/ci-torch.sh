@@ -5,8 +5,11 @@
 #   3. cargo test -p mica-engines --features torch
 #        CPU tests on the committed tiny model (engines/tests/fixtures/) against PyTorch's
 #        output; CUDA unit kinds must fail to load with a clear error
-#   4. cargo clippy -p mica-engines --features torch --all-targets --no-deps -D warnings
-#        (the CUDA paths live in the same crate, so compiling them here checks them)
+#   4. cargo test --features torch --test pipeline_torch --test tune_real
+#        the tiny staged model through the pipeline actors and through `mica serve` equals
+#        the unsplit model's output; a short `mica tune --backend real` over two CPU units
+#   5. cargo clippy --workspace --features torch --all-targets -D warnings
+#        (the CUDA paths live in the same crates, so compiling them here checks them)
 #
 # Environment:
 #   MICA_LIBTORCH_CACHE  cache folder for libtorch (default <repo>/.cache/libtorch)
@@ -50,9 +53,14 @@ start=$SECONDS
 cargo test -p mica-engines --features torch
 elapsed "$start"
 
-step "cargo clippy -p mica-engines --features torch --all-targets -- -D warnings"
+step "cargo test --features torch --test pipeline_torch --test tune_real"
 start=$SECONDS
-cargo clippy -p mica-engines --features torch --all-targets --no-deps -- -D warnings
+cargo test --features torch --test pipeline_torch --test tune_real
+elapsed "$start"
+
+step "cargo clippy --workspace --features torch --all-targets -- -D warnings"
+start=$SECONDS
+cargo clippy --workspace --features torch --all-targets -- -D warnings
 elapsed "$start"
 
 step "torch engine CI passed"

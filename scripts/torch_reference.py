@@ -8,6 +8,7 @@ calls or machines do not compare). Configurations, each at every batch size:
   eager_fp32_tf32        eager FP32, TF32 on                          vs cuda_tf32
   autocast_fp16          eager FP32 weights under torch.autocast FP16  vs amp
   half_cl                eager, half weights and input, channels_last  vs tensor_fp16
+  half_nchw              eager, half weights and input, plain NCHW     vs staged tensor_fp16
   half_cl_graph          half_cl captured once per batch size as a CUDA graph, replayed
   script_half_cl         the TorchScript file mica's tensor_fp16 unit runs
                          (resnet50_fp16.pt, scripts/export_model.py), called from Python:
@@ -191,6 +192,8 @@ def main() -> int:
         "autocast_fp16": lambda: Eager("autocast_fp16", fresh(), torch.float32,
                                        False, True, False),
         "half_cl": lambda: Eager("half_cl", fresh(), torch.float16, True, False, False),
+        # Plain NCHW half: what mica's staged tensor_fp16 blocks run (no channels-last).
+        "half_nchw": lambda: Eager("half_nchw", fresh(), torch.float16, False, False, False),
         "half_cl_graph": lambda: Graph("half_cl_graph", fresh(), torch.float16, True,
                                        False, False),
     }

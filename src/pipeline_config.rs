@@ -6,22 +6,37 @@
 //! hand-off cost between units, and `[pipeline.tune]`, the space `mica tune` explores.
 //! The units themselves are the config's `[[units]]`: their kinds, engines and
 //! profiles. A DLA stage may not hold the head (it falls back to the GPU).
+//!
+//! `mica serve` on a config with `[pipeline]` serves the pipeline (and not the
+//! scheduler over `[[units]]`) under `pipeline.name`, by default `[model] name`; the
+//! model's input and output are the first stage's input and the last stage's output,
+//! spelled with `[model]`'s dimensions (which must hold as many elements). This module
+//! also builds the actor pipeline a spec describes (`build_setup`), for `mica serve`
+//! and `mica tune --backend real`.
 
 use std::ops::Range;
 use std::sync::Arc;
 
+use mica_actors::pipeline::PipelineSetup;
+use mica_actors::pipeline_stage::{StageSetup, StageUnit};
+use mica_engines::{ContentionHub, EngineContext, EngineKind, EngineSpec};
 use mica_policies::pipeline::{
-    BlockTable, CpuSide, MappingOption, PipelineSpec, PipelineUnit, RoleUnits, StageSpec,
+    stage_unit_profile, BlockTable, CpuSide, MappingOption, PipelineSpec, PipelineUnit, RoleUnits,
+    StageProfile, StageSpec,
 };
 use mica_policies::{ContentionConfig, UnitId, UnitKind};
 use serde::{Deserialize, Serialize};
 
 use crate::config::LoadedConfig;
+use crate::serve::ModelSettings;
 
 /// `[pipeline]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
+    /// Model name `mica serve` serves the pipeline under; default: `[model] name`.
+    #[serde(default)]
+    pub name: Option<String>,
     /// Staged model: `resnet50` (18 blocks) or `tiny` (4 blocks, tests).
     #[serde(default = "default_model")]
     pub model: String,
@@ -300,7 +315,199 @@ impl PipelineConfig {
             contention: loaded.contention.clone(),
         })
     }
+    /// The model `mica serve` serves: `model` under `pipeline.name`, its input and
+    /// output the first stage's input and the last stage's output (`model`'s
+    /// dimensions, which must hold as many elements: the error names the key).
+    pub fn served_model(
+        &self,
+        model: &ModelSettings,
+        spec: &PipelineSpec,
+    ) -> Result<ModelSettings, String> {
+        let mut served = model.clone();
+        if let Some(name) = &self.name {
+            served.name.clone_from(name);
+        }
+        let input = spec.table.boundary_elems(0) as usize;
+        let output = spec.table.boundary_elems(spec.table.len()) as usize;
+        for (key, shape, wanted, side) in [
+            (
+                "model.input_shape",
+                &served.input_shape,
+                input,
+                "first stage's input",
+            ),
+            (
+                "model.output_shape",
+                &served.output_shape,
+                output,
+                "last stage's output",
+            ),
+        ] {
+            let elements: usize = shape.iter().product();
+            if elements != wanted {
+                return Err(format!(
+                    "{key} {shape:?} holds {elements} values but the pipeline's {side} \
+                     ({}) holds {wanted}",
+                    spec.table.model
+                ));
+            }
+        }
+        served
+            .validate()
+            .map_err(|m| m.replace("model.name", "pipeline.name"))?;
+        Ok(served)
+    }
 }
+
+/// The actor pipeline for `spec` over `loaded`'s units (`config_units[i]` is the
+/// config index of `spec.units[i]`).
+///
+/// Stages are built as the config's units would run them: a `sim` unit emulates its
+/// stage's share of its profile (`stage_unit_profile`) in real time with the shared
+/// contention hub; a `torch` unit runs the stage's per-block TorchScript files
+/// (`<model_path>/block_<i>.pt`, written by `scripts/export_model.py --stages`) one
+/// after the other. With a torch unit on a GPU, libtorch_cuda is loaded first.
+pub fn build_setup(
+    loaded: &LoadedConfig,
+    spec: &PipelineSpec,
+    config_units: &[usize],
+) -> anyhow::Result<PipelineSetup> {
+    load_cuda_if_needed(loaded, spec, config_units);
+    // Model files are per block of the model's own table; a coarsened table's block
+    // is a run of them.
+    let fine = match loaded.config.pipeline.as_ref().map(PipelineConfig::table) {
+        Some(Ok(fine)) if fine.len() != spec.table.len() => Some(fine),
+        _ => None,
+    };
+    let files = |block: usize| -> anyhow::Result<Range<usize>> {
+        match &fine {
+            Some(fine) => fine_blocks(&spec.table, fine, block).map_err(anyhow::Error::msg),
+            None => Ok(block..block + 1),
+        }
+    };
+    let mut stages = Vec::with_capacity(spec.stages.len());
+    for (index, stage) in spec.stages.iter().enumerate() {
+        let input_len = spec.table.boundary_elems(stage.blocks.start) as usize;
+        let output_len = spec.table.boundary_elems(stage.blocks.end) as usize;
+        let mut units = Vec::new();
+        for &u in &stage.units {
+            let unit = &spec.units[u];
+            let config_index = config_units[u];
+            let config = &loaded.config.units[config_index];
+            let device = (unit.kind != UnitKind::Cpu).then_some(config.device.unwrap_or(0));
+            let shares = StageProfile::new(&spec.table, unit.kind);
+            let profile = Arc::new(stage_unit_profile(
+                &unit.profile,
+                &shares,
+                stage.blocks.clone(),
+            ));
+            // A torch unit runs the stage's block files as one engine: the first as
+            // its model, the rest chained after it on the device (activations between
+            // blocks never leave the GPU); other engines the whole stage at once.
+            let mut block_files = Vec::new();
+            if config.engine == EngineKind::Torch {
+                let first = files(stage.blocks.start)?.start;
+                let last = files(stage.blocks.end - 1)?.end;
+                let dir = config.model_path.as_ref().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "unit {}: a torch unit of a pipeline needs `model_path`, the folder \
+                         of block_<i>.pt files (scripts/export_model.py --stages)",
+                        unit.id
+                    )
+                })?;
+                block_files.extend((first..last).map(|b| dir.join(format!("block_{b}.pt"))));
+            }
+            let spec_for = |stream: u32| EngineSpec {
+                engine: config.engine,
+                unit: config_index,
+                unit_kind: unit.kind,
+                device,
+                stream,
+                max_batch: stage.batch,
+                input_shape: vec![input_len],
+                output_len,
+                profile: Some(Arc::clone(&profile)),
+                model_path: block_files.first().cloned(),
+                chained_models: block_files.iter().skip(1).cloned().collect(),
+                jitter: config.jitter,
+                seed: loaded.config.scheduler.seed,
+                cuda_graphs: config.cuda_graphs,
+                warmup_batches: config.warmup_batches,
+            };
+            let streams = (0..stage.streams).map(|s| vec![spec_for(s)]).collect();
+            units.push(StageUnit {
+                id: unit.id.to_string(),
+                streams,
+            });
+        }
+        stages.push(StageSetup {
+            name: format!("stage{index}"),
+            units,
+            batch: stage.batch,
+            builder: None,
+        });
+    }
+    let buffer_images = spec.buffers as usize * spec.max_batch() as usize;
+    Ok(PipelineSetup {
+        stages,
+        buffer_images,
+        context: EngineContext {
+            hub: Arc::new(ContentionHub::new(loaded.contention.build())),
+            custom: None,
+        },
+    })
+}
+
+/// The blocks of `fine` that block `block` of `coarse` (`BlockTable::coarsen`) merges:
+/// found by the running sums of FLOPs, which meet at every group boundary.
+fn fine_blocks(
+    coarse: &BlockTable,
+    fine: &BlockTable,
+    block: usize,
+) -> Result<Range<usize>, String> {
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0);
+    let mut bounds = vec![0];
+    let mut running = 0.0;
+    let mut target = 0.0;
+    let mut next = 0;
+    for coarse_block in &coarse.blocks {
+        target += coarse_block.flops;
+        while next < fine.len() && !close(running, target) {
+            running += fine.blocks[next].flops;
+            next += 1;
+        }
+        if !close(running, target) {
+            break;
+        }
+        bounds.push(next);
+    }
+    if bounds.len() != coarse.len() + 1 || next != fine.len() {
+        return Err(format!(
+            "{} is not a coarsening of {}: its blocks do not map to model files",
+            coarse.model, fine.model
+        ));
+    }
+    Ok(bounds[block]..bounds[block + 1])
+}
+
+/// Loads libtorch_cuda when a torch unit of the pipeline runs on a GPU: libtorch
+/// decides once per process whether it has CUDA, so before any engine is built. A
+/// failure is logged; the CUDA units then fail to load with it.
+#[cfg(feature = "torch")]
+fn load_cuda_if_needed(loaded: &LoadedConfig, spec: &PipelineSpec, config_units: &[usize]) {
+    let cuda = spec.units.iter().zip(config_units).any(|(unit, &c)| {
+        unit.kind != UnitKind::Cpu && loaded.config.units[c].engine == EngineKind::Torch
+    });
+    if cuda {
+        if let Err(error) = mica_engines::torch::load_cuda() {
+            tracing::warn!(%error, "libtorch_cuda could not be loaded; CUDA torch stages will not load");
+        }
+    }
+}
+
+/// Without the torch engine there is nothing to load.
+#[cfg(not(feature = "torch"))]
+fn load_cuda_if_needed(_: &LoadedConfig, _: &PipelineSpec, _: &[usize]) {}
 
 impl TuneSpaceConfig {
     /// Checks the space; the error names the key.
@@ -334,4 +541,27 @@ pub fn auto_buffers(stages: &[StageSpec]) -> u32 {
         .map(|s| s.streams * s.units.len() as u32)
         .sum::<u32>()
         + 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coarse_blocks_map_back_to_the_model_files() {
+        let fine = BlockTable::resnet50();
+        for n in [2, 6, 17] {
+            let coarse = fine.coarsen(n).unwrap();
+            let mut next = 0;
+            for b in 0..coarse.len() {
+                let range = fine_blocks(&coarse, &fine, b).unwrap();
+                assert_eq!(range.start, next, "n = {n}, block {b}");
+                assert!(range.end > range.start);
+                assert_eq!(fine.boundary_elems(range.end), coarse.boundary_elems(b + 1));
+                next = range.end;
+            }
+            assert_eq!(next, fine.len());
+        }
+        assert!(fine_blocks(&BlockTable::tiny(), &fine, 0).is_err());
+    }
 }

@@ -101,6 +101,7 @@ pub fn service_setup(
             output_len: config.model.output_len(),
             profile,
             model_path: unit.model_path.clone(),
+            chained_models: Vec::new(),
             jitter: unit.jitter,
             seed: config.scheduler.seed,
             cuda_graphs: unit.cuda_graphs,

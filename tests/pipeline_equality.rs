@@ -42,6 +42,7 @@ fn spec(unit: usize, stream: u32, input: usize, output: usize, batch: u32) -> En
             }],
         })),
         model_path: None,
+        chained_models: Vec::new(),
         jitter: 0.0,
         seed: 1,
         cuda_graphs: false,
@@ -68,6 +69,7 @@ fn stage(
             })
             .collect(),
         batch,
+        builder: None,
     }
 }
 

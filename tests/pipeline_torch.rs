@@ -2,11 +2,17 @@
 //! --stages`, fixtures in engines/tests/fixtures/tiny_stages/: four TorchScript blocks
 //! with the committed tiny model's weights, its input and PyTorch's unsplit output),
 //! run through the pipeline actors as two stages of torch engines on the CPU, gives the
-//! unsplit model's output.
+//! unsplit model's output — and so does `mica serve` on config/tiny-cpu-pipeline.toml
+//! (the same blocks over two CPU units), over HTTP.
 #![cfg(feature = "torch")]
 
+mod serve_support;
+
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use mica_actors::pipeline::{Pipeline, PipelineSetup};
 use mica_actors::pipeline_stage::{StageSetup, StageUnit};
@@ -47,6 +53,7 @@ fn block_spec(manifest: &serde_json::Value, block: usize) -> EngineSpec {
         output_len: elems("output_shape"),
         profile: None,
         model_path: Some(dir().join(entry["file"].as_str().unwrap())),
+        chained_models: Vec::new(),
         jitter: 0.0,
         seed: 0,
         cuda_graphs: false,
@@ -70,6 +77,7 @@ fn tiny_model_stage_by_stage_equals_the_unsplit_model() {
             streams: vec![blocks.map(|b| block_spec(&manifest, b)).collect()],
         }],
         batch,
+        builder: None,
     };
     let pipeline = Pipeline::start(PipelineSetup {
         stages: vec![stage("stage0", 0..2, 3), stage("stage1", 2..4, 2)],
@@ -88,15 +96,131 @@ fn tiny_model_stage_by_stage_equals_the_unsplit_model() {
         .into_iter()
         .flat_map(|o| o.result.unwrap())
         .collect();
+    assert_relative_error_below(&got, &expected, 1e-5);
+}
+
+fn assert_relative_error_below(got: &[f32], expected: &[f32], bound: f64) {
     assert_eq!(got.len(), expected.len());
     let (mut diff, mut norm) = (0.0_f64, 0.0_f64);
-    for (g, w) in got.iter().zip(&expected) {
+    for (g, w) in got.iter().zip(expected) {
         diff += (f64::from(*g) - f64::from(*w)).powi(2);
         norm += f64::from(*w).powi(2);
     }
-    assert!(
-        (diff / norm).sqrt() < 1e-5,
-        "relative error {}",
-        (diff / norm).sqrt()
-    );
+    let error = (diff / norm).sqrt();
+    assert!(error < bound, "relative error {error}");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `mica serve` as a child; killed if the test fails before stopping it.
+struct Server(Child, PathBuf);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn served_tiny_pipeline_answers_the_unsplit_models_output() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let work = tempfile::tempdir().unwrap();
+    let (port, metrics_port) = (free_port(), free_port());
+    let text = std::fs::read_to_string(format!("{root}/config/tiny-cpu-pipeline.toml"))
+        .unwrap()
+        .replace("\"profiles/", &format!("\"{root}/config/profiles/"))
+        .replace("\"../engines/", &format!("\"{root}/engines/"))
+        .replace("port = 8000", &format!("port = {port}"))
+        .replace("port = 8002", &format!("port = {metrics_port}"));
+    let config = work.path().join("tiny-cpu-pipeline.toml");
+    std::fs::write(&config, text).unwrap();
+    let log = work.path().join("serve.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_mica"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("mica serve starts");
+    let mut server = Server(child, log);
+    let log_text = |s: &Server| std::fs::read_to_string(&s.1).unwrap_or_default();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            panic!("mica serve exited: {status}\n{}", log_text(&server));
+        }
+        if std::net::TcpStream::connect(addr).is_ok()
+            && serve_support::get(addr, "/v2/health/ready").status == 200
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready\n{}",
+            log_text(&server)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The fixture's 4 images in one binary request, then one by one.
+    let input = read_f32(&dir().join("tiny_input.bin"));
+    let expected = read_f32(&dir().join("tiny_expected.bin"));
+    let infer = |images: &[f32]| -> Vec<f32> {
+        let n = images.len() / (3 * 32 * 32);
+        let head = serde_json::json!({
+            "inputs": [{"name": "input", "shape": [n, 3, 32, 32], "datatype": "FP32",
+                        "parameters": {"binary_data_size": images.len() * 4}}]
+        });
+        let response = serve_support::post_binary(
+            addr,
+            "/v2/models/tiny-pipe/infer",
+            &head,
+            &serve_support::le_bytes(images),
+        );
+        assert_eq!(
+            response.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&response.body)
+        );
+        let body = response.json();
+        assert_eq!(body["parameters"]["mica_unit"], "cpu0>cpu1");
+        assert_eq!(body["parameters"]["mica_engine"], "torch");
+        body["outputs"][0]["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect()
+    };
+    assert_relative_error_below(&infer(&input), &expected, 1e-5);
+    let one_by_one: Vec<f32> = input.chunks(3 * 32 * 32).flat_map(infer).collect();
+    assert_relative_error_below(&one_by_one, &expected, 1e-5);
+
+    let metrics: SocketAddr = ([127, 0, 0, 1], metrics_port).into();
+    let text = String::from_utf8(serve_support::get(metrics, "/metrics").body).unwrap();
+    for series in [
+        "mica_pipeline_stage_images_total{stage=\"stage0\",unit=\"cpu0\"} 8",
+        "mica_pipeline_stage_images_total{stage=\"stage1\",unit=\"cpu1\"} 8",
+    ] {
+        assert!(text.contains(series), "{series} missing:\n{text}");
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "no exit\n{}", log_text(&server));
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

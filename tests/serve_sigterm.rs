@@ -1,6 +1,13 @@
 //! `mica serve` as a child process on simulated units: SIGTERM while clients keep
 //! requests in flight. Every request a client wrote gets a complete answer; the
 //! process exits 0 within the drain time.
+//!
+//! One case is not a lost request: after SIGTERM the server closes idle kept-alive
+//! connections, and a request written onto one as it closes meets a closed socket
+//! before any byte of an answer. The server never read it (HTTP/1.1's keep-alive race,
+//! RFC 9112 §9.3.1: the client may retry it). It is counted apart, and only after
+//! SIGTERM on a connection that already carried an answer; anywhere else a missing or
+//! cut answer is a failure.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -71,11 +78,20 @@ struct Tally {
     ok: usize,
     refused_with_status: usize,
     unanswered: usize,
+    /// Closed before any byte of an answer, after SIGTERM, between requests of a
+    /// kept-alive connection (never read by the server; see the module docs).
+    closed_between_requests: usize,
 }
 
 /// Sends requests back to back on one kept-alive connection until the server closes
 /// it (after a complete answer) or refuses to connect.
-fn client(addr: SocketAddr, body: Arc<Vec<u8>>, header_len: usize, stop: Arc<AtomicBool>) -> Tally {
+fn client(
+    addr: SocketAddr,
+    body: Arc<Vec<u8>>,
+    header_len: usize,
+    stop: Arc<AtomicBool>,
+    terminating: Arc<AtomicBool>,
+) -> Tally {
     let mut tally = Tally::default();
     let Ok(stream) = TcpStream::connect(addr) else {
         return tally;
@@ -96,7 +112,12 @@ fn client(addr: SocketAddr, body: Arc<Vec<u8>>, header_len: usize, stop: Arc<Ato
         }
         let mut status = String::new();
         if reader.read_line(&mut status).unwrap_or(0) == 0 {
-            tally.unanswered += 1;
+            let answered_before = tally.ok + tally.refused_with_status > 0;
+            if answered_before && terminating.load(Ordering::SeqCst) {
+                tally.closed_between_requests += 1;
+            } else {
+                tally.unanswered += 1;
+            }
             break;
         }
         let (mut length, mut close) = (0usize, false);
@@ -157,15 +178,17 @@ fn sigterm_with_requests_in_flight_answers_them_all_and_exits_0() {
     let header_len = header.len();
     let body = Arc::new(body);
     let stop = Arc::new(AtomicBool::new(false));
+    let terminating = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| {
-            let (body, stop) = (body.clone(), stop.clone());
-            std::thread::spawn(move || client(addr, body, header_len, stop))
+            let (body, stop, terminating) = (body.clone(), stop.clone(), terminating.clone());
+            std::thread::spawn(move || client(addr, body, header_len, stop, terminating))
         })
         .collect();
     std::thread::sleep(Duration::from_millis(1500));
 
     let signalled = Instant::now();
+    terminating.store(true, Ordering::SeqCst);
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -65,7 +65,8 @@ pub struct PipelineClosed;
 /// A running pipeline.
 #[derive(Debug)]
 pub struct Pipeline {
-    input: Option<SyncSender<StageItem>>,
+    /// `None` once closed.
+    input: Mutex<Option<SyncSender<StageItem>>>,
     output: Mutex<Receiver<StageItem>>,
     stages: Vec<PipelineStage>,
     next_id: AtomicU64,
@@ -89,7 +90,7 @@ impl Pipeline {
             receiver = next;
         }
         Ok(Self {
-            input: Some(input),
+            input: Mutex::new(Some(input)),
             output: Mutex::new(receiver),
             stages,
             next_id: AtomicU64::new(0),
@@ -100,15 +101,37 @@ impl Pipeline {
     /// full. Returns its id.
     pub fn submit(&self, data: Vec<f32>) -> Result<u64, PipelineClosed> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let input = self.input.as_ref().ok_or(PipelineClosed)?;
+        self.submit_tagged(id, data)?;
+        Ok(id)
+    }
+
+    /// Like [`Pipeline::submit`], under the caller's `id` (what `next_output` reports):
+    /// for callers that must know the id before the image can come out. The caller
+    /// keeps ids unique; do not mix with `submit` on one pipeline.
+    pub fn submit_tagged(&self, id: u64, data: Vec<f32>) -> Result<(), PipelineClosed> {
+        // Clone the sender so that a blocking send holds no lock (`close` stays free).
+        let input = self
+            .input
+            .lock()
+            .ok()
+            .and_then(|guard| guard.clone())
+            .ok_or(PipelineClosed)?;
         input
             .send(StageItem {
                 id,
                 started: Instant::now(),
                 payload: Ok(data),
             })
-            .map_err(|_| PipelineClosed)?;
-        Ok(id)
+            .map_err(|_| PipelineClosed)
+    }
+
+    /// Takes no more images: once every image already in has come out, `next_output`
+    /// returns `None` and the workers end. (A `submit` blocked on a full buffer still
+    /// delivers its image.)
+    pub fn close(&self) {
+        if let Ok(mut input) = self.input.lock() {
+            input.take();
+        }
     }
 
     /// The next finished image, in completion order; `None` once closed and drained.
@@ -169,7 +192,7 @@ impl Pipeline {
 
     /// Closes the input, lets every stage drain, and joins the workers.
     pub fn shutdown(mut self) {
-        self.input = None;
+        self.close();
         // Drain what is still in flight so no worker blocks on a full buffer.
         while self.next_output().is_some() {}
         for stage in std::mem::take(&mut self.stages) {

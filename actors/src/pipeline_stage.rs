@@ -19,7 +19,44 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use mica_engines::{build_engine, BatchInput, Engine, EngineContext, EngineError, EngineSpec};
+use metrics::{describe_counter, describe_histogram, Unit};
+use mica_engines::{
+    build_engine, BatchInput, CustomEngineBuilder, Engine, EngineContext, EngineError, EngineSpec,
+};
+
+/// Batches a stage ran, per `stage` and `unit`.
+pub const STAGE_BATCHES_TOTAL: &str = "mica_pipeline_stage_batches_total";
+/// Images a stage ran, per `stage` and `unit`.
+pub const STAGE_IMAGES_TOTAL: &str = "mica_pipeline_stage_images_total";
+/// Engine time of one stage batch (all its blocks), per `stage` and `unit`; the
+/// `_seconds` buckets of `crate::metrics::SECONDS_BUCKETS`.
+pub const STAGE_SERVICE_SECONDS: &str = "mica_pipeline_stage_service_seconds";
+/// Stage batches whose engine failed, per `stage` and `unit`.
+pub const STAGE_FAILURES_TOTAL: &str = "mica_pipeline_stage_failures_total";
+
+/// Registers the stage series' descriptions with the installed recorder.
+pub fn describe() {
+    describe_counter!(
+        STAGE_BATCHES_TOTAL,
+        Unit::Count,
+        "Batches a pipeline stage ran, per stage and unit"
+    );
+    describe_counter!(
+        STAGE_IMAGES_TOTAL,
+        Unit::Count,
+        "Images a pipeline stage ran, per stage and unit"
+    );
+    describe_histogram!(
+        STAGE_SERVICE_SECONDS,
+        Unit::Seconds,
+        "Engine time of one pipeline stage batch, per stage and unit"
+    );
+    describe_counter!(
+        STAGE_FAILURES_TOTAL,
+        Unit::Count,
+        "Pipeline stage batches whose engine failed, per stage and unit"
+    );
+}
 
 /// One image moving through the pipeline: the message between stages.
 #[derive(Debug)]
@@ -56,7 +93,7 @@ pub struct StageUnit {
 }
 
 /// Everything a stage needs to start.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StageSetup {
     /// Stage name (`stage0`, ...), the metric label.
     pub name: String,
@@ -64,6 +101,20 @@ pub struct StageSetup {
     pub units: Vec<StageUnit>,
     /// Largest batch a worker forms.
     pub batch: u32,
+    /// Builds this stage's engines in place of the pipeline's context (host-side
+    /// stages such as CPU pre- and post-processing); `None`: the context's.
+    pub builder: Option<CustomEngineBuilder>,
+}
+
+impl std::fmt::Debug for StageSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StageSetup")
+            .field("name", &self.name)
+            .field("units", &self.units)
+            .field("batch", &self.batch)
+            .field("builder", &self.builder.is_some())
+            .finish()
+    }
 }
 
 /// Engines run one after the other: a stage built from per-block model files.
@@ -118,6 +169,13 @@ impl PipelineStage {
     ) -> Result<Self, EngineError> {
         let counters = Arc::new(StageCounters::default());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), EngineError>>();
+        let context = match &setup.builder {
+            Some(builder) => EngineContext {
+                hub: Arc::clone(&context.hub),
+                custom: Some(Arc::clone(builder)),
+            },
+            None => context.clone(),
+        };
         let mut workers = Vec::new();
         for unit in &setup.units {
             for (stream, specs) in unit.streams.iter().enumerate() {
@@ -196,6 +254,14 @@ fn work(
     (stage, unit): &(String, String),
 ) {
     let labels = [("stage", stage.clone()), ("unit", unit.clone())];
+    // Handles made once; the counters show (at 0) before the first batch.
+    let batches_total = metrics::counter!(STAGE_BATCHES_TOTAL, &labels);
+    let images_total = metrics::counter!(STAGE_IMAGES_TOTAL, &labels);
+    let failures_total = metrics::counter!(STAGE_FAILURES_TOTAL, &labels);
+    let service_seconds = metrics::histogram!(STAGE_SERVICE_SECONDS, &labels);
+    batches_total.increment(0);
+    images_total.increment(0);
+    failures_total.increment(0);
     loop {
         let mut items: Vec<StageItem> = Vec::with_capacity(batch as usize);
         {
@@ -239,10 +305,9 @@ fn work(
         counters
             .images
             .fetch_add(u64::from(images), Ordering::Relaxed);
-        metrics::counter!("mica_pipeline_stage_batches_total", &labels).increment(1);
-        metrics::counter!("mica_pipeline_stage_images_total", &labels).increment(u64::from(images));
-        metrics::histogram!("mica_pipeline_stage_service_seconds", &labels)
-            .record(elapsed.as_secs_f64());
+        batches_total.increment(1);
+        images_total.increment(u64::from(images));
+        service_seconds.record(elapsed.as_secs_f64());
         let outputs: Vec<Result<Vec<f32>, String>> = match result {
             Ok((values, per_image)) if per_image > 0 && values.len() == per_image * ok.len() => {
                 values.chunks(per_image).map(|c| Ok(c.to_vec())).collect()
@@ -256,7 +321,7 @@ fn work(
             }
             Err(e) => {
                 counters.failures.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("mica_pipeline_stage_failures_total", &labels).increment(1);
+                failures_total.increment(1);
                 tracing::warn!(stage = %stage, unit = %unit, error = %e, "stage batch failed");
                 vec![Err(e.to_string()); ok.len()]
             }

@@ -77,6 +77,7 @@ fn setup(scripts: &[Script], policy: PolicyConfig, capacity: usize) -> ServiceSe
                 output_len: 2,
                 profile: None,
                 model_path: None,
+                chained_models: Vec::new(),
                 jitter: 0.0,
                 seed: 1,
                 cuda_graphs: false,

@@ -65,6 +65,10 @@ pub struct EngineSpec {
     pub profile: Option<Arc<Profile>>,
     /// Model file (required by `torch`).
     pub model_path: Option<PathBuf>,
+    /// `torch`: further model files run after `model_path`, in order, each on the
+    /// previous one's output, without leaving the device (a pipeline stage of several
+    /// blocks of a staged model). Empty for a whole network.
+    pub chained_models: Vec<PathBuf>,
     /// `sim`: relative jitter of service times.
     pub jitter: f64,
     /// `sim`: seed of the jitter sequence.

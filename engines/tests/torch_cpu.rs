@@ -48,6 +48,7 @@ fn spec(fixture: &Fixture, unit_kind: UnitKind) -> EngineSpec {
         output_len: fixture.classes,
         profile: None,
         model_path: Some(fixture.model.clone()),
+        chained_models: Vec::new(),
         jitter: 0.0,
         seed: 0,
         cuda_graphs: false,

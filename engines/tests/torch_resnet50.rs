@@ -68,6 +68,7 @@ fn resnet50_matches_pytorch() {
             output_len: fixture.classes,
             profile: None,
             model_path: Some(dir.join(file)),
+            chained_models: Vec::new(),
             jitter: 0.0,
             seed: 0,
             cuda_graphs: false,

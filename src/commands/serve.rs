@@ -1,7 +1,15 @@
 //! `mica serve`: the inference service over HTTP (KServe v2 / Triton protocol), with
 //! the metrics/admin listener, device telemetry, hot config reload and systemd
 //! notifications around it.
+//!
+//! A config with a `[pipeline]` section serves that pipeline instead of the scheduler
+//! over `[[units]]` (its stages name the units): under `pipeline.name` (default
+//! `[model] name`), with the first stage's input and the last stage's output, the
+//! same protocol, validation and errors, and per-stage series
+//! (`mica_pipeline_stage_*`) on the metrics port. There is no policy to swap, so no
+//! admin routes and no hot reload.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -10,30 +18,41 @@ use mica_actors::Service;
 use tracing::{error, info, warn};
 
 use crate::admin::Admin;
-use crate::config::LoadedConfig;
+use crate::config::{LoadedConfig, MetricsConfig};
 use crate::instrumented::Instrumented;
+use crate::metrics::MetricsHandle;
+use crate::pipeline_config::{build_setup, PipelineConfig};
 use crate::reload::{PolicyControl, PolicySource, ReloadOptions};
-use crate::serve::InferBackend;
+use crate::serve::{InferBackend, PipelineBackend, PipelineOptions};
+use crate::telemetry::Telemetry;
 use crate::wiring::{self, RunOverrides};
+
+/// The Prometheus recorder and the telemetry thread, when metrics are enabled.
+fn start_metrics(
+    metrics: &MetricsConfig,
+) -> anyhow::Result<(Option<MetricsHandle>, Option<Telemetry>)> {
+    if !metrics.enabled {
+        return Ok((None, None));
+    }
+    let prometheus =
+        crate::metrics::install_recorder().context("installing the metrics recorder")?;
+    mica_actors::pipeline_stage::describe();
+    let telemetry = crate::telemetry::start(crate::telemetry::SAMPLE_INTERVAL)
+        .map_err(|e| warn!(error = %e, "cannot start the telemetry thread"))
+        .ok();
+    Ok((Some(prometheus), telemetry))
+}
 
 /// Runs the service until SIGTERM/SIGINT, then drains and exits.
 pub fn run(config: &Path, overrides: &RunOverrides) -> anyhow::Result<()> {
     let loaded = LoadedConfig::load(config)?;
+    if let Some(pipeline) = loaded.config.pipeline.clone() {
+        return run_pipeline(loaded, &pipeline, overrides);
+    }
     let admin_token = crate::admin::token(&loaded)?;
     let setup = wiring::service_setup(&loaded, overrides)?;
     let metrics = loaded.config.metrics.clone();
-    let prometheus = if metrics.enabled {
-        Some(crate::metrics::install_recorder().context("installing the metrics recorder")?)
-    } else {
-        None
-    };
-    let _telemetry = if metrics.enabled {
-        crate::telemetry::start(crate::telemetry::SAMPLE_INTERVAL)
-            .map_err(|e| warn!(error = %e, "cannot start the telemetry thread"))
-            .ok()
-    } else {
-        None
-    };
+    let (prometheus, _telemetry) = start_metrics(&metrics)?;
     let server = loaded.config.server.clone();
     let model = loaded.config.model.clone();
     let (written, source) = match &overrides.policy {
@@ -97,6 +116,116 @@ pub fn run(config: &Path, overrides: &RunOverrides) -> anyhow::Result<()> {
             side.stop().await;
         }
         info!(unanswered_in_queue = left, "stopped");
+        Ok(())
+    })
+}
+
+/// Serves the config's `[pipeline]` until SIGTERM/SIGINT, then drains and exits.
+fn run_pipeline(
+    loaded: LoadedConfig,
+    pipeline: &PipelineConfig,
+    overrides: &RunOverrides,
+) -> anyhow::Result<()> {
+    let file = loaded.path.display().to_string();
+    if overrides.policy.is_some() || overrides.units.is_some() {
+        anyhow::bail!(
+            "--policy and --units choose the scheduler's policy and units, but {file} has a \
+             [pipeline] section: it serves the pipeline, whose stages name the units"
+        );
+    }
+    if crate::admin::token(&loaded)?.is_some() {
+        warn!("admin routes swap the scheduler's policy; a pipeline has none: not served");
+    }
+    let resolved = pipeline
+        .resolve(&loaded)
+        .map_err(|m| anyhow::anyhow!("{file}: {m}"))?;
+    let spec = &resolved.spec;
+    let model = pipeline
+        .served_model(&loaded.config.model, spec)
+        .map_err(|m| anyhow::anyhow!("{file}: {m}"))?;
+    let setup = build_setup(&loaded, spec, &resolved.config_units)?;
+    let engines: BTreeSet<&'static str> = resolved
+        .config_units
+        .iter()
+        .map(|&u| loaded.config.units[u].engine.as_str())
+        .collect();
+    let engine = match engines.iter().next() {
+        Some(only) if engines.len() == 1 => *only,
+        _ => "mixed",
+    };
+    let options = PipelineOptions {
+        capacity: loaded.config.scheduler.queue_capacity,
+        priority_levels: loaded.config.scheduler.priority_levels,
+        input_len: model.input_len(),
+        output_len: model.output_len(),
+        engine,
+    };
+    let stages: Vec<String> = spec
+        .stages
+        .iter()
+        .map(|s| {
+            let units: Vec<&str> = s.units.iter().map(|&u| spec.units[u].id.as_str()).collect();
+            format!(
+                "{}: blocks {}..{} b{} s{}",
+                units.join("|"),
+                s.blocks.start,
+                s.blocks.end,
+                s.batch,
+                s.streams
+            )
+        })
+        .collect();
+    let server = loaded.config.server.clone();
+    let metrics = loaded.config.metrics.clone();
+    let (prometheus, _telemetry) = start_metrics(&metrics)?;
+    info!(
+        config = %file,
+        platform = %loaded.config.platform.name,
+        model = %model.name,
+        pipeline = %spec.table.model,
+        stages = %stages.join(" -> "),
+        engine,
+        metrics = metrics.enabled,
+        "starting a pipeline"
+    );
+    actix::System::new().block_on(async move {
+        let backend = PipelineBackend::start(setup, options)?;
+        let http_backend: Arc<dyn InferBackend> = if metrics.enabled {
+            Arc::new(Instrumented::new(
+                backend.clone(),
+                &model.name,
+                &model.version,
+            ))
+        } else {
+            Arc::new(backend.clone())
+        };
+        let http = crate::serve::start(&server, &model, http_backend)?;
+        let side = crate::metrics_server::start(metrics.address, metrics.port, prometheus, None)?;
+        crate::systemd::spawn_watchdog();
+        let waiting = backend.clone();
+        actix_rt::spawn(async move {
+            match waiting.wait_ready().await {
+                Ok(()) => {
+                    info!("every pipeline stage is loaded and warm: ready");
+                    crate::systemd::ready();
+                }
+                Err(e) => {
+                    error!(error = %e, "a pipeline stage failed to load; the server stays not ready");
+                    crate::systemd::status(&format!("not ready: {e}"));
+                }
+            }
+        });
+        actix_rt::spawn(async {
+            if stop_signal().await.is_ok() {
+                crate::systemd::stopping();
+            }
+        });
+        http.run_until_signal().await?;
+        let left = backend.shutdown(server.drain_time).await;
+        if let Some(side) = side {
+            side.stop().await;
+        }
+        info!(unanswered_images = left, "stopped");
         Ok(())
     })
 }

@@ -4,13 +4,16 @@
 //! shutdown.
 //!
 //! Entry points: [`serve`] (start, run until SIGTERM/SIGINT, drain) and [`start`]
-//! (for callers and tests that stop the server themselves).
+//! (for callers and tests that stop the server themselves). The handlers call an
+//! [`InferBackend`]: the scheduler's `Service`, or a [`PipelineBackend`] for a config
+//! with `[pipeline]`.
 
 mod backend;
 mod binary;
 mod error;
 pub mod metrics;
 mod model;
+mod pipeline_backend;
 mod pool;
 mod preprocess;
 mod protocol;
@@ -24,5 +27,6 @@ mod stats;
 pub use backend::{InferBackend, InferFuture};
 pub use binary::HEADER_LENGTH;
 pub use error::ServeError;
+pub use pipeline_backend::{PipelineBackend, PipelineOptions};
 pub use server::{serve, start, RunningServer};
 pub use settings::{Layout, ModelSettings, PreprocessSettings, ServerSettings};

@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod chart;
+pub mod cpu_stages;
 pub mod exhaustive;
 pub mod heuristic;
 pub mod measure;

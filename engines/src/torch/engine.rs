@@ -9,7 +9,9 @@
 //! asynchronously; a synthetic input kept on the device for benchmark batches
 //! (`BatchInput::data == None`), made once, of which each batch size uses the leading
 //! rows. Every batch ends with the stream synchronized, so `infer` returns only when the
-//! batch is done and the staging buffer is free again.
+//! batch is done and the staging buffer is free again. On a GPU a batch runs padded to
+//! the next warmed-up size (powers of two and `max_batch`), so dynamic batching never
+//! meets a shape cuDNN has not autotuned yet (`run_size`).
 //!
 //! Not done: CUDA graphs (tch 0.24 has no capture API and libtorch 2.11's C shim exports
 //! none; asking for them is a load error), and a per-unit TF32 switch (process-wide in
@@ -34,6 +36,8 @@ pub struct TorchEngine {
     mode: RunMode,
     model_path: PathBuf,
     module: CModule,
+    /// Models run after `module` on its output, on the device (a staged model's blocks).
+    chained: Vec<CModule>,
     /// `[max_batch, ...input_shape]`, FP32, on the host (pinned for CUDA units).
     staging: Tensor,
     /// `[max_batch, ...input_shape]`, FP32, on the unit's device; made at the first
@@ -117,6 +121,20 @@ impl TorchEngine {
         };
 
         let module = load_module(&model_path, spec.unit_kind, &mode)?;
+        let chained = spec
+            .chained_models
+            .iter()
+            .map(|path| {
+                if path.is_file() {
+                    load_module(path, spec.unit_kind, &mode)
+                } else {
+                    Err(EngineError::Load(format!(
+                        "chained model file {} does not exist",
+                        path.display()
+                    )))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let staging = staging_buffer(spec.max_batch, &image_shape, mode.device)?;
         if let Some(stream) = &stream {
             stream.synchronize().map_err(EngineError::Load)?;
@@ -140,6 +158,7 @@ impl TorchEngine {
             mode,
             model_path,
             module,
+            chained,
             staging,
             synthetic: None,
             image_shape,
@@ -156,8 +175,9 @@ impl TorchEngine {
         shape
     }
 
-    /// The device input of a batch: the request's data through the staging buffer, or
-    /// the leading rows of the synthetic input.
+    /// The device input of a batch of `images` rows: the request's data through the
+    /// staging buffer (it may hold fewer images than `images`: the rest are padding
+    /// rows, left as they were), or the leading rows of the synthetic input.
     fn device_input(&mut self, images: i64, data: Option<&[f32]>) -> Result<Tensor, EngineError> {
         let shape = self.batch_shape(images);
         match data {
@@ -196,12 +216,18 @@ impl TorchEngine {
         } else {
             input.f_to_kind(self.mode.compute).map_err(inference)?
         };
-        let output = if self.mode.autocast {
-            tch::autocast(true, || self.module.forward_ts(&[&input]))
-        } else {
-            self.module.forward_ts(&[&input])
+        let run = |module: &CModule, input: &Tensor| {
+            if self.mode.autocast {
+                tch::autocast(true, || module.forward_ts(&[input]))
+            } else {
+                module.forward_ts(&[input])
+            }
+        };
+        let mut output = run(&self.module, &input).map_err(inference)?;
+        // A chain of blocks stays on the device: each takes the previous one's output.
+        for module in &self.chained {
+            output = run(module, &output).map_err(inference)?;
         }
-        .map_err(inference)?;
         let expected = [images, output_len_i64(self.info.output_len)?];
         let numel: i64 = output.size().iter().product();
         if numel != expected[0] * expected[1] {
@@ -215,17 +241,39 @@ impl TorchEngine {
         Ok(output)
     }
 
+    /// The batch size a batch of `images` runs at. On a GPU, the smallest warm-up size
+    /// that holds it (the next power of two, or `max_batch`): with cuDNN autotuning on,
+    /// every new input shape is autotuned once, which takes from a tenth of a second to
+    /// seconds, so a dynamically batched stream of odd sizes would stall on each new one.
+    /// Padding costs at most the extra rows' compute; the padded rows' outputs are
+    /// dropped. On the CPU there is no autotuning: batches run at their own size.
+    fn run_size(&self, images: u32) -> u32 {
+        if self.mode.is_cuda() {
+            images
+                .next_power_of_two()
+                .min(self.info.max_batch)
+                .max(images)
+        } else {
+            images
+        }
+    }
+
     /// Runs one batch to completion.
     fn run(&mut self, images: u32, data: Option<&[f32]>) -> Result<BatchOutput, EngineError> {
         let count = i64::from(images);
-        let output = self.forward(count, data)?;
+        let padded = i64::from(self.run_size(images));
+        let output = self.forward(padded, data)?;
         let values = match data {
             // Benchmark batches: the stream synchronization in `infer` is the wait.
             None => Vec::new(),
             Some(_) => {
-                // A blocking copy on the current stream: waits for the batch.
+                // A blocking copy on the current stream: waits for the batch. Only the
+                // batch's own rows; padding rows are dropped.
+                let rows = output_len_i64(self.info.output_len)?;
                 let host = output
-                    .f_to_device_(Device::Cpu, Kind::Float, false, false)
+                    .f_reshape([padded, rows])
+                    .and_then(|t| t.f_narrow(0, 0, count))
+                    .and_then(|t| t.f_to_device_(Device::Cpu, Kind::Float, false, false))
                     .and_then(|t| t.f_contiguous())
                     .map_err(inference)?;
                 let len = images as usize * self.info.output_len;
