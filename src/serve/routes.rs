@@ -44,6 +44,8 @@ pub struct AppState {
     pub pool: PreprocessPool,
     /// Triton statistics.
     pub stats: ModelStats,
+    /// The model's Prometheus series.
+    pub series: metrics::ModelSeries,
     /// Largest body accepted.
     pub max_body_bytes: usize,
     /// Shutdown progress.
@@ -315,8 +317,7 @@ async fn run_inference(
         output: end - infer_done,
     };
     state.stats.record_success(prepared.images, phases);
-    let settings = &state.model.settings;
-    metrics::record_success(&settings.name, &settings.version, prepared.images, &phases);
+    state.series.record_success(prepared.images, &phases);
     Ok(response)
 }
 

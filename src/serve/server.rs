@@ -99,7 +99,9 @@ pub fn start(
     let pool = PreprocessPool::new(server.preprocess_threads, server.preprocess_queue)
         .context("cannot start the preprocessing threads")?;
     let preprocess_threads = pool.threads();
+    let series = super::metrics::ModelSeries::new(&served.settings.name, &served.settings.version);
     let state = Data::new(AppState {
+        series,
         model: served,
         backend,
         pool,
