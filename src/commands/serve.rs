@@ -93,23 +93,7 @@ pub fn run(config: &Path, overrides: &RunOverrides) -> anyhow::Result<()> {
         let _reloader = crate::reload::spawn(&loaded.path, control, ReloadOptions::default())?;
         crate::systemd::spawn_watchdog();
         let waiting = service.clone();
-        actix_rt::spawn(async move {
-            match waiting.wait_ready().await {
-                Ok(()) => {
-                    info!("every unit is loaded and warm: ready");
-                    crate::systemd::ready();
-                }
-                Err(e) => {
-                    error!(error = %e, "a unit failed to load; the server stays not ready");
-                    crate::systemd::status(&format!("not ready: {e}"));
-                }
-            }
-        });
-        actix_rt::spawn(async {
-            if stop_signal().await.is_ok() {
-                crate::systemd::stopping();
-            }
-        });
+        announce_lifecycle(async move { waiting.wait_ready().await }, "unit");
         http.run_until_signal().await?;
         let left = service.shutdown(server.drain_time).await;
         if let Some(side) = side {
@@ -203,23 +187,7 @@ fn run_pipeline(
         let side = crate::metrics_server::start(metrics.address, metrics.port, prometheus, None)?;
         crate::systemd::spawn_watchdog();
         let waiting = backend.clone();
-        actix_rt::spawn(async move {
-            match waiting.wait_ready().await {
-                Ok(()) => {
-                    info!("every pipeline stage is loaded and warm: ready");
-                    crate::systemd::ready();
-                }
-                Err(e) => {
-                    error!(error = %e, "a pipeline stage failed to load; the server stays not ready");
-                    crate::systemd::status(&format!("not ready: {e}"));
-                }
-            }
-        });
-        actix_rt::spawn(async {
-            if stop_signal().await.is_ok() {
-                crate::systemd::stopping();
-            }
-        });
+        announce_lifecycle(async move { waiting.wait_ready().await }, "pipeline stage");
         http.run_until_signal().await?;
         let left = backend.shutdown(server.drain_time).await;
         if let Some(side) = side {
@@ -228,6 +196,32 @@ fn run_pipeline(
         info!(unanswered_images = left, "stopped");
         Ok(())
     })
+}
+
+/// Tells the log and systemd when `ready` resolves (READY=1, or a not-ready status naming
+/// the failure of a `part`: "unit", "pipeline stage"), and STOPPING=1 on the first stop
+/// signal.
+fn announce_lifecycle<E: std::fmt::Display>(
+    ready: impl std::future::Future<Output = Result<(), E>> + 'static,
+    part: &'static str,
+) {
+    actix_rt::spawn(async move {
+        match ready.await {
+            Ok(()) => {
+                info!("every {part} is loaded and warm: ready");
+                crate::systemd::ready();
+            }
+            Err(e) => {
+                error!(error = %e, "a {part} failed to load; the server stays not ready");
+                crate::systemd::status(&format!("not ready: {e}"));
+            }
+        }
+    });
+    actix_rt::spawn(async {
+        if stop_signal().await.is_ok() {
+            crate::systemd::stopping();
+        }
+    });
 }
 
 /// Resolves on the first SIGTERM or SIGINT (the HTTP server listens for them too).
