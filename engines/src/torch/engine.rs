@@ -249,10 +249,7 @@ impl TorchEngine {
     /// dropped. On the CPU there is no autotuning: batches run at their own size.
     fn run_size(&self, images: u32) -> u32 {
         if self.mode.is_cuda() {
-            images
-                .next_power_of_two()
-                .min(self.info.max_batch)
-                .max(images)
+            padded_batch(images, self.info.max_batch)
         } else {
             images
         }
@@ -289,15 +286,9 @@ impl TorchEngine {
         })
     }
 
-    /// Batch sizes run at warm-up: powers of two up to `max_batch`, and `max_batch`
-    /// (cuDNN autotunes each new shape once; the caching allocator grows to the largest).
+    /// Batch sizes run at warm-up (see [`warmup_sizes`]).
     fn warmup_sizes(&self) -> Vec<u32> {
-        let max = self.info.max_batch;
-        let mut sizes: Vec<u32> = std::iter::successors(Some(1_u32), |&b| b.checked_mul(2))
-            .take_while(|&b| b < max)
-            .collect();
-        sizes.push(max);
-        sizes
+        warmup_sizes(self.info.max_batch)
     }
 }
 
@@ -341,6 +332,22 @@ impl Engine for TorchEngine {
         }
         result
     }
+}
+
+/// Batch sizes run at warm-up: powers of two below `max_batch`, and `max_batch` (cuDNN
+/// autotunes each new shape once; the caching allocator grows to the largest).
+fn warmup_sizes(max_batch: u32) -> Vec<u32> {
+    let mut sizes: Vec<u32> = std::iter::successors(Some(1_u32), |&b| b.checked_mul(2))
+        .take_while(|&b| b < max_batch)
+        .collect();
+    sizes.push(max_batch);
+    sizes
+}
+
+/// The warm-up size a GPU batch of `images` (1..=`max_batch`) runs padded to: the next
+/// power of two, or `max_batch`.
+fn padded_batch(images: u32, max_batch: u32) -> u32 {
+    images.next_power_of_two().min(max_batch).max(images)
 }
 
 fn inference(e: tch::TchError) -> EngineError {
@@ -400,5 +407,27 @@ fn staging_buffer(max_batch: u32, image: &[i64], device: Device) -> Result<Tenso
             .map_err(|e| EngineError::Load(format!("cannot page-lock the staging buffer: {e}")))
     } else {
         Ok(host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{padded_batch, warmup_sizes};
+
+    /// Every batch size pads to the smallest warmed-up size that holds it, so a GPU
+    /// never sees a shape cuDNN has not autotuned at load.
+    #[test]
+    fn every_batch_pads_to_the_smallest_warmed_up_size_that_holds_it() {
+        for max_batch in [1, 2, 3, 8, 48, 64, 100, 256] {
+            let warmed = warmup_sizes(max_batch);
+            for images in 1..=max_batch {
+                let padded = padded_batch(images, max_batch);
+                let smallest = *warmed.iter().filter(|&&s| s >= images).min().unwrap();
+                assert_eq!(padded, smallest, "max_batch {max_batch}, images {images}");
+            }
+        }
+        assert_eq!(warmup_sizes(100), [1, 2, 4, 8, 16, 32, 64, 100]);
+        assert_eq!(padded_batch(65, 100), 100);
+        assert_eq!(padded_batch(33, 256), 64);
     }
 }
