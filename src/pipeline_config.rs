@@ -434,7 +434,7 @@ pub fn build_setup(
                 cuda_graphs: config.cuda_graphs,
                 warmup_batches: config.warmup_batches,
             };
-            let streams = (0..stage.streams).map(|s| vec![spec_for(s)]).collect();
+            let streams = (0..stage.streams).map(spec_for).collect();
             units.push(StageUnit {
                 id: unit.id.to_string(),
                 streams,

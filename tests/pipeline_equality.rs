@@ -64,7 +64,7 @@ fn stage(
             .map(|(index, id)| StageUnit {
                 id: (*id).into(),
                 streams: (0..streams)
-                    .map(|s| vec![spec(*index, s, io.0, io.1, batch)])
+                    .map(|s| spec(*index, s, io.0, io.1, batch))
                     .collect(),
             })
             .collect(),

@@ -32,16 +32,18 @@ fn read_f32(path: &Path) -> Vec<f32> {
         .collect()
 }
 
-fn block_spec(manifest: &serde_json::Value, block: usize) -> EngineSpec {
-    let entry = &manifest["blocks"][block];
-    let elems = |key: &str| -> usize {
-        entry[key]
+/// One engine for blocks `blocks` of the staged model: the first block's file as the
+/// model, the rest chained after it (as `build_setup` makes a torch stage).
+fn stage_spec(manifest: &serde_json::Value, blocks: std::ops::Range<usize>) -> EngineSpec {
+    let elems = |block: usize, key: &str| -> usize {
+        manifest["blocks"][block][key]
             .as_array()
             .unwrap()
             .iter()
             .map(|d| d.as_u64().unwrap() as usize)
             .product()
     };
+    let file = |block: usize| dir().join(manifest["blocks"][block]["file"].as_str().unwrap());
     EngineSpec {
         engine: EngineKind::Torch,
         unit: 0,
@@ -49,11 +51,11 @@ fn block_spec(manifest: &serde_json::Value, block: usize) -> EngineSpec {
         device: None,
         stream: 0,
         max_batch: 4,
-        input_shape: vec![elems("input_shape")],
-        output_len: elems("output_shape"),
+        input_shape: vec![elems(blocks.start, "input_shape")],
+        output_len: elems(blocks.end - 1, "output_shape"),
         profile: None,
-        model_path: Some(dir().join(entry["file"].as_str().unwrap())),
-        chained_models: Vec::new(),
+        model_path: Some(file(blocks.start)),
+        chained_models: (blocks.start + 1..blocks.end).map(file).collect(),
         jitter: 0.0,
         seed: 0,
         cuda_graphs: false,
@@ -74,7 +76,7 @@ fn tiny_model_stage_by_stage_equals_the_unsplit_model() {
         name: name.into(),
         units: vec![StageUnit {
             id: "cpu".into(),
-            streams: vec![blocks.map(|b| block_spec(&manifest, b)).collect()],
+            streams: vec![stage_spec(&manifest, blocks)],
         }],
         batch,
         builder: None,

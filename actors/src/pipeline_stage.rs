@@ -87,9 +87,9 @@ pub struct StageCounters {
 pub struct StageUnit {
     /// Unit id (metric label).
     pub id: String,
-    /// One spec per stream; several specs make a chain (block by block) when
-    /// `chain` is set.
-    pub streams: Vec<Vec<EngineSpec>>,
+    /// One engine spec per stream (a torch stage of several blocks is one engine that
+    /// chains them on its device: `EngineSpec::chained_models`).
+    pub streams: Vec<EngineSpec>,
 }
 
 /// Everything a stage needs to start.
@@ -114,29 +114,6 @@ impl std::fmt::Debug for StageSetup {
             .field("batch", &self.batch)
             .field("builder", &self.builder.is_some())
             .finish()
-    }
-}
-
-/// Engines run one after the other: a stage built from per-block model files.
-struct Chain(Vec<Box<dyn Engine>>);
-
-impl Chain {
-    fn infer(&mut self, images: u32, data: &[f32]) -> Result<(Vec<f32>, usize), EngineError> {
-        let mut current: Vec<f32> = data.to_vec();
-        let mut per_image = if images == 0 {
-            0
-        } else {
-            data.len() / images as usize
-        };
-        for engine in &mut self.0 {
-            let out = engine.infer(BatchInput {
-                images,
-                data: Some(&current),
-            })?;
-            per_image = out.per_image;
-            current = out.data;
-        }
-        Ok((current, per_image))
     }
 }
 
@@ -178,8 +155,8 @@ impl PipelineStage {
         };
         let mut workers = Vec::new();
         for unit in &setup.units {
-            for (stream, specs) in unit.streams.iter().enumerate() {
-                let specs = specs.clone();
+            for (stream, spec) in unit.streams.iter().enumerate() {
+                let spec = spec.clone();
                 let context = context.clone();
                 let input = Arc::clone(&input);
                 let output = output.clone();
@@ -190,18 +167,14 @@ impl PipelineStage {
                 let handle = std::thread::Builder::new()
                     .name(format!("mica-{}-{}-{stream}", setup.name, unit.id))
                     .spawn(move || {
-                        let built: Result<Vec<Box<dyn Engine>>, EngineError> = specs
-                            .iter()
-                            .map(|spec| {
-                                let mut engine = build_engine(spec, &context)?;
-                                engine.warm_up()?;
-                                Ok(engine)
-                            })
-                            .collect();
-                        let chain = match built {
-                            Ok(engines) => {
+                        let built = build_engine(&spec, &context).and_then(|mut engine| {
+                            engine.warm_up()?;
+                            Ok(engine)
+                        });
+                        let engine = match built {
+                            Ok(engine) => {
                                 let _ = ready.send(Ok(()));
-                                Chain(engines)
+                                engine
                             }
                             Err(e) => {
                                 let _ = ready.send(Err(e));
@@ -209,7 +182,7 @@ impl PipelineStage {
                             }
                         };
                         drop(ready);
-                        work(chain, batch, &input, &output, &counters, &labels);
+                        work(engine, batch, &input, &output, &counters, &labels);
                     })
                     .map_err(|e| EngineError::Load(format!("cannot start a stage worker: {e}")))?;
                 workers.push(handle);
@@ -246,7 +219,7 @@ impl PipelineStage {
 
 /// The worker loop: form a batch, run it, hand each image on.
 fn work(
-    mut chain: Chain,
+    mut engine: Box<dyn Engine>,
     batch: u32,
     input: &Mutex<Receiver<StageItem>>,
     output: &SyncSender<StageItem>,
@@ -296,7 +269,12 @@ fn work(
             .copied()
             .collect();
         let started = Instant::now();
-        let result = chain.infer(images, &data);
+        let result = engine
+            .infer(BatchInput {
+                images,
+                data: Some(&data),
+            })
+            .map(|out| (out.data, out.per_image));
         let elapsed = started.elapsed();
         counters
             .busy_ns

@@ -91,7 +91,7 @@ fn host_stage(
         units: vec![StageUnit {
             id: HOST_UNIT.into(),
             streams: (0..threads.max(1))
-                .map(|s| vec![host_spec(s, io.0, io.1)])
+                .map(|s| host_spec(s, io.0, io.1))
                 .collect(),
         }],
         batch: 1,
