@@ -36,7 +36,6 @@ fn start_metrics(
     }
     let prometheus =
         crate::metrics::install_recorder().context("installing the metrics recorder")?;
-    mica_actors::pipeline_stage::describe();
     let telemetry = crate::telemetry::start(crate::telemetry::SAMPLE_INTERVAL)
         .map_err(|e| warn!(error = %e, "cannot start the telemetry thread"))
         .ok();

@@ -28,5 +28,6 @@ pub use backend::{InferBackend, InferFuture};
 pub use binary::HEADER_LENGTH;
 pub use error::ServeError;
 pub use pipeline_backend::{PipelineBackend, PipelineOptions};
+pub use preprocess::Preprocessor;
 pub use server::{serve, start, RunningServer};
 pub use settings::{Layout, ModelSettings, PreprocessSettings, ServerSettings};

@@ -8,7 +8,7 @@ use image::imageops::{self, FilterType};
 use image::{ImageFormat, ImageReader, Limits, RgbImage};
 
 use super::error::ServeError;
-use super::settings::{Layout, ModelSettings};
+use super::settings::{Layout, ModelSettings, PreprocessSettings};
 
 /// Turns encoded images into input tensors of one model.
 #[derive(Debug, Clone)]
@@ -28,11 +28,15 @@ impl Preprocessor {
     pub fn new(model: &ModelSettings) -> Option<Self> {
         model.image_input.as_ref()?;
         let (height, width) = model.image_size()?;
-        let p = &model.preprocessing;
+        Some(Self::from_settings(height, width, &model.preprocessing))
+    }
+
+    /// The preprocessor of a `height` x `width` input with these (validated) settings.
+    pub fn from_settings(height: u32, width: u32, p: &PreprocessSettings) -> Self {
         // (x / 255 - mean) / std == x * scale + offset
         let scale = [0, 1, 2].map(|c| 1.0 / (255.0 * p.std[c]));
         let offset = [0, 1, 2].map(|c| -p.mean[c] / p.std[c]);
-        Some(Self {
+        Self {
             height,
             width,
             resize_shorter: p.resize_shorter,
@@ -40,7 +44,7 @@ impl Preprocessor {
             layout: p.layout,
             scale,
             offset,
-        })
+        }
     }
 
     /// Values per image.
@@ -53,9 +57,15 @@ impl Preprocessor {
     pub fn run(&self, encoded: &[u8], out: &mut [f32], what: &str) -> Result<(), ServeError> {
         debug_assert_eq!(out.len(), self.elements());
         let rgb = self.decode(encoded, what)?;
-        let cropped = self.resize_and_crop(&rgb);
-        self.normalize(&cropped, out);
+        self.run_decoded(&rgb, out);
         Ok(())
+    }
+
+    /// Writes the `elements()` values of an already decoded image to `out`.
+    pub fn run_decoded(&self, rgb: &RgbImage, out: &mut [f32]) {
+        debug_assert_eq!(out.len(), self.elements());
+        let cropped = self.resize_and_crop(rgb);
+        self.normalize(&cropped, out);
     }
 
     fn decode(&self, encoded: &[u8], what: &str) -> Result<RgbImage, ServeError> {

@@ -7,8 +7,8 @@
 //! - Pre-processing: a decoded RGB frame (8-bit HWC, twice the network's input side)
 //!   is resized so that its shorter side is 256/224 of the crop (bilinear),
 //!   center-cropped to the network's input and normalized with ImageNet's mean and
-//!   std into CHW FP32: the serving path's work (`crate::serve`'s preprocessor) without
-//!   the JPEG/PNG decoding. Each worker holds its frame (as a camera's capture buffer
+//!   std into CHW FP32: the serving path's `Preprocessor` itself, without the JPEG/PNG
+//!   decoding. Each worker holds its frame (as a camera's capture buffer
 //!   would); an image enters the pipeline as a one-value token, so that feeding costs
 //!   nothing and the measured rate is the stages'.
 //! - Post-processing: softmax over the network's output, then its top 5 as (class,
@@ -16,7 +16,6 @@
 
 use std::sync::Arc;
 
-use image::imageops::{self, FilterType};
 use image::RgbImage;
 use mica_actors::pipeline_stage::{StageSetup, StageUnit};
 use mica_engines::{
@@ -24,6 +23,8 @@ use mica_engines::{
     EngineKind, EngineSpec,
 };
 use mica_policies::UnitKind;
+
+use crate::serve::{PreprocessSettings, Preprocessor};
 
 /// Unit label of the CPU stages.
 pub const HOST_UNIT: &str = "host-cpu";
@@ -33,8 +34,6 @@ pub const PRE_STAGE: &str = "pre";
 pub const POST_STAGE: &str = "post";
 /// Classes the post-processing stage reports.
 const TOP_K: usize = 5;
-const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-const STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 /// Values of the token that enters the pipeline for one image.
 pub const TOKEN_LEN: usize = 1;
@@ -127,12 +126,18 @@ pub fn post_stage(output_len: usize, threads: u32) -> StageSetup {
 struct PreEngine {
     info: EngineInfo,
     frame: RgbImage,
-    crop: u32,
-    resized: u32,
+    preprocessor: Preprocessor,
 }
 
 impl PreEngine {
     fn new(crop: u32, max_batch: u32) -> Self {
+        let resize_shorter = (crop * 256).div_ceil(224).max(crop);
+        let defaults = PreprocessSettings::default();
+        let settings = PreprocessSettings {
+            resize_shorter,
+            max_image_side: defaults.max_image_side.max(2 * crop),
+            ..defaults
+        };
         Self {
             info: EngineInfo {
                 engine: "cpu-pre",
@@ -141,28 +146,7 @@ impl PreEngine {
                 output_len: 3 * (crop * crop) as usize,
             },
             frame: frame(2 * crop),
-            crop,
-            resized: (crop * 256).div_ceil(224).max(crop),
-        }
-    }
-
-    fn one(&self, out: &mut Vec<f32>) {
-        let resized = imageops::resize(
-            &self.frame,
-            self.resized,
-            self.resized,
-            FilterType::Triangle,
-        );
-        let offset = (self.resized - self.crop) / 2;
-        let cropped = imageops::crop_imm(&resized, offset, offset, self.crop, self.crop).to_image();
-        let plane = (self.crop * self.crop) as usize;
-        let start = out.len();
-        out.resize(start + 3 * plane, 0.0);
-        for (index, pixel) in cropped.pixels().enumerate() {
-            for channel in 0..3 {
-                let value = f32::from(pixel.0[channel]) / 255.0;
-                out[start + channel * plane + index] = (value - MEAN[channel]) / STD[channel];
-            }
+            preprocessor: Preprocessor::from_settings(crop, crop, &settings),
         }
     }
 }
@@ -174,9 +158,10 @@ impl Engine for PreEngine {
 
     fn infer(&mut self, input: BatchInput<'_>) -> Result<BatchOutput, EngineError> {
         check_input(&self.info, &input)?;
-        let mut out = Vec::with_capacity(input.images as usize * self.info.output_len);
-        for _ in 0..input.images {
-            self.one(&mut out);
+        let per_image = self.info.output_len;
+        let mut out = vec![0.0; input.images as usize * per_image];
+        for image in out.chunks_exact_mut(per_image) {
+            self.preprocessor.run_decoded(&self.frame, image);
         }
         Ok(BatchOutput {
             images: input.images,
@@ -261,8 +246,12 @@ mod tests {
             })
             .unwrap();
         assert_eq!(out.data.len(), input_len);
+        let (mean, std) = (
+            PreprocessSettings::default().mean,
+            PreprocessSettings::default().std,
+        );
         for channel in 0..3 {
-            let want = (128.0 / 255.0 - MEAN[channel]) / STD[channel];
+            let want = (128.0 / 255.0 - mean[channel]) / std[channel];
             for v in &out.data[channel * 1024..(channel + 1) * 1024] {
                 assert!((v - want).abs() < 1e-5, "{v} vs {want}");
             }
