@@ -365,8 +365,9 @@ impl PipelineConfig {
 /// Stages are built as the config's units would run them: a `sim` unit emulates its
 /// stage's share of its profile (`stage_unit_profile`) in real time with the shared
 /// contention hub; a `torch` unit runs the stage's per-block TorchScript files
-/// (`<model_path>/block_<i>.pt`, written by `scripts/export_model.py --stages`) one
-/// after the other. With a torch unit on a GPU, libtorch_cuda is loaded first.
+/// (`<model_path>/block_<i>.pt`, written by `scripts/export_model.py --stages`) as one
+/// engine that chains them on its device. With a torch unit on a GPU, libtorch_cuda is
+/// loaded first.
 pub fn build_setup(
     loaded: &LoadedConfig,
     spec: &PipelineSpec,
@@ -375,15 +376,12 @@ pub fn build_setup(
     load_cuda_if_needed(loaded, spec, config_units);
     // Model files are per block of the model's own table; a coarsened table's block
     // is a run of them.
-    let fine = match loaded.config.pipeline.as_ref().map(PipelineConfig::table) {
-        Some(Ok(fine)) if fine.len() != spec.table.len() => Some(fine),
-        _ => None,
-    };
-    let files = |block: usize| -> anyhow::Result<Range<usize>> {
-        match &fine {
-            Some(fine) => fine_blocks(&spec.table, fine, block).map_err(anyhow::Error::msg),
-            None => Ok(block..block + 1),
-        }
+    let files: Vec<Range<usize>> = match loaded.config.pipeline.as_ref().map(PipelineConfig::table)
+    {
+        Some(Ok(fine)) => fine
+            .coarse_groups(spec.table.len())
+            .map_err(anyhow::Error::msg)?,
+        _ => (0..spec.table.len()).map(|b| b..b + 1).collect(),
     };
     let mut stages = Vec::with_capacity(spec.stages.len());
     for (index, stage) in spec.stages.iter().enumerate() {
@@ -406,8 +404,8 @@ pub fn build_setup(
             // blocks never leave the GPU); other engines the whole stage at once.
             let mut block_files = Vec::new();
             if config.engine == EngineKind::Torch {
-                let first = files(stage.blocks.start)?.start;
-                let last = files(stage.blocks.end - 1)?.end;
+                let first = files[stage.blocks.start].start;
+                let last = files[stage.blocks.end - 1].end;
                 let dir = config.model_path.as_ref().ok_or_else(|| {
                     anyhow::anyhow!(
                         "unit {}: a torch unit of a pipeline needs `model_path`, the folder \
@@ -456,38 +454,6 @@ pub fn build_setup(
             custom: None,
         },
     })
-}
-
-/// The blocks of `fine` that block `block` of `coarse` (`BlockTable::coarsen`) merges:
-/// found by the running sums of FLOPs, which meet at every group boundary.
-fn fine_blocks(
-    coarse: &BlockTable,
-    fine: &BlockTable,
-    block: usize,
-) -> Result<Range<usize>, String> {
-    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0);
-    let mut bounds = vec![0];
-    let mut running = 0.0;
-    let mut target = 0.0;
-    let mut next = 0;
-    for coarse_block in &coarse.blocks {
-        target += coarse_block.flops;
-        while next < fine.len() && !close(running, target) {
-            running += fine.blocks[next].flops;
-            next += 1;
-        }
-        if !close(running, target) {
-            break;
-        }
-        bounds.push(next);
-    }
-    if bounds.len() != coarse.len() + 1 || next != fine.len() {
-        return Err(format!(
-            "{} is not a coarsening of {}: its blocks do not map to model files",
-            coarse.model, fine.model
-        ));
-    }
-    Ok(bounds[block]..bounds[block + 1])
 }
 
 /// Loads libtorch_cuda when a torch unit of the pipeline runs on a GPU: libtorch
@@ -541,27 +507,4 @@ pub fn auto_buffers(stages: &[StageSpec]) -> u32 {
         .map(|s| s.streams * s.units.len() as u32)
         .sum::<u32>()
         + 2
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn coarse_blocks_map_back_to_the_model_files() {
-        let fine = BlockTable::resnet50();
-        for n in [2, 6, 17] {
-            let coarse = fine.coarsen(n).unwrap();
-            let mut next = 0;
-            for b in 0..coarse.len() {
-                let range = fine_blocks(&coarse, &fine, b).unwrap();
-                assert_eq!(range.start, next, "n = {n}, block {b}");
-                assert!(range.end > range.start);
-                assert_eq!(fine.boundary_elems(range.end), coarse.boundary_elems(b + 1));
-                next = range.end;
-            }
-            assert_eq!(next, fine.len());
-        }
-        assert!(fine_blocks(&BlockTable::tiny(), &fine, 0).is_err());
-    }
 }

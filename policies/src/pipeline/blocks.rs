@@ -31,6 +31,8 @@
 //! 3→8 at 32x32; basic block 8→8 at 32x32; basic block 8→16 /2 → 16x16 with a 1x1
 //! projection; head pool + FC 16→10.
 
+use std::ops::Range;
+
 use serde::{Deserialize, Serialize};
 
 /// One block of a staged model.
@@ -171,11 +173,52 @@ impl BlockTable {
     /// `n - 1` contiguous groups of near-equal block counts, the rest (the head) into
     /// the last one. Coarser blocks mean fewer cut points (`mica tune --model-stages`).
     pub fn coarsen(&self, n: usize) -> Result<Self, String> {
-        let body = self.blocks.iter().take_while(|b| b.dla_supported).count();
-        let tail = self.blocks.len() - body;
         if n == self.blocks.len() {
             return Ok(self.clone());
         }
+        let merge = |part: &[Block], name: String| Block {
+            name,
+            flops: part.iter().map(|b| b.flops).sum(),
+            params: part.iter().map(|b| b.params).sum(),
+            input_elems: part.first().map_or(0, |b| b.input_elems),
+            output_elems: part.last().map_or(0, |b| b.output_elems),
+            dla_supported: part.iter().all(|b| b.dla_supported),
+        };
+        let blocks = self
+            .coarse_groups(n)?
+            .into_iter()
+            .map(|group| {
+                let part = &self.blocks[group];
+                let name = if part.iter().all(|b| b.dla_supported) {
+                    match (part.first(), part.last()) {
+                        (Some(a), Some(b)) if part.len() > 1 => format!("{}..{}", a.name, b.name),
+                        (Some(a), _) => a.name.clone(),
+                        _ => String::new(),
+                    }
+                } else {
+                    part.iter()
+                        .map(|b| b.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join("+")
+                };
+                merge(part, name)
+            })
+            .collect();
+        Ok(Self {
+            model: format!("{}/{n}", self.model),
+            blocks,
+        })
+    }
+
+    /// Which of this table's blocks each block of `coarsen(n)` merges, in order (for
+    /// `n` equal to the table's length, one block each): what maps a coarse block back
+    /// to the model files of its blocks.
+    pub fn coarse_groups(&self, n: usize) -> Result<Vec<Range<usize>>, String> {
+        if n == self.blocks.len() {
+            return Ok((0..n).map(|b| b..b + 1).collect());
+        }
+        let body = self.blocks.iter().take_while(|b| b.dla_supported).count();
+        let tail = self.blocks.len() - body;
         let groups = if tail > 0 { n.saturating_sub(1) } else { n };
         if n < 2 || groups == 0 || groups > body {
             return Err(format!(
@@ -186,39 +229,13 @@ impl BlockTable {
                 body + usize::from(tail > 0)
             ));
         }
-        let merge = |name: String, blocks: &[Block]| Block {
-            name,
-            flops: blocks.iter().map(|b| b.flops).sum(),
-            params: blocks.iter().map(|b| b.params).sum(),
-            input_elems: blocks.first().map_or(0, |b| b.input_elems),
-            output_elems: blocks.last().map_or(0, |b| b.output_elems),
-            dla_supported: blocks.iter().all(|b| b.dla_supported),
-        };
-        let mut merged = Vec::with_capacity(n);
-        for g in 0..groups {
-            let (start, end) = (g * body / groups, (g + 1) * body / groups);
-            let part = &self.blocks[start..end];
-            let name = match (part.first(), part.last()) {
-                (Some(a), Some(b)) if part.len() > 1 => format!("{}..{}", a.name, b.name),
-                (Some(a), _) => a.name.clone(),
-                _ => String::new(),
-            };
-            merged.push(merge(name, part));
-        }
+        let mut ranges: Vec<Range<usize>> = (0..groups)
+            .map(|g| g * body / groups..(g + 1) * body / groups)
+            .collect();
         if tail > 0 {
-            let part = &self.blocks[body..];
-            merged.push(merge(
-                part.iter()
-                    .map(|b| b.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join("+"),
-                part,
-            ));
+            ranges.push(body..self.blocks.len());
         }
-        Ok(Self {
-            model: format!("{}/{n}", self.model),
-            blocks: merged,
-        })
+        Ok(ranges)
     }
 
     /// Number of blocks.
@@ -256,6 +273,27 @@ impl BlockTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every coarse block maps back to a contiguous run of the fine blocks with the
+    /// same boundary activations, covering the network once.
+    #[test]
+    fn coarse_groups_map_coarse_blocks_back_to_the_fine_ones() {
+        let fine = BlockTable::resnet50();
+        for n in [2, 6, 17, 18] {
+            let coarse = fine.coarsen(n).unwrap();
+            let groups = fine.coarse_groups(n).unwrap();
+            assert_eq!(groups.len(), coarse.len());
+            let mut next = 0;
+            for (b, group) in groups.iter().enumerate() {
+                assert_eq!(group.start, next, "n = {n}, block {b}");
+                assert!(group.end > group.start);
+                assert_eq!(fine.boundary_elems(group.end), coarse.boundary_elems(b + 1));
+                next = group.end;
+            }
+            assert_eq!(next, fine.len());
+        }
+        assert!(fine.coarse_groups(1).is_err());
+    }
 
     #[test]
     fn resnet50_has_the_published_size() {
