@@ -44,6 +44,7 @@ cd "$repo_root"
 out="${OUT:-$repo_root/out/device-bench}"
 mkdir -p "$out"
 work="$(mktemp -d /tmp/mica-device-bench.XXXXXX)"
+trap 'rm -rf "$work"' EXIT # scratch only: everything kept is under $out
 mkdir -p "$work/runs" "$work/profiles"
 bin="$repo_root/.device/mica"
 agreement_bin="$repo_root/.device/torch_resnet50"

@@ -37,6 +37,7 @@ cd "$repo_root"
 out="${OUT:-$repo_root/out/device-pipeline}"
 mkdir -p "$out"
 work="$(mktemp -d /tmp/mica-device-pipeline.XXXXXX)"
+trap 'rm -rf "$work"' EXIT # scratch only: everything kept is under $out
 bin="$repo_root/.device/mica"
 python="${PYTHON:-python3}"
 point_s="${POINT_S:-2}"

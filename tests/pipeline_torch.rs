@@ -8,9 +8,9 @@
 
 mod serve_support;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use mica_actors::pipeline_stage::{StageSetup, StageUnit};
 use mica_engines::{ContentionHub, EngineContext, EngineKind, EngineSpec};
 use mica_policies::contention::NoContention;
 use mica_policies::UnitKind;
+use serve_support::{free_port, shipped_config, ChildServer};
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("engines/tests/fixtures/tiny_stages")
@@ -112,65 +113,20 @@ fn assert_relative_error_below(got: &[f32], expected: &[f32], bound: f64) {
     assert!(error < bound, "relative error {error}");
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `mica serve` as a child; killed if the test fails before stopping it.
-struct Server(Child, PathBuf);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn served_tiny_pipeline_answers_the_unsplit_models_output() {
-    let root = env!("CARGO_MANIFEST_DIR");
     let work = tempfile::tempdir().unwrap();
     let (port, metrics_port) = (free_port(), free_port());
-    let text = std::fs::read_to_string(format!("{root}/config/tiny-cpu-pipeline.toml"))
-        .unwrap()
-        .replace("\"profiles/", &format!("\"{root}/config/profiles/"))
-        .replace("\"../engines/", &format!("\"{root}/engines/"))
-        .replace("port = 8000", &format!("port = {port}"))
-        .replace("port = 8002", &format!("port = {metrics_port}"));
-    let config = work.path().join("tiny-cpu-pipeline.toml");
-    std::fs::write(&config, text).unwrap();
-    let log = work.path().join("serve.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_mica"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("mica serve starts");
-    let mut server = Server(child, log);
-    let log_text = |s: &Server| std::fs::read_to_string(&s.1).unwrap_or_default();
+    let config = shipped_config(
+        "tiny-cpu-pipeline.toml",
+        work.path(),
+        port,
+        "",
+        metrics_port,
+    );
+    let mut server = ChildServer::start(&config, work.path());
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = server.0.try_wait().unwrap() {
-            panic!("mica serve exited: {status}\n{}", log_text(&server));
-        }
-        if std::net::TcpStream::connect(addr).is_ok()
-            && serve_support::get(addr, "/v2/health/ready").status == 200
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not ready\n{}",
-            log_text(&server)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    server.wait_ready(addr);
 
     // The fixture's 4 images in one binary request, then one by one.
     let input = read_f32(&dir().join("tiny_input.bin"));
@@ -216,13 +172,13 @@ fn served_tiny_pipeline_answers_the_unsplit_models_output() {
         assert!(text.contains(series), "{series} missing:\n{text}");
     }
     let killed = Command::new("kill")
-        .args(["-TERM", &server.0.id().to_string()])
+        .args(["-TERM", &server.child.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
     let deadline = Instant::now() + Duration::from_secs(20);
-    while server.0.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "no exit\n{}", log_text(&server));
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "no exit\n{}", server.log());
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -13,77 +13,17 @@
 mod serve_support;
 
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use serve_support::{get, le_bytes, post_binary, post_json};
+use serve_support::{
+    free_port, get, le_bytes, post_binary, post_json, shipped_config, ChildServer,
+};
 
 const INFER: &str = "/v2/models/tiny-pipe/infer";
 const INPUT_LEN: usize = 3 * 32 * 32;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// config/tiny-sim-pipeline.toml on free ports, profile paths made absolute.
-fn config(dir: &Path, port: u16, metrics_port: u16) -> PathBuf {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/config");
-    let text = std::fs::read_to_string(format!("{root}/tiny-sim-pipeline.toml")).unwrap();
-    let text = text
-        .replace("\"profiles/", &format!("\"{root}/profiles/"))
-        .replace(
-            "port = 8000",
-            &format!("port = {port}\ndrain_time = \"5s\""),
-        )
-        .replace("port = 8002", &format!("port = {metrics_port}"));
-    let path = dir.join("pipeline.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// The child process; killed if the test fails before it stops it.
-struct Server {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Server {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_ready(addr: SocketAddr, server: &mut Server) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            panic!("mica serve exited early: {status}\n{}", server.log());
-        }
-        if TcpStream::connect(addr).is_ok() && get(addr, "/v2/health/ready").status == 200 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "mica serve not ready in 60 s\n{}",
-            server.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// Image i: first half `a`, second half `b`.
 fn image(a: f32, b: f32) -> Vec<f32> {
@@ -134,16 +74,15 @@ fn serve_routes_a_pipeline_config_to_the_pipeline() {
     let dir = tempfile::tempdir().unwrap();
     let (port, metrics_port) = (free_port(), free_port());
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let log = dir.path().join("serve.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_mica"))
-        .args(["serve", "--config"])
-        .arg(config(dir.path(), port, metrics_port))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("mica serve starts");
-    let mut server = Server { child, log };
-    wait_ready(addr, &mut server);
+    let config = shipped_config(
+        "tiny-sim-pipeline.toml",
+        dir.path(),
+        port,
+        "drain_time = \"5s\"",
+        metrics_port,
+    );
+    let mut server = ChildServer::start(&config, dir.path());
+    server.wait_ready(addr);
 
     // Served under pipeline.name, with the first stage's input and the last stage's
     // output; `[model] name` is not served.

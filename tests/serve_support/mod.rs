@@ -364,3 +364,93 @@ pub fn bytes_tensor(elements: &[&[u8]]) -> Vec<u8> {
     }
     out
 }
+
+/// A free loopback port (bound, then released for the test to use).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The shipped `config/<name>` written into `dir`: its relative paths (`profiles/…`,
+/// `../engines/…`) made absolute, the HTTP server on `port` with `server_extra` (more
+/// `[server]` lines) after it, the metrics listener on `metrics_port`.
+pub fn shipped_config(
+    name: &str,
+    dir: &std::path::Path,
+    port: u16,
+    server_extra: &str,
+    metrics_port: u16,
+) -> std::path::PathBuf {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let text = std::fs::read_to_string(format!("{root}/config/{name}"))
+        .unwrap()
+        .replace("\"profiles/", &format!("\"{root}/config/profiles/"))
+        .replace("\"../engines/", &format!("\"{root}/engines/"))
+        .replace("port = 8000", &format!("port = {port}\n{server_extra}"))
+        .replace("port = 8002", &format!("port = {metrics_port}"));
+    assert!(
+        text.contains(&format!("port = {port}")),
+        "{name} has a [server] port"
+    );
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `mica serve` as a child process, its stderr in a log file; killed if the test ends
+/// before it stops.
+pub struct ChildServer {
+    /// The process.
+    pub child: std::process::Child,
+    /// Its stderr.
+    pub log: std::path::PathBuf,
+}
+
+impl ChildServer {
+    /// Starts `mica serve --config <config>`, logging into `dir`.
+    pub fn start(config: &std::path::Path, dir: &std::path::Path) -> Self {
+        let log = dir.join("serve.log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_mica"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("mica serve starts");
+        Self { child, log }
+    }
+
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (up to 60 s) until `/v2/health/ready` on `addr` answers 200.
+    pub fn wait_ready(&mut self, addr: SocketAddr) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("mica serve exited early: {status}\n{}", self.log());
+            }
+            if TcpStream::connect(addr).is_ok() && get(addr, "/v2/health/ready").status == 200 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mica serve not ready in 60 s\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
