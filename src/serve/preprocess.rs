@@ -1,10 +1,18 @@
 //! Raw images into the model's FP32 input: decode (JPEG or PNG only), resize the
 //! shorter side, center-crop, scale to [0, 1], normalize per channel, lay out as NCHW
 //! or NHWC. Pure and synchronous; it runs on the preprocessing pool.
+//!
+//! The resize and the center crop are one step: only the part of the frame that the
+//! crop keeps is filtered (bilinear convolution, SIMD through `fast_image_resize`),
+//! straight into a crop-sized buffer. On one core of the dev VM this took a 448x448
+//! frame to 224x224 in about a tenth of the time of `image`'s resize-then-crop
+//! (`cargo run --release --example preprocess_rate`).
 
+use std::cell::RefCell;
 use std::io::Cursor;
 
-use image::imageops::{self, FilterType};
+use fast_image_resize::images::{Image, ImageRef};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::{ImageFormat, ImageReader, Limits, RgbImage};
 
 use super::error::ServeError;
@@ -87,7 +95,9 @@ impl Preprocessor {
         Ok(image.into_rgb8())
     }
 
-    fn resize_and_crop(&self, rgb: &RgbImage) -> RgbImage {
+    /// The `width` x `height` center crop (packed RGB) of the frame resized so that its
+    /// shorter side is `resize_shorter` (at least the crop).
+    fn resize_and_crop(&self, rgb: &RgbImage) -> Vec<u8> {
         let (w, h) = rgb.dimensions();
         let shorter = w.min(h).max(1);
         let target = self.resize_shorter.max(self.height).max(self.width);
@@ -96,24 +106,50 @@ impl Preprocessor {
                 (u64::from(side) * u64::from(target) + u64::from(shorter) / 2) / u64::from(shorter);
             u32::try_from(scaled).unwrap_or(u32::MAX).max(1)
         };
+        // The resized frame's size, and where the crop sits in it.
         let (nw, nh) = if w <= h {
             (target, scale(h).max(self.height))
         } else {
             (scale(w).max(self.width), target)
         };
-        let resized = if (nw, nh) == (w, h) {
-            rgb.clone()
-        } else {
-            imageops::resize(rgb, nw, nh, FilterType::Triangle)
-        };
         let x = (nw - self.width) / 2;
         let y = (nh - self.height) / 2;
-        imageops::crop_imm(&resized, x, y, self.width, self.height).to_image()
+        let mut cropped = vec![0u8; 3 * self.width as usize * self.height as usize];
+        if (nw, nh) == (w, h) {
+            let row = 3 * self.width as usize;
+            for (line, dst) in cropped.chunks_exact_mut(row).enumerate() {
+                let start = 3 * ((y as usize + line) * w as usize + x as usize);
+                dst.copy_from_slice(&rgb.as_raw()[start..start + row]);
+            }
+            return cropped;
+        }
+        // The same crop in the frame's own coordinates.
+        let (sx, sy) = (f64::from(w) / f64::from(nw), f64::from(h) / f64::from(nh));
+        let left = f64::from(x) * sx;
+        let top = f64::from(y) * sy;
+        let crop_width = (f64::from(self.width) * sx).min(f64::from(w) - left);
+        let crop_height = (f64::from(self.height) * sy).min(f64::from(h) - top);
+        let options = ResizeOptions::new()
+            .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
+            .crop(left, top, crop_width, crop_height);
+        let source = ImageRef::new(w, h, rgb.as_raw(), PixelType::U8x3)
+            .expect("an RgbImage holds width x height packed RGB pixels; this is a bug");
+        let mut destination =
+            Image::from_slice_u8(self.width, self.height, &mut cropped, PixelType::U8x3)
+                .expect("the crop buffer holds width x height RGB pixels; this is a bug");
+        // One resizer per thread keeps its filter buffers between images.
+        thread_local! {
+            static RESIZER: RefCell<Resizer> = RefCell::new(Resizer::new());
+        }
+        RESIZER
+            .with_borrow_mut(|resizer| resizer.resize(&source, &mut destination, &options))
+            .expect("same pixel types and a crop box inside the frame; this is a bug");
+        cropped
     }
 
-    fn normalize(&self, image: &RgbImage, out: &mut [f32]) {
+    fn normalize(&self, packed_rgb: &[u8], out: &mut [f32]) {
         let plane = (self.height * self.width) as usize;
-        for (i, pixel) in image.pixels().enumerate() {
+        for (i, pixel) in packed_rgb.chunks_exact(3).enumerate() {
             for c in 0..3 {
                 let value = f32::from(pixel[c]) * self.scale[c] + self.offset[c];
                 let index = match self.layout {
@@ -197,6 +233,51 @@ mod tests {
             let mean = [0.485, 0.456, 0.406][c];
             let std = [0.229, 0.224, 0.225][c];
             assert!((value - (gray - mean) / std).abs() < 0.05, "{i}: {value}");
+        }
+    }
+
+    /// A frame with texture in every channel.
+    fn textured(w: u32, h: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| {
+            Rgb([0, 1, 2].map(|c| ((x * 9 + y * 5 + c * 70 + (x ^ y) % 11) % 256) as u8))
+        })
+    }
+
+    #[test]
+    fn fused_resize_and_crop_matches_resizing_then_cropping() {
+        // The reference: resize the whole frame with `image` (bilinear), then crop.
+        let settings = PreprocessSettings {
+            resize_shorter: 73,
+            ..PreprocessSettings::default()
+        };
+        let pre = Preprocessor::from_settings(64, 64, &settings);
+        for (w, h) in [(150, 120), (97, 203), (73, 73)] {
+            let frame = textured(w, h);
+            let fused = pre.resize_and_crop(&frame);
+            let shorter = w.min(h);
+            let (nw, nh) = if w <= h {
+                (73, (h * 73 + shorter / 2) / shorter)
+            } else {
+                ((w * 73 + shorter / 2) / shorter, 73)
+            };
+            let resized =
+                image::imageops::resize(&frame, nw, nh, image::imageops::FilterType::Triangle);
+            let reference =
+                image::imageops::crop_imm(&resized, (nw - 64) / 2, (nh - 64) / 2, 64, 64)
+                    .to_image();
+            let differences: Vec<i32> = fused
+                .iter()
+                .zip(reference.as_raw())
+                .map(|(a, b)| (i32::from(*a) - i32::from(*b)).abs())
+                .collect();
+            let mean = differences.iter().sum::<i32>() as f64 / differences.len() as f64;
+            let worst = differences.iter().max().copied().unwrap_or(0);
+            // Only rounding differs (measured: mean 0.16-0.18, worst 1 level).
+            assert!(mean < 0.5, "{w}x{h}: mean difference {mean}");
+            assert!(worst <= 2, "{w}x{h}: worst difference {worst}");
+            if (w, h) == (73, 73) {
+                assert_eq!(fused, reference.into_raw(), "no resize: a plain crop");
+            }
         }
     }
 
