@@ -25,6 +25,9 @@
 # Needs, carried in .device/ (built here; the GPU machine has no Rust):
 #   .device/mica   stripped `cargo build --release --features torch` binary
 #                  (strip -o .device/mica target-torch/release/mica)
+#   .device/preprocess_rate   optional: `cargo build --release --example preprocess_rate`
+#                  (strip -o .device/preprocess_rate target/release/examples/preprocess_rate);
+#                  when present, one host core's pre-processing rate is printed first
 # Environment: OUT (default out/device-pipeline), POINT_S (default 2), SERVE_S (HTTP bench
 # seconds per batch size, default 8), REF_BATCHES (default 1,32,128), MICA_PIPE_BUDGET_S
 # (default 420: steps that would start later are skipped and said so), PYTHON.
@@ -100,6 +103,11 @@ tune() { # name config extra-args...
     cat "$out/tune-$name.txt"
     tail -n 5 "$out/tune-$name.err"
 }
+
+if [[ -x .device/preprocess_rate ]]; then
+    step "pre-processing on one host core (the CPU stage's work per image)"
+    .device/preprocess_rate 448 224 2 | tee "$out/preprocess-rate.txt"
+fi
 
 step "PyTorch reference, same call (whole ResNet-50, random weights, one process)"
 # half_nchw is what the staged tensor_fp16 blocks compute; half_cl is PyTorch's best
