@@ -17,7 +17,8 @@
 #      scraped from /metrics
 #   6. when `nvidia-smi -L` lists two GPUs or more: `mica tune --backend real` on
 #      config/gpu2-pipeline.toml (blocks 0..cut on gpu0, the rest on gpu1; option gpu
-#      = all on gpu1), ResNet-50 coarsened to 6 blocks (5 cut points)
+#      = all on gpu1), ResNet-50 coarsened to 6 blocks (5 cut points); then the same
+#      with `device_handoff = false` (stage boundaries through host memory)
 #   7. a short table: best point per run, the simulated prediction beside it
 #
 # Usage (on the GPU machine, from the repository root; the device tool sets $OUT):
@@ -158,6 +159,17 @@ fi
 if [[ $gpus -ge 2 ]]; then
     step "mica tune --backend real: two GPUs (config/gpu2-pipeline.toml, 6 coarse blocks)"
     tune gpu2 config/gpu2-pipeline.toml --model-stages 6
+    # The same space with every stage boundary through host memory: what the
+    # device-to-device hand-off between the two GPUs' stages is worth.
+    step "the same two-GPU tune, activations handed over through host memory"
+    sed 's/^device_handoff = true$/device_handoff = false/' config/gpu2-pipeline.toml \
+        >config/gpu2-pipeline-host.toml
+    if grep -q '^device_handoff = false$' config/gpu2-pipeline-host.toml; then
+        tune gpu2-host config/gpu2-pipeline-host.toml --model-stages 6
+    else
+        echo "error: config/gpu2-pipeline.toml has no 'device_handoff = true' line to flip" >&2
+    fi
+    rm -f config/gpu2-pipeline-host.toml
 else
     step "one GPU only: no two-GPU run"
 fi
@@ -166,7 +178,7 @@ step "summary (measured by mica tune --backend real unless marked SIMULATED)"
 "$python" - "$out" <<'PY'
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
-for name in ["gpu", "gpu2"]:
+for name in ["gpu", "gpu2", "gpu2-host"]:
     path = out / f"tune-{name}" / "tune.json"
     if not path.exists():
         continue

@@ -88,6 +88,12 @@ pub struct PipelineConfig {
     /// Batches in flight in the whole pipeline; 0 = every stream busy plus two.
     #[serde(default)]
     pub buffers: u32,
+    /// Between two stages whose engines keep activations on their device (torch
+    /// units), hand them over there: a GPU stage's output goes to the next GPU stage
+    /// by a device-to-device copy, never through host memory. `false`: every stage
+    /// boundary goes through host memory (to compare, or to rule the hand-off out).
+    #[serde(default = "default_device_handoff")]
+    pub device_handoff: bool,
     /// The design space `mica tune` explores.
     #[serde(default)]
     pub tune: TuneSpaceConfig,
@@ -153,6 +159,9 @@ fn default_batch() -> u32 {
 }
 fn default_one() -> u32 {
     1
+}
+fn default_device_handoff() -> bool {
+    true
 }
 fn default_gpu() -> String {
     "gpu".into()
@@ -383,6 +392,18 @@ pub fn build_setup(
             .map_err(anyhow::Error::msg)?,
         _ => (0..spec.table.len()).map(|b| b..b + 1).collect(),
     };
+    let device_handoff = loaded
+        .config
+        .pipeline
+        .as_ref()
+        .is_none_or(|p| p.device_handoff);
+    // Torch engines keep activations on their device and take them from each other.
+    let torch_only = |stage: &mica_policies::pipeline::StageSpec| {
+        stage
+            .units
+            .iter()
+            .all(|&u| loaded.config.units[config_units[u]].engine == EngineKind::Torch)
+    };
     let mut stages = Vec::with_capacity(spec.stages.len());
     for (index, stage) in spec.stages.iter().enumerate() {
         let input_len = spec.table.boundary_elems(stage.blocks.start) as usize;
@@ -442,6 +463,11 @@ pub fn build_setup(
             name: format!("stage{index}"),
             units,
             batch: stage.batch,
+            device_output: device_handoff
+                && spec
+                    .stages
+                    .get(index + 1)
+                    .is_some_and(|next| torch_only(next) && torch_only(stage)),
             builder: None,
         });
     }

@@ -69,6 +69,7 @@ fn stage(
             })
             .collect(),
         batch,
+        device_output: false,
         builder: None,
     }
 }

@@ -73,33 +73,42 @@ fn tiny_model_stage_by_stage_equals_the_unsplit_model() {
     let expected = read_f32(&dir().join("tiny_expected.bin"));
     let images = 4;
     let per_image = input.len() / images;
-    let stage = |name: &str, blocks: std::ops::Range<usize>, batch: u32| StageSetup {
-        name: name.into(),
-        units: vec![StageUnit {
-            id: "cpu".into(),
-            streams: vec![stage_spec(&manifest, blocks)],
-        }],
-        batch,
-        builder: None,
-    };
-    let pipeline = Pipeline::start(PipelineSetup {
-        stages: vec![stage("stage0", 0..2, 3), stage("stage1", 2..4, 2)],
-        buffer_images: 4,
-        context: EngineContext {
-            hub: Arc::new(ContentionHub::new(Box::new(NoContention))),
-            custom: None,
-        },
-    })
-    .unwrap();
-    let outputs = pipeline
-        .run_all(input.chunks(per_image).map(<[f32]>::to_vec).collect())
+    // Stage 0 hands its output over through host memory, then as tensors kept where
+    // the engine computed them (the device hand-off between torch stages).
+    for device_output in [false, true] {
+        let stage =
+            |name: &str, blocks: std::ops::Range<usize>, batch: u32, device_output| StageSetup {
+                name: name.into(),
+                units: vec![StageUnit {
+                    id: "cpu".into(),
+                    streams: vec![stage_spec(&manifest, blocks)],
+                }],
+                batch,
+                device_output,
+                builder: None,
+            };
+        let pipeline = Pipeline::start(PipelineSetup {
+            stages: vec![
+                stage("stage0", 0..2, 3, device_output),
+                stage("stage1", 2..4, 2, false),
+            ],
+            buffer_images: 4,
+            context: EngineContext {
+                hub: Arc::new(ContentionHub::new(Box::new(NoContention))),
+                custom: None,
+            },
+        })
         .unwrap();
-    pipeline.shutdown();
-    let got: Vec<f32> = outputs
-        .into_iter()
-        .flat_map(|o| o.result.unwrap())
-        .collect();
-    assert_relative_error_below(&got, &expected, 1e-5);
+        let outputs = pipeline
+            .run_all(input.chunks(per_image).map(<[f32]>::to_vec).collect())
+            .unwrap();
+        pipeline.shutdown();
+        let got: Vec<f32> = outputs
+            .into_iter()
+            .flat_map(|o| o.result.unwrap())
+            .collect();
+        assert_relative_error_below(&got, &expected, 1e-5);
+    }
 }
 
 fn assert_relative_error_below(got: &[f32], expected: &[f32], bound: f64) {

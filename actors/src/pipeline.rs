@@ -16,7 +16,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mica_engines::{EngineContext, EngineError};
+use mica_engines::{Activation, EngineContext, EngineError};
 
 use crate::pipeline_stage::{PipelineStage, StageItem, StageSetup};
 
@@ -80,6 +80,13 @@ impl Pipeline {
                 "a pipeline needs at least one stage".into(),
             ));
         }
+        if setup.stages.last().is_some_and(|last| last.device_output) {
+            return Err(EngineError::Load(
+                "the last stage of a pipeline must hand its output to the host \
+                 (device_output = false)"
+                    .into(),
+            ));
+        }
         let capacity = setup.buffer_images.max(1);
         let (input, mut receiver) = sync_channel::<StageItem>(capacity);
         let mut stages = Vec::with_capacity(setup.stages.len());
@@ -120,7 +127,7 @@ impl Pipeline {
             .send(StageItem {
                 id,
                 started: Instant::now(),
-                payload: Ok(data),
+                payload: Ok(Activation::Host(data)),
             })
             .map_err(|_| PipelineClosed)
     }
@@ -140,7 +147,14 @@ impl Pipeline {
         receiver.recv().ok().map(|item| PipelineOutput {
             id: item.id,
             latency: item.started.elapsed(),
-            result: item.payload,
+            result: match item.payload {
+                Ok(Activation::Host(values)) => Ok(values),
+                Ok(Activation::Device(_)) => Err(
+                    "the last stage left its output on a device (device_output must be off for it)"
+                        .to_string(),
+                ),
+                Err(e) => Err(e),
+            },
         })
     }
 

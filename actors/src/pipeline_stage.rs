@@ -21,7 +21,8 @@ use std::time::Instant;
 
 use metrics::{describe_counter, describe_histogram, Unit};
 use mica_engines::{
-    build_engine, BatchInput, CustomEngineBuilder, Engine, EngineContext, EngineError, EngineSpec,
+    build_engine, Activation, BatchInput, CustomEngineBuilder, Engine, EngineContext, EngineError,
+    EngineSpec,
 };
 
 /// Batches a stage ran, per `stage` and `unit`.
@@ -66,7 +67,7 @@ pub struct StageItem {
     /// When it entered the pipeline.
     pub started: Instant,
     /// The activation (input of the next stage), or why an earlier stage failed.
-    pub payload: Result<Vec<f32>, String>,
+    pub payload: Result<Activation, String>,
 }
 
 /// Counters of one stage (also exported as metrics).
@@ -101,6 +102,9 @@ pub struct StageSetup {
     pub units: Vec<StageUnit>,
     /// Largest batch a worker forms.
     pub batch: u32,
+    /// Leave the output on the device for the next stage (both stages' engines keep
+    /// activations on a device: torch units), instead of copying it to host memory.
+    pub device_output: bool,
     /// Builds this stage's engines in place of the pipeline's context (host-side
     /// stages such as CPU pre- and post-processing); `None`: the context's.
     pub builder: Option<CustomEngineBuilder>,
@@ -112,6 +116,7 @@ impl std::fmt::Debug for StageSetup {
             .field("name", &self.name)
             .field("units", &self.units)
             .field("batch", &self.batch)
+            .field("device_output", &self.device_output)
             .field("builder", &self.builder.is_some())
             .finish()
     }
@@ -164,6 +169,7 @@ impl PipelineStage {
                 let ready = ready_tx.clone();
                 let labels = (setup.name.clone(), unit.id.clone());
                 let batch = setup.batch.max(1);
+                let device_output = setup.device_output;
                 let handle = std::thread::Builder::new()
                     .name(format!("mica-{}-{}-{stream}", setup.name, unit.id))
                     .spawn(move || {
@@ -182,7 +188,14 @@ impl PipelineStage {
                             }
                         };
                         drop(ready);
-                        work(engine, batch, &input, &output, &counters, &labels);
+                        work(
+                            engine,
+                            (batch, device_output),
+                            &input,
+                            &output,
+                            &counters,
+                            &labels,
+                        );
                     })
                     .map_err(|e| EngineError::Load(format!("cannot start a stage worker: {e}")))?;
                 workers.push(handle);
@@ -220,7 +233,7 @@ impl PipelineStage {
 /// The worker loop: form a batch, run it, hand each image on.
 fn work(
     mut engine: Box<dyn Engine>,
-    batch: u32,
+    (batch, device_output): (u32, bool),
     input: &Mutex<Receiver<StageItem>>,
     output: &SyncSender<StageItem>,
     counters: &StageCounters,
@@ -235,9 +248,6 @@ fn work(
     batches_total.increment(0);
     images_total.increment(0);
     failures_total.increment(0);
-    // The batch's images gathered into one buffer, reused across batches: a fresh
-    // buffer per batch (19 MiB at batch 32 of a 224x224 network) is page-faulted in
-    // anew each time, and an element-wise gather does not run at memcpy speed.
     let mut gathered: Vec<f32> = Vec::new();
     loop {
         let mut items: Vec<StageItem> = Vec::with_capacity(batch as usize);
@@ -256,34 +266,32 @@ fn work(
                 }
             }
         }
-        let (ok, failed): (Vec<StageItem>, Vec<StageItem>) =
-            items.into_iter().partition(|i| i.payload.is_ok());
-        for item in failed {
-            if output.send(item).is_err() {
-                return;
+        // Failed images pass straight on; the rest form the batch.
+        let mut batch_of = Vec::with_capacity(items.len());
+        let mut inputs = Vec::with_capacity(items.len());
+        for item in items {
+            match item.payload {
+                Ok(activation) => {
+                    batch_of.push((item.id, item.started));
+                    inputs.push(activation);
+                }
+                Err(e) => {
+                    let failed = StageItem {
+                        payload: Err(e),
+                        ..item
+                    };
+                    if output.send(failed).is_err() {
+                        return;
+                    }
+                }
             }
         }
-        if ok.is_empty() {
+        if inputs.is_empty() {
             continue;
         }
-        let images = ok.len() as u32;
-        let data: &[f32] = match ok.as_slice() {
-            [only] => only.payload.as_deref().unwrap_or(&[]),
-            _ => {
-                gathered.clear();
-                for item in &ok {
-                    gathered.extend_from_slice(item.payload.as_deref().unwrap_or(&[]));
-                }
-                &gathered
-            }
-        };
+        let images = inputs.len() as u32;
         let started = Instant::now();
-        let result = engine
-            .infer(BatchInput {
-                images,
-                data: Some(data),
-            })
-            .map(|out| (out.data, out.per_image));
+        let result = run_batch(engine.as_mut(), inputs, device_output, &mut gathered);
         let elapsed = started.elapsed();
         counters
             .busy_ns
@@ -295,29 +303,264 @@ fn work(
         batches_total.increment(1);
         images_total.increment(u64::from(images));
         service_seconds.record(elapsed.as_secs_f64());
-        let outputs: Vec<Result<Vec<f32>, String>> = match result {
-            Ok((values, per_image)) if per_image > 0 && values.len() == per_image * ok.len() => {
-                values.chunks(per_image).map(|c| Ok(c.to_vec())).collect()
-            }
-            Ok((values, per_image)) => {
+        let outputs: Vec<Result<Activation, String>> = match result {
+            Ok(outputs) if outputs.len() == batch_of.len() => outputs.into_iter().map(Ok).collect(),
+            Ok(outputs) => {
                 let message = format!(
-                    "stage {stage} on {unit} returned {} values for {images} images ({per_image} each)",
-                    values.len()
+                    "stage {stage} on {unit} returned {} outputs for {images} images",
+                    outputs.len()
                 );
-                vec![Err(message); ok.len()]
+                (0..batch_of.len()).map(|_| Err(message.clone())).collect()
             }
             Err(e) => {
                 counters.failures.fetch_add(1, Ordering::Relaxed);
                 failures_total.increment(1);
                 tracing::warn!(stage = %stage, unit = %unit, error = %e, "stage batch failed");
-                vec![Err(e.to_string()); ok.len()]
+                let message = e.to_string();
+                (0..batch_of.len()).map(|_| Err(message.clone())).collect()
             }
         };
-        for (item, payload) in ok.into_iter().zip(outputs) {
-            let next = StageItem { payload, ..item };
+        for ((id, started), payload) in batch_of.into_iter().zip(outputs) {
+            let next = StageItem {
+                id,
+                started,
+                payload,
+            };
             if output.send(next).is_err() {
                 return;
             }
         }
+    }
+}
+
+/// Runs one batch on `engine`. Activations kept on a device (and a stage asked to keep
+/// its output there) go through `infer_activations`; host values are gathered into
+/// `gathered` (one buffer reused across batches: a fresh one per batch, 19 MiB at
+/// batch 32 of a 224x224 network, is page-faulted in anew each time) and run by
+/// `infer`.
+fn run_batch(
+    engine: &mut dyn Engine,
+    inputs: Vec<Activation>,
+    device_output: bool,
+    gathered: &mut Vec<f32>,
+) -> Result<Vec<Activation>, EngineError> {
+    let on_device = inputs.iter().any(|a| matches!(a, Activation::Device(_)));
+    if engine.keeps_activations_on_device() && (on_device || device_output) {
+        return engine.infer_activations(inputs, device_output);
+    }
+    if on_device {
+        return Err(EngineError::Inference(format!(
+            "engine {:?} cannot take activations kept on a device by the stage before",
+            engine.info().engine
+        )));
+    }
+    let images = inputs.len() as u32;
+    let data: &[f32] = match inputs.as_slice() {
+        [Activation::Host(only)] => only,
+        _ => {
+            gathered.clear();
+            for input in &inputs {
+                if let Activation::Host(values) = input {
+                    gathered.extend_from_slice(values);
+                }
+            }
+            gathered
+        }
+    };
+    let output = engine.infer(BatchInput {
+        images,
+        data: Some(data),
+    })?;
+    if output.per_image == 0 || output.data.len() != output.per_image * inputs.len() {
+        return Err(EngineError::Inference(format!(
+            "the engine returned {} values for {images} images ({} each)",
+            output.data.len(),
+            output.per_image
+        )));
+    }
+    Ok(output
+        .data
+        .chunks_exact(output.per_image)
+        .map(|row| Activation::Host(row.to_vec()))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use mica_engines::{
+        BatchOutput, ContentionHub, DeviceActivation, EngineInfo, EngineKind, NullEngine,
+    };
+    use mica_policies::contention::NoContention;
+    use mica_policies::UnitKind;
+
+    use super::*;
+    use crate::pipeline::{Pipeline, PipelineSetup};
+
+    /// Stands in for an accelerator engine: adds `step` to every value; its "device"
+    /// activations are the values wrapped in a `DeviceActivation`.
+    struct AddOnDevice {
+        step: f32,
+        len: usize,
+        handed_over: Arc<AtomicU64>,
+    }
+
+    impl Engine for AddOnDevice {
+        fn info(&self) -> EngineInfo {
+            EngineInfo {
+                engine: "add-on-device",
+                max_batch: 8,
+                input_len: self.len,
+                output_len: self.len,
+            }
+        }
+
+        fn infer(&mut self, input: BatchInput<'_>) -> Result<BatchOutput, EngineError> {
+            let data = input.data.unwrap_or(&[]).iter().map(|v| v + self.step);
+            Ok(BatchOutput {
+                images: input.images,
+                per_image: self.len,
+                data: data.collect(),
+            })
+        }
+
+        fn keeps_activations_on_device(&self) -> bool {
+            true
+        }
+
+        fn infer_activations(
+            &mut self,
+            inputs: Vec<Activation>,
+            output_on_device: bool,
+        ) -> Result<Vec<Activation>, EngineError> {
+            inputs
+                .into_iter()
+                .map(|input| {
+                    let values = match input {
+                        Activation::Host(values) => values,
+                        Activation::Device(on_device) => {
+                            self.handed_over.fetch_add(1, Ordering::Relaxed);
+                            on_device.downcast::<Vec<f32>>().map_err(|_| {
+                                EngineError::Inference("not this engine's activation".into())
+                            })?
+                        }
+                    };
+                    let values: Vec<f32> = values.iter().map(|v| v + self.step).collect();
+                    Ok(if output_on_device {
+                        Activation::Device(DeviceActivation::new(values))
+                    } else {
+                        Activation::Host(values)
+                    })
+                })
+                .collect()
+        }
+    }
+
+    fn spec(stream: u32) -> EngineSpec {
+        EngineSpec {
+            engine: EngineKind::Null,
+            unit: 0,
+            unit_kind: UnitKind::TensorFp16,
+            device: Some(0),
+            stream,
+            max_batch: 8,
+            input_shape: vec![2],
+            output_len: 2,
+            profile: None,
+            model_path: None,
+            chained_models: Vec::new(),
+            jitter: 0.0,
+            seed: 0,
+            cuda_graphs: false,
+            warmup_batches: 0,
+        }
+    }
+
+    fn stage(name: &str, step: f32, device_output: bool, seen: &Arc<AtomicU64>) -> StageSetup {
+        let handed_over = Arc::clone(seen);
+        StageSetup {
+            name: name.into(),
+            units: vec![StageUnit {
+                id: "gpu0".into(),
+                streams: vec![spec(0), spec(1)],
+            }],
+            batch: 4,
+            device_output,
+            builder: Some(Arc::new(move |_: &EngineSpec| {
+                Ok(Box::new(AddOnDevice {
+                    step,
+                    len: 2,
+                    handed_over: Arc::clone(&handed_over),
+                }) as Box<dyn Engine>)
+            })),
+        }
+    }
+
+    fn context() -> EngineContext {
+        EngineContext {
+            hub: Arc::new(ContentionHub::new(Box::new(NoContention))),
+            custom: None,
+        }
+    }
+
+    #[test]
+    fn activations_kept_on_the_device_reach_the_next_stage_and_come_out_on_the_host() {
+        for device_output in [false, true] {
+            let seen = Arc::new(AtomicU64::new(0));
+            let pipeline = Pipeline::start(PipelineSetup {
+                stages: vec![
+                    stage("stage0", 1.0, device_output, &seen),
+                    stage("stage1", 10.0, false, &seen),
+                ],
+                buffer_images: 8,
+                context: context(),
+            })
+            .unwrap();
+            let inputs: Vec<Vec<f32>> = (0..20).map(|i| vec![i as f32, -(i as f32)]).collect();
+            let outputs = pipeline.run_all(inputs).unwrap();
+            pipeline.shutdown();
+            for (i, output) in outputs.into_iter().enumerate() {
+                let i = i as f32;
+                assert_eq!(output.result.unwrap(), vec![i + 11.0, -i + 11.0]);
+            }
+            let expected = if device_output { 20 } else { 0 };
+            assert_eq!(seen.load(Ordering::Relaxed), expected, "{device_output}");
+        }
+    }
+
+    #[test]
+    fn an_engine_that_keeps_nothing_on_a_device_refuses_device_activations() {
+        let mut engine = NullEngine::new(4, 2, 2);
+        let inputs = vec![Activation::Device(DeviceActivation::new(vec![0.0_f32; 2]))];
+        let error = run_batch(&mut engine, inputs, false, &mut Vec::new()).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("cannot take activations kept on a device"),
+            "{error}"
+        );
+        // Host values are gathered in order and split per image.
+        let inputs = vec![
+            Activation::Host(vec![1.0; 2]),
+            Activation::Host(vec![2.0; 2]),
+        ];
+        let outputs = run_batch(&mut engine, inputs, false, &mut Vec::new()).unwrap();
+        assert_eq!(outputs.len(), 2);
+        assert!(outputs
+            .iter()
+            .all(|o| matches!(o, Activation::Host(v) if v == &[0.0, 0.0])));
+    }
+
+    #[test]
+    fn the_last_stage_must_hand_its_output_to_the_host() {
+        let seen = Arc::new(AtomicU64::new(0));
+        let error = Pipeline::start(PipelineSetup {
+            stages: vec![stage("stage0", 1.0, true, &seen)],
+            buffer_images: 8,
+            context: context(),
+        })
+        .unwrap_err();
+        assert!(error.to_string().contains("last stage"), "{error}");
     }
 }

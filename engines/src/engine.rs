@@ -3,6 +3,8 @@
 //! An engine call blocks its thread for the whole batch; stream workers own a dedicated
 //! OS thread each, so no engine ever runs on the async executor.
 
+use std::any::Any;
+
 use thiserror::Error;
 
 /// A batch handed to an engine.
@@ -33,6 +35,38 @@ impl BatchOutput {
         let start = index.checked_mul(self.per_image)?;
         self.data.get(start..start + self.per_image)
     }
+}
+
+/// One image's activation left in an accelerator's memory by a pipeline stage, for
+/// the next stage to take without a round trip through host memory. Opaque: only the
+/// engine kind that made it reads it (the torch engine: a tensor on its device).
+pub struct DeviceActivation(Box<dyn Any + Send>);
+
+impl DeviceActivation {
+    /// Wraps an engine's own per-image value.
+    pub fn new<T: Any + Send>(value: T) -> Self {
+        Self(Box::new(value))
+    }
+
+    /// The engine's value back, if it is a `T`.
+    pub fn downcast<T: Any>(self) -> Result<T, Self> {
+        self.0.downcast::<T>().map(|value| *value).map_err(Self)
+    }
+}
+
+impl std::fmt::Debug for DeviceActivation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeviceActivation(..)")
+    }
+}
+
+/// One image's input or output of a pipeline stage.
+#[derive(Debug)]
+pub enum Activation {
+    /// FP32 values in host memory, row-major.
+    Host(Vec<f32>),
+    /// Kept on the device that computed it.
+    Device(DeviceActivation),
 }
 
 /// Static facts about an engine instance.
@@ -93,6 +127,28 @@ pub trait Engine: Send {
 
     /// Runs one batch, blocking until its output is ready.
     fn infer(&mut self, input: BatchInput<'_>) -> Result<BatchOutput, EngineError>;
+
+    /// Whether [`Engine::infer_activations`] works: the engine takes activations kept
+    /// on a device and can leave its own there.
+    fn keeps_activations_on_device(&self) -> bool {
+        false
+    }
+
+    /// Runs one pipeline-stage batch of per-image activations, host or device (made by
+    /// an engine of the same kind), blocking until done. Returns one activation per
+    /// image: on the device when `output_on_device`, else in host memory. Only for
+    /// engines whose [`Engine::keeps_activations_on_device`] is true.
+    fn infer_activations(
+        &mut self,
+        inputs: Vec<Activation>,
+        output_on_device: bool,
+    ) -> Result<Vec<Activation>, EngineError> {
+        let _ = (inputs, output_on_device);
+        Err(EngineError::Inference(format!(
+            "engine {:?} cannot take or keep activations on a device",
+            self.info().engine
+        )))
+    }
 }
 
 /// Checks a batch against an engine's limits: shared by every engine.

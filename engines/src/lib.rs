@@ -13,5 +13,9 @@ pub mod sim;
 pub mod torch;
 
 pub use contention_hub::ContentionHub;
-pub use engine::{check_input, BatchInput, BatchOutput, Engine, EngineError, EngineInfo};
+pub use engine::{
+    check_input, Activation, BatchInput, BatchOutput, DeviceActivation, Engine, EngineError,
+    EngineInfo,
+};
 pub use factory::{build_engine, CustomEngineBuilder, EngineContext, EngineKind, EngineSpec};
+pub use null::NullEngine;

@@ -150,8 +150,8 @@ impl Preprocessor {
     fn normalize(&self, packed_rgb: &[u8], out: &mut [f32]) {
         let plane = (self.height * self.width) as usize;
         for (i, pixel) in packed_rgb.chunks_exact(3).enumerate() {
-            for c in 0..3 {
-                let value = f32::from(pixel[c]) * self.scale[c] + self.offset[c];
+            for (c, &channel) in pixel.iter().enumerate() {
+                let value = f32::from(channel) * self.scale[c] + self.offset[c];
                 let index = match self.layout {
                     Layout::Nchw => c * plane + i,
                     Layout::Nhwc => i * 3 + c,

@@ -94,6 +94,7 @@ fn host_stage(
                 .collect(),
         }],
         batch: 1,
+        device_output: false,
         builder: Some(builder),
     }
 }

@@ -26,7 +26,10 @@ use tracing::{debug, info, warn};
 use super::cuda;
 use super::ffi::{self, CudaStream};
 use super::mode::{weight_plan, RunMode, WeightPlan};
-use crate::engine::{check_input, BatchInput, BatchOutput, Engine, EngineError, EngineInfo};
+use crate::engine::{
+    check_input, Activation, BatchInput, BatchOutput, DeviceActivation, Engine, EngineError,
+    EngineInfo,
+};
 use crate::factory::EngineSpec;
 
 /// A TorchScript model instance on one unit.
@@ -211,7 +214,13 @@ impl TorchEngine {
     fn forward(&mut self, images: i64, data: Option<&[f32]>) -> Result<Tensor, EngineError> {
         let _no_grad = tch::no_grad_guard();
         let input = self.device_input(images, data)?;
-        let input = if self.mode.compute == Kind::Float {
+        self.run_modules(images, input)
+    }
+
+    /// Runs the model (and its chained blocks) on `input`, a batch of `images` on this
+    /// engine's device, in any floating kind.
+    fn run_modules(&self, images: i64, input: Tensor) -> Result<Tensor, EngineError> {
+        let input = if input.kind() == self.mode.compute {
             input
         } else {
             input.f_to_kind(self.mode.compute).map_err(inference)?
@@ -264,19 +273,9 @@ impl TorchEngine {
             // Benchmark batches: the stream synchronization in `infer` is the wait.
             None => Vec::new(),
             Some(_) => {
-                // A blocking copy on the current stream: waits for the batch. Only the
-                // batch's own rows; padding rows are dropped.
                 let rows = output_len_i64(self.info.output_len)?;
-                let host = output
-                    .f_reshape([padded, rows])
-                    .and_then(|t| t.f_narrow(0, 0, count))
-                    .and_then(|t| t.f_to_device_(Device::Cpu, Kind::Float, false, false))
-                    .and_then(|t| t.f_contiguous())
-                    .map_err(inference)?;
-                let len = images as usize * self.info.output_len;
-                let mut values = vec![0.0_f32; len];
-                host.f_copy_data(&mut values, len).map_err(inference)?;
-                values
+                let output = output.f_reshape([padded, rows]).map_err(inference)?;
+                self.host_values(&output, count)?
             }
         };
         Ok(BatchOutput {
@@ -287,8 +286,137 @@ impl TorchEngine {
     }
 
     /// Batch sizes run at warm-up (see [`warmup_sizes`]).
+    /// The first `images` rows of `output` (`[padded, output_len]`, on the device) as
+    /// FP32 values in host memory: a blocking copy on the current stream, so it waits
+    /// for the batch; padding rows are dropped.
+    fn host_values(&self, output: &Tensor, images: i64) -> Result<Vec<f32>, EngineError> {
+        let host = output
+            .f_narrow(0, 0, images)
+            .and_then(|t| t.f_to_device_(Device::Cpu, Kind::Float, false, false))
+            .and_then(|t| t.f_contiguous())
+            .map_err(inference)?;
+        let len = usize::try_from(images).unwrap_or(0) * self.info.output_len;
+        let mut values = vec![0.0_f32; len];
+        host.f_copy_data(&mut values, len).map_err(inference)?;
+        Ok(values)
+    }
+
     fn warmup_sizes(&self) -> Vec<u32> {
         warmup_sizes(self.info.max_batch)
+    }
+
+    /// The batch of `inputs` on this engine's device, `padded` rows, in the shape the
+    /// model takes. Device activations are joined where they are (one copy when they
+    /// share a device) and moved here: GPU to GPU without the host.
+    fn activations_input(
+        &mut self,
+        inputs: Vec<Activation>,
+        padded: i64,
+    ) -> Result<Tensor, EngineError> {
+        let images = inputs.len();
+        let bad_input = |got: usize| EngineError::BadInput {
+            got,
+            expected: self.info.input_len,
+            images: images as u32,
+        };
+        if inputs.iter().all(|a| matches!(a, Activation::Host(_))) {
+            let mut host = Vec::with_capacity(images * self.info.input_len);
+            for input in &inputs {
+                if let Activation::Host(values) = input {
+                    if values.len() != self.info.input_len {
+                        return Err(bad_input(values.len()));
+                    }
+                    host.extend_from_slice(values);
+                }
+            }
+            return self.device_input(padded, Some(&host));
+        }
+        let mut rows = Vec::with_capacity(images);
+        for input in inputs {
+            let tensor = match input {
+                Activation::Device(activation) => {
+                    activation.downcast::<Tensor>().map_err(|_| {
+                        EngineError::Inference(
+                            "a device activation of another engine kind reached a torch stage"
+                                .into(),
+                        )
+                    })?
+                }
+                Activation::Host(values) => Tensor::f_from_slice(&values).map_err(inference)?,
+            };
+            let numel = tensor.numel();
+            if numel != self.info.input_len {
+                return Err(bad_input(numel));
+            }
+            rows.push(tensor.f_reshape(self.batch_shape(1)).map_err(inference)?);
+        }
+        let first = &rows[0];
+        let alike = rows
+            .iter()
+            .all(|r| r.device() == first.device() && r.kind() == first.kind());
+        let joined = if alike {
+            Tensor::f_cat(&rows, 0)
+                .and_then(|t| t.f_to_device(self.mode.device))
+                .map_err(inference)?
+        } else {
+            let moved = rows
+                .iter()
+                .map(|r| {
+                    r.f_to_device(self.mode.device)
+                        .and_then(|t| t.f_to_kind(self.mode.compute))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(inference)?;
+            Tensor::f_cat(&moved, 0).map_err(inference)?
+        };
+        let missing = padded - images as i64;
+        if missing <= 0 {
+            return Ok(joined);
+        }
+        let pad = Tensor::f_zeros(
+            self.batch_shape(missing).as_slice(),
+            (joined.kind(), self.mode.device),
+        )
+        .map_err(inference)?;
+        Tensor::f_cat(&[joined, pad], 0).map_err(inference)
+    }
+
+    /// `infer_activations` inside the stream: see there.
+    fn run_activations(
+        &mut self,
+        inputs: Vec<Activation>,
+        output_on_device: bool,
+    ) -> Result<Vec<Activation>, EngineError> {
+        let images = u32::try_from(inputs.len())
+            .map_err(|_| EngineError::Inference("batch too large".into()))?;
+        check_input(&self.info, &BatchInput { images, data: None })?;
+        let _no_grad = tch::no_grad_guard();
+        let padded = i64::from(self.run_size(images));
+        // The inputs (views of the previous stage's batches) are dropped when this
+        // returns, before `on_stream` waits: only work queued on this engine's stream
+        // reads them, and a freed block of the caching allocator is reused in stream
+        // order on its own device.
+        let input = self.activations_input(inputs, padded)?;
+        let output = self.run_modules(padded, input)?;
+        let rows = output_len_i64(self.info.output_len)?;
+        let output = output.f_reshape([padded, rows]).map_err(inference)?;
+        if output_on_device {
+            // Views of one batch tensor, which lives until the next stage drops them.
+            return (0..i64::from(images))
+                .map(|i| {
+                    output
+                        .f_narrow(0, i, 1)
+                        .map(|row| Activation::Device(DeviceActivation::new(row)))
+                        .map_err(inference)
+                })
+                .collect();
+        }
+        let per_image = self.info.output_len;
+        let values = self.host_values(&output, i64::from(images))?;
+        Ok(values
+            .chunks_exact(per_image)
+            .map(|row| Activation::Host(row.to_vec()))
+            .collect())
     }
 }
 
@@ -318,10 +446,33 @@ impl Engine for TorchEngine {
 
     fn infer(&mut self, input: BatchInput<'_>) -> Result<BatchOutput, EngineError> {
         check_input(&self.info, &input)?;
+        self.on_stream(|engine| engine.run(input.images, input.data))
+    }
+
+    fn keeps_activations_on_device(&self) -> bool {
+        true
+    }
+
+    fn infer_activations(
+        &mut self,
+        inputs: Vec<Activation>,
+        output_on_device: bool,
+    ) -> Result<Vec<Activation>, EngineError> {
+        self.on_stream(|engine| engine.run_activations(inputs, output_on_device))
+    }
+}
+
+impl TorchEngine {
+    /// Runs `work` with this engine's CUDA stream current, then waits for the stream:
+    /// when it returns, every result `work` produced is ready to be read anywhere.
+    fn on_stream<T>(
+        &mut self,
+        work: impl FnOnce(&mut Self) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
         if let Some(stream) = &self.stream {
             stream.make_current().map_err(EngineError::Inference)?;
         }
-        let result = self.run(input.images, input.data);
+        let result = work(self);
         // Always wait, on errors too: a copy still in flight must not read the staging
         // buffer while the next batch overwrites it.
         if let Some(stream) = &self.stream {
