@@ -286,6 +286,16 @@ impl TorchEngine {
     }
 
     /// Batch sizes run at warm-up (see [`warmup_sizes`]).
+    /// Whether `tensor`'s data lies in the staging buffer.
+    fn aliases_staging(&self, tensor: &Tensor) -> bool {
+        if tensor.device() != self.staging.device() {
+            return false;
+        }
+        let start = self.staging.data_ptr() as usize;
+        let end = start + self.staging.numel() * std::mem::size_of::<f32>();
+        (start..end).contains(&(tensor.data_ptr() as usize))
+    }
+
     /// The first `images` rows of `output` (`[padded, output_len]`, on the device) as
     /// FP32 values in host memory: a blocking copy on the current stream, so it waits
     /// for the batch; padding rows are dropped.
@@ -320,16 +330,21 @@ impl TorchEngine {
             images: images as u32,
         };
         if inputs.iter().all(|a| matches!(a, Activation::Host(_))) {
-            let mut host = Vec::with_capacity(images * self.info.input_len);
-            for input in &inputs {
+            // Each image straight into its row of the (pinned) staging buffer: one host
+            // copy, not a gather and then a second copy.
+            for (row, input) in inputs.iter().enumerate() {
                 if let Activation::Host(values) = input {
                     if values.len() != self.info.input_len {
                         return Err(bad_input(values.len()));
                     }
-                    host.extend_from_slice(values);
+                    let target = self.staging.f_narrow(0, row as i64, 1).map_err(inference)?;
+                    ffi::fill_host_f32(&target, values).map_err(EngineError::Inference)?;
                 }
             }
-            return self.device_input(padded, Some(&host));
+            let host = self.staging.f_narrow(0, 0, padded).map_err(inference)?;
+            return host
+                .f_to_device_(self.mode.device, Kind::Float, true, false)
+                .map_err(inference);
         }
         let mut rows = Vec::with_capacity(images);
         for input in inputs {
@@ -401,6 +416,13 @@ impl TorchEngine {
         let rows = output_len_i64(self.info.output_len)?;
         let output = output.f_reshape([padded, rows]).map_err(inference)?;
         if output_on_device {
+            // On the host a model that returns (a view of) its input would hand over the
+            // staging rows, which the next batch overwrites: copy those.
+            let output = if self.aliases_staging(&output) {
+                output.f_detach_copy().map_err(inference)?
+            } else {
+                output
+            };
             // Views of one batch tensor, which lives until the next stage drops them.
             return (0..i64::from(images))
                 .map(|i| {
