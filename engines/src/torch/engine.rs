@@ -285,7 +285,6 @@ impl TorchEngine {
         })
     }
 
-    /// Batch sizes run at warm-up (see [`warmup_sizes`]).
     /// Whether `tensor`'s data lies in the staging buffer.
     fn aliases_staging(&self, tensor: &Tensor) -> bool {
         if tensor.device() != self.staging.device() {
@@ -311,6 +310,7 @@ impl TorchEngine {
         Ok(values)
     }
 
+    /// Batch sizes run at warm-up (see [`warmup_sizes`]).
     fn warmup_sizes(&self) -> Vec<u32> {
         warmup_sizes(self.info.max_batch)
     }
