@@ -10,9 +10,7 @@ mod serve_support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use mica_actors::pipeline::{Pipeline, PipelineSetup};
 use mica_actors::pipeline_stage::{StageSetup, StageUnit};
@@ -180,14 +178,6 @@ fn served_tiny_pipeline_answers_the_unsplit_models_output() {
     ] {
         assert!(text.contains(series), "{series} missing:\n{text}");
     }
-    let killed = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while server.child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "no exit\n{}", server.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let status = server.terminate();
+    assert!(status.success(), "exited with {status}\n{}", server.log());
 }

@@ -14,8 +14,6 @@ mod serve_support;
 
 use std::io::Read;
 use std::net::SocketAddr;
-use std::process::Command;
-use std::time::{Duration, Instant};
 
 use serde_json::json;
 use serve_support::{
@@ -182,23 +180,7 @@ fn serve_routes_a_pipeline_config_to_the_pipeline() {
     );
 
     // SIGTERM: drains and exits 0.
-    let killed = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still running 20 s after SIGTERM\n{}",
-            server.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = server.terminate();
     assert!(status.success(), "exited with {status}\n{}", server.log());
     let mut log = String::new();
     std::fs::File::open(&server.log)
