@@ -187,10 +187,7 @@ impl TorchEngine {
             Some(data) => {
                 let host = self.staging.f_narrow(0, 0, images).map_err(inference)?;
                 ffi::fill_host_f32(&host, data).map_err(EngineError::Inference)?;
-                // From pinned memory this is an asynchronous copy on the current stream; on
-                // the host it returns the staging rows themselves.
-                host.f_to_device_(self.mode.device, Kind::Float, true, false)
-                    .map_err(inference)
+                self.upload_staging(images)
             }
             None => {
                 let synthetic = match &self.synthetic {
@@ -285,6 +282,16 @@ impl TorchEngine {
         })
     }
 
+    /// The first `rows` rows of the staging buffer on this engine's device: from pinned
+    /// memory an asynchronous copy on the current stream; on the host the staging rows
+    /// themselves.
+    fn upload_staging(&self, rows: i64) -> Result<Tensor, EngineError> {
+        self.staging
+            .f_narrow(0, 0, rows)
+            .and_then(|host| host.f_to_device_(self.mode.device, Kind::Float, true, false))
+            .map_err(inference)
+    }
+
     /// Whether `tensor`'s data lies in the staging buffer.
     fn aliases_staging(&self, tensor: &Tensor) -> bool {
         if tensor.device() != self.staging.device() {
@@ -341,10 +348,7 @@ impl TorchEngine {
                     ffi::fill_host_f32(&target, values).map_err(EngineError::Inference)?;
                 }
             }
-            let host = self.staging.f_narrow(0, 0, padded).map_err(inference)?;
-            return host
-                .f_to_device_(self.mode.device, Kind::Float, true, false)
-                .map_err(inference);
+            return self.upload_staging(padded);
         }
         let mut rows = Vec::with_capacity(images);
         for input in inputs {
