@@ -39,26 +39,12 @@ full | quick | large) ;;
     ;;
 esac
 
-repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$repo_root"
-out="${OUT:-$repo_root/out/device-bench}"
-mkdir -p "$out"
-work="$(mktemp -d /tmp/mica-device-bench.XXXXXX)"
-trap 'rm -rf "$work"' EXIT # scratch only: everything kept is under $out
+# shellcheck source=scripts/device-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/device-common.sh"
+device_start device-bench "${MICA_BENCH_BUDGET_S:-520}"
 mkdir -p "$work/runs" "$work/profiles"
-bin="$repo_root/.device/mica"
 agreement_bin="$repo_root/.device/torch_resnet50"
-python="${PYTHON:-python3}"
-budget_s="${MICA_BENCH_BUDGET_S:-520}"
 config="config/gpu.toml"
-started_at=$(date +%s)
-
-exec > >(tee -a "$out/log.txt") 2>&1
-tee_pid=$!
-
-step() { printf '\n==> [%3ss] %s\n' "$(($(date +%s) - started_at))" "$*"; }
-elapsed() { echo $(($(date +%s) - started_at)); }
-over_budget() { [[ $(elapsed) -ge $budget_s ]]; }
 seconds_since() { # start in ns (date +%s%N) -> seconds with 3 decimals
     local ns=$(($(date +%s%N) - $1))
     printf '%d.%03d' $((ns / 1000000000)) $((ns / 1000000 % 1000))
@@ -252,6 +238,4 @@ step "report"
 "$python" scripts/device_bench_report.py --work "$work" --out "$out" --mode "$mode" \
     --elapsed "$(elapsed)"
 step "done in $(elapsed) s"
-# Let tee write the last lines to log.txt before the call returns.
-exec 1>&- 2>&-
-wait "$tee_pid" 2>/dev/null || true
+device_finish

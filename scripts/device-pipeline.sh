@@ -36,24 +36,10 @@
 # + bench, ~0.5 min two-GPU tune (6 points): well under 8 minutes.
 set -uo pipefail
 
-repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$repo_root"
-out="${OUT:-$repo_root/out/device-pipeline}"
-mkdir -p "$out"
-work="$(mktemp -d /tmp/mica-device-pipeline.XXXXXX)"
-trap 'rm -rf "$work"' EXIT # scratch only: everything kept is under $out
-bin="$repo_root/.device/mica"
-python="${PYTHON:-python3}"
+# shellcheck source=scripts/device-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/device-common.sh"
+device_start device-pipeline "${MICA_PIPE_BUDGET_S:-420}"
 point_s="${POINT_S:-2}"
-budget_s="${MICA_PIPE_BUDGET_S:-420}"
-started_at=$(date +%s)
-
-exec > >(tee -a "$out/log.txt") 2>&1
-tee_pid=$!
-
-step() { printf '\n==> [%3ss] %s\n' "$(($(date +%s) - started_at))" "$*"; }
-elapsed() { echo $(($(date +%s) - started_at)); }
-over_budget() { [[ $(elapsed) -ge $budget_s ]]; }
 
 step "environment"
 if [[ ! -x "$bin" ]]; then
@@ -198,5 +184,4 @@ if sim.exists():
         print(f"  {row['platform'][:28]:<28} {row['setup'][:40]:<40} {row['throughput_img_s']:9.1f} img/s")
 PY
 step "done in $(elapsed) s"
-exec 1>&- 2>&-
-wait "$tee_pid" 2>/dev/null || true
+device_finish
