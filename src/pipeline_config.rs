@@ -397,12 +397,13 @@ pub fn build_setup(
         .pipeline
         .as_ref()
         .is_none_or(|p| p.device_handoff);
-    // Torch engines keep activations on their device and take them from each other.
-    let torch_only = |stage: &mica_policies::pipeline::StageSpec| {
-        stage
-            .units
-            .iter()
-            .all(|&u| loaded.config.units[config_units[u]].engine == EngineKind::Torch)
+    // Stages whose every engine takes and keeps activations on its device.
+    let keeps_on_device = |stage: &mica_policies::pipeline::StageSpec| {
+        stage.units.iter().all(|&u| {
+            loaded.config.units[config_units[u]]
+                .engine
+                .keeps_activations_on_device()
+        })
     };
     let mut stages = Vec::with_capacity(spec.stages.len());
     for (index, stage) in spec.stages.iter().enumerate() {
@@ -467,7 +468,7 @@ pub fn build_setup(
                 && spec
                     .stages
                     .get(index + 1)
-                    .is_some_and(|next| torch_only(next) && torch_only(stage)),
+                    .is_some_and(|next| keeps_on_device(next) && keeps_on_device(stage)),
             builder: None,
         });
     }

@@ -33,6 +33,15 @@ impl EngineKind {
         }
     }
 
+    /// Whether its engines take and keep pipeline activations on their device
+    /// (`Engine::keeps_activations_on_device`), known before any is built.
+    pub fn keeps_activations_on_device(self) -> bool {
+        match self {
+            EngineKind::Sim | EngineKind::Null => false,
+            EngineKind::Torch => true,
+        }
+    }
+
     /// Whether this binary was built with the engine.
     pub fn is_built(self) -> bool {
         match self {
