@@ -17,7 +17,14 @@
 //! A measurement counts only batches started after every unit outside the measured set
 //! has drained, so batches that ran beside the previous set do not pollute it; an epoch
 //! ends after `epoch_batches` counted completions with at least `min_unit_batches` from
-//! every measured unit (or 4 × `epoch_batches` counted completions, whichever first).
+//! every measured unit, or 4 × `epoch_batches` counted completions, or `epoch_seconds`
+//! of measurement, whichever first: epochs are bounded in time, not only in batches, so
+//! a unit much slower than the rest (a CPU batch of 256 takes seconds) does not stretch
+//! every epoch. Such a unit is judged on what it finished: one that finished nothing in
+//! a whole epoch added nothing to it and leaves the set (frozen out of the rest of the
+//! search; the set is measured again once its last batch has drained).
+//! The whole search is bounded by `search_seconds` (time spent waiting for a frozen
+//! unit's last batch excluded): then the best set measured so far stays.
 //! A trial that is clearly worse than the incumbent ends sooner (a sequential test:
 //! `reject_margin` below after `reject_after_batches` completions, k times that margin
 //! after 1/k of them), so verifying that no neighbour wins costs little throughput: a
@@ -26,8 +33,10 @@
 //! **Convergence bound.** With n healthy units the search makes at most n accepted
 //! moves and tries at most n + n(n−1)/2 + ⌊n²/4⌋ neighbours per move (toggles, pair
 //! drops, swaps), so it converges within 1 + n·(n + n(n−1)/2 + ⌊n²/4⌋) epochs of at
-//! most 4 × `epoch_batches` counted batches each, plus one drain per epoch: 106 epochs
-//! and 12,720 counted batches for the 5-unit Orin with the defaults (epoch 30). In
+//! most 4 × `epoch_batches` counted batches and `epoch_seconds` each, plus one drain per
+//! epoch: 106 epochs and 12,720 counted batches for the 5-unit Orin with the defaults
+//! (epoch 30), and in any case `search_seconds` (25 s) of wall time plus the last batch
+//! of each unit frozen out as too slow. In
 //! practice, on the simulated Orin under `mica experiment multi-instance`'s closed
 //! loop, it converges after 235–668 completed batches (under 60 simulated seconds) at
 //! batch sizes 1–64 (the `converged_after` accessor reports the count).
@@ -37,6 +46,8 @@
 //! `contention_aware`; the search follows classic hill climbing with a hysteresis band
 //! as used by online configuration tuners (e.g. the throughput-driven thread-count
 //! controllers of SEDA, Welsh et al., SOSP 2001).
+
+use std::time::Duration;
 
 use crate::policy::{Completion, Decision, Policy};
 use crate::view::{ClusterView, QueueView};
@@ -61,6 +72,15 @@ pub struct AdaptiveSettings {
     pub reject_margin: f64,
     /// Counted completions at which `reject_margin` applies.
     pub reject_after_batches: u32,
+    /// Longest an epoch lasts, seconds from the moment its measurement started: then it
+    /// ends with what was counted, and a unit that finished fewer than
+    /// `min_unit_batches` (a unit much slower than the rest) is judged on what it
+    /// finished: one that finished nothing leaves the set for the rest of the search.
+    pub epoch_seconds: f64,
+    /// Longest a search runs, seconds: then it stops at the best set measured so far
+    /// (convergence bounded in wall time whatever the units' speeds). Time spent
+    /// waiting for the last batch of a unit left out as too slow does not count.
+    pub search_seconds: f64,
 }
 
 impl Default for AdaptiveSettings {
@@ -73,14 +93,20 @@ impl Default for AdaptiveSettings {
             ewma_weight: 0.2,
             reject_margin: 0.1,
             reject_after_batches: 6,
+            epoch_seconds: 2.0,
+            search_seconds: 25.0,
         }
     }
 }
 
 #[derive(Debug, Clone, Default)]
 struct Epoch {
+    /// When the epoch began (its set got the batches).
+    began: Duration,
     /// Set when no unit outside the measured set has a batch in flight any more.
-    clean_since: Option<std::time::Duration>,
+    clean_since: Option<Duration>,
+    /// Whether the epoch waited for the last batch of a frozen (too slow) unit.
+    waited_on_frozen: bool,
     counted: u32,
     images: Vec<f64>,
     busy_s: Vec<f64>,
@@ -102,6 +128,14 @@ pub struct Adaptive {
     completed: u64,
     converged_at: Option<u64>,
     search_started_at: u64,
+    /// When the latest search started, and when it converged.
+    search_started: Duration,
+    converged_time: Option<Duration>,
+    /// Units found too slow to measure in an epoch (they finished nothing in one): left
+    /// out of the rest of the search.
+    frozen: Vec<bool>,
+    /// Time the search spent waiting for frozen units' last batches to drain.
+    frozen_wait: Duration,
 }
 
 impl Adaptive {
@@ -120,12 +154,22 @@ impl Adaptive {
             completed: 0,
             converged_at: None,
             search_started_at: 0,
+            search_started: Duration::ZERO,
+            converged_time: None,
+            frozen: Vec::new(),
+            frozen_wait: Duration::ZERO,
         }
     }
 
     /// Completed batches the latest search took to converge, if it has.
     pub fn converged_after(&self) -> Option<u64> {
         self.converged_at.map(|at| at - self.search_started_at)
+    }
+
+    /// Time the latest search took to converge, if it has.
+    pub fn converged_after_time(&self) -> Option<Duration> {
+        self.converged_time
+            .map(|at| at.saturating_sub(self.search_started))
     }
 
     /// The set batches go to now (the one being measured).
@@ -149,13 +193,19 @@ impl Adaptive {
         self.pending.clear();
         self.moves = 0;
         self.converged_at = None;
+        self.converged_time = None;
         self.search_started_at = self.completed;
-        self.begin_epoch(n);
+        self.search_started = view.now;
+        self.frozen = vec![false; n];
+        self.frozen_wait = Duration::ZERO;
+        self.begin_epoch(n, view.now);
     }
 
-    fn begin_epoch(&mut self, n: usize) {
+    fn begin_epoch(&mut self, n: usize, now: Duration) {
         self.epoch = Epoch {
+            began: now,
             clean_since: None,
+            waited_on_frozen: false,
             counted: 0,
             images: vec![0.0; n],
             busy_s: vec![0.0; n],
@@ -170,7 +220,7 @@ impl Adaptive {
             .filter(|&i| self.incumbent[i] && self.healthy[i])
             .collect();
         let mut outside: Vec<usize> = (0..self.incumbent.len())
-            .filter(|&i| !self.incumbent[i] && self.healthy[i])
+            .filter(|&i| !self.incumbent[i] && self.healthy[i] && !self.frozen[i])
             .collect();
         inside.sort_by(|a, b| self.rates[*a].total_cmp(&self.rates[*b]).then(a.cmp(b)));
         outside.sort_by(|a, b| self.rates[*b].total_cmp(&self.rates[*a]).then(a.cmp(b)));
@@ -206,7 +256,9 @@ impl Adaptive {
             .collect();
     }
 
-    /// The measured capacity of the set of the finished epoch.
+    /// The measured capacity of the set of the finished epoch: each unit's rate while
+    /// busy over the batches it finished in the epoch (its earlier rate if it finished
+    /// none: a unit slower than the epoch is judged on what it finished before).
     fn epoch_value(&self, set: &[bool]) -> f64 {
         (0..set.len())
             .filter(|&i| set[i])
@@ -220,8 +272,49 @@ impl Adaptive {
             .sum()
     }
 
-    fn finish_epoch(&mut self, n: usize) {
-        let set = self.active().to_vec();
+    /// Ends the search where it stands: the incumbent (the best set measured) stays.
+    fn converge(&mut self, now: Duration) {
+        self.trial = None;
+        self.pending.clear();
+        self.converged_at = Some(self.completed);
+        self.converged_time = Some(now);
+    }
+
+    /// How long the current epoch has been counting completions.
+    fn measuring_for(&self, now: Duration) -> f64 {
+        self.epoch
+            .clean_since
+            .map_or(0.0, |clean| now.saturating_sub(clean).as_secs_f64())
+    }
+
+    fn finish_epoch(&mut self, n: usize, now: Duration) {
+        let mut set = self.active().to_vec();
+        // A unit that finished nothing in a whole epoch of `epoch_seconds` added nothing
+        // to what was measured: the set is judged without it (it leaves the set), as
+        // contention can only have slowed the others.
+        if self.measuring_for(now) >= self.settings.epoch_seconds {
+            let silent: Vec<usize> = (0..n)
+                .filter(|&i| set[i] && self.healthy[i] && self.epoch.batches[i] == 0)
+                .collect();
+            let members = (0..n).filter(|&i| set[i] && self.healthy[i]).count();
+            if !silent.is_empty() && silent.len() < members {
+                for i in silent {
+                    set[i] = false;
+                    self.frozen[i] = true;
+                }
+                match &mut self.trial {
+                    Some(trial) => trial.clone_from(&set),
+                    None => {
+                        // The incumbent's figure was taken beside the silent units:
+                        // measure it again without them (after they drain).
+                        self.incumbent.clone_from(&set);
+                        self.incumbent_value = None;
+                        self.begin_epoch(n, now);
+                        return;
+                    }
+                }
+            }
+        }
         let value = self.epoch_value(&set);
         let mut previous = None;
         let mut fresh_incumbent = false;
@@ -250,17 +343,19 @@ impl Adaptive {
             }
             self.trial = self.pending.pop();
             if self.trial.is_none() || self.moves >= n {
-                self.trial = None;
-                self.converged_at = Some(self.completed);
+                self.converge(now);
             }
         }
-        self.begin_epoch(n);
+        self.begin_epoch(n, now);
     }
 
-    fn epoch_done(&self) -> bool {
+    fn epoch_done(&self, now: Duration) -> bool {
         let set = self.active();
         let counted = self.epoch.counted;
         if counted >= 4 * self.settings.epoch_batches {
+            return true;
+        }
+        if counted > 0 && self.measuring_for(now) >= self.settings.epoch_seconds {
             return true;
         }
         if self.clearly_worse(set) {
@@ -303,13 +398,25 @@ impl Adaptive {
             return;
         }
         let set = self.active();
+        let outside_busy =
+            |i: usize, in_flight: u32| !set.get(i).copied().unwrap_or(false) && in_flight > 0;
         let dirty = view
             .units
             .iter()
             .enumerate()
-            .any(|(i, u)| !set.get(i).copied().unwrap_or(false) && u.in_flight_batches > 0);
+            .any(|(i, u)| outside_busy(i, u.in_flight_batches));
+        let frozen_busy = view.units.iter().enumerate().any(|(i, u)| {
+            self.frozen.get(i).copied().unwrap_or(false) && outside_busy(i, u.in_flight_batches)
+        });
+        if frozen_busy {
+            self.epoch.waited_on_frozen = true;
+        }
         if !dirty {
             self.epoch.clean_since = Some(view.now);
+            if self.epoch.waited_on_frozen {
+                // The last batch of a too-slow unit is not the search's time.
+                self.frozen_wait += view.now.saturating_sub(self.epoch.began);
+            }
         }
     }
 }
@@ -388,8 +495,21 @@ impl Policy for Adaptive {
             }
         }
         self.note_clean(view);
-        if self.epoch_done() {
-            self.finish_epoch(n);
+        if self.epoch_done(view.now) {
+            self.finish_epoch(n, view.now);
+        }
+        let searching_for = view
+            .now
+            .saturating_sub(self.search_started)
+            .saturating_sub(self.frozen_wait)
+            .as_secs_f64();
+        let draining_frozen = self.epoch.clean_since.is_none() && self.epoch.waited_on_frozen;
+        if self.converged_at.is_none()
+            && !draining_frozen
+            && searching_for >= self.settings.search_seconds
+        {
+            self.converge(view.now);
+            self.begin_epoch(n, view.now);
         }
         if let Some(at) = self.converged_at {
             if self.completed - at >= self.settings.reexplore_batches {

@@ -39,6 +39,12 @@ fn default_reject_margin() -> f64 {
 fn default_reject_after_batches() -> u32 {
     AdaptiveSettings::default().reject_after_batches
 }
+fn default_epoch_seconds() -> f64 {
+    AdaptiveSettings::default().epoch_seconds
+}
+fn default_search_seconds() -> f64 {
+    AdaptiveSettings::default().search_seconds
+}
 fn default_latency_margin() -> f64 {
     SloSettings::default().latency_margin
 }
@@ -87,6 +93,13 @@ pub enum PolicyConfig {
         /// Counted completions at which `reject_margin` applies (fewer need a wider margin).
         #[serde(default = "default_reject_after_batches")]
         reject_after_batches: u32,
+        /// Longest measurement epoch, seconds (a unit slower than that is judged on the
+        /// batches it finished); also the longest wait for excluded units to drain.
+        #[serde(default = "default_epoch_seconds")]
+        epoch_seconds: f64,
+        /// Longest search, seconds: then the best set measured so far stays.
+        #[serde(default = "default_search_seconds")]
+        search_seconds: f64,
     },
     /// Earliest deadline first, least-cost unit, shedding what cannot meet its deadline.
     Slo {
@@ -163,8 +176,20 @@ impl PolicyConfig {
                 hysteresis,
                 ewma_weight,
                 reject_margin,
+                epoch_seconds,
+                search_seconds,
                 ..
             } => {
+                if !(epoch_seconds.is_finite() && *epoch_seconds > 0.0) {
+                    return Err(format!(
+                        "epoch_seconds must be a positive number, got {epoch_seconds}"
+                    ));
+                }
+                if !(search_seconds.is_finite() && *search_seconds >= *epoch_seconds) {
+                    return Err(format!(
+                        "search_seconds must be at least epoch_seconds ({epoch_seconds}), got {search_seconds}"
+                    ));
+                }
                 if *epoch_batches == 0 {
                     return Err("epoch_batches must be at least 1".into());
                 }
@@ -222,6 +247,8 @@ pub fn build_policy(config: &PolicyConfig, seed: u64) -> Box<dyn Policy> {
             ewma_weight,
             reject_margin,
             reject_after_batches,
+            epoch_seconds,
+            search_seconds,
         } => Box::new(Adaptive::new(AdaptiveSettings {
             epoch_batches: *epoch_batches,
             min_unit_batches: *min_unit_batches,
@@ -230,6 +257,8 @@ pub fn build_policy(config: &PolicyConfig, seed: u64) -> Box<dyn Policy> {
             ewma_weight: *ewma_weight,
             reject_margin: *reject_margin,
             reject_after_batches: *reject_after_batches,
+            epoch_seconds: *epoch_seconds,
+            search_seconds: *search_seconds,
         })),
         PolicyConfig::Slo {
             latency_margin,

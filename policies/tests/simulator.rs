@@ -224,3 +224,95 @@ fn an_hour_of_five_units_in_seconds() {
         assert!(wall < Duration::from_secs(5), "{policy}: {wall:?}");
     }
 }
+
+/// `mica experiment multi-instance`'s setup (fixed batch, two requests outstanding per
+/// unit, 600 s measured after 60 s): `adaptive` with every unit is never below the best
+/// of the paper's subsets under the static baseline, at every batch size.
+#[test]
+fn adaptive_with_all_units_matches_the_best_subset_at_every_batch_size() {
+    let cpu = || spec("cpu", UnitKind::Cpu, "cpu", 1);
+    let all = || vec![cpu(), cuda(), amp(), dla(0), dla(1)];
+    let subsets: Vec<Vec<UnitSpec>> = vec![
+        vec![cpu()],
+        vec![cuda()],
+        vec![amp()],
+        vec![cuda(), dla(0)],
+        vec![amp(), dla(0)],
+    ];
+    let experiment = |units: Vec<UnitSpec>, batch: u32| {
+        let mut c = config(units, batch, 660);
+        let clients = 2 * c.units.len() as u32;
+        c.workload = Workload::ClosedLoop {
+            clients,
+            think_time: Duration::ZERO,
+        };
+        c.warmup = Duration::from_secs(60);
+        c
+    };
+    for batch in [1, 8, 16, 32, 64] {
+        let best = subsets
+            .iter()
+            .map(|s| throughput(&experiment(s.clone(), batch), "round_robin"))
+            .fold(0.0, f64::max);
+        let adaptive = run(&experiment(all(), batch), "adaptive");
+        let t = adaptive.report.total.throughput_img_s;
+        println!(
+            "batch {batch}: best subset {best:.1} img/s, adaptive {t:.1} img/s ({:.3}), converged after {:?} batches",
+            t / best,
+            adaptive.converged_after_batches
+        );
+        assert!(
+            t >= best * 0.995,
+            "batch {batch}: adaptive {t} vs best subset {best}"
+        );
+        assert!(adaptive.converged_after_batches.is_some());
+    }
+}
+
+/// A unit 100x slower than the others, whose batch (seconds, time-sliced with the GPU
+/// unit it shares the SMs with) lasts far longer than an epoch: `adaptive` judges it on
+/// what it finished (nothing), leaves it idle, converges within its wall-time bound and
+/// delivers what the best subset delivers.
+#[test]
+fn adaptive_drops_a_unit_one_hundred_times_slower() {
+    let slow_profile = {
+        let mut p = (*orin("cuda_fp32")).clone();
+        for point in &mut p.points {
+            point.latency_ms *= 100.0;
+        }
+        Arc::new(p)
+    };
+    let slow = UnitSpec {
+        id: UnitId::new("slow"),
+        profile: Some(slow_profile),
+        ..cuda()
+    };
+    for batch in [8, 64] {
+        let best = [vec![amp()], vec![amp(), dla(0)]]
+            .iter()
+            .map(|s| throughput(&config(s.clone(), batch, 300), "round_robin"))
+            .fold(0.0, f64::max);
+        let mut c = config(vec![amp(), dla(0), slow.clone()], batch, 300);
+        c.warmup = Duration::from_secs(60);
+        let adaptive = run(&c, "adaptive");
+        let t = adaptive.report.total.throughput_img_s;
+        let slow_images = adaptive
+            .report
+            .units
+            .get("slow")
+            .map_or(0, |u| u.stats.images);
+        println!(
+            "batch {batch}: best subset {best:.1} img/s, adaptive {t:.1} img/s ({:.3}), slow unit {slow_images} images, converged after {:?} batches",
+            t / best,
+            adaptive.converged_after_batches
+        );
+        for (id, u) in &adaptive.report.units {
+            println!("  {id}: {:.1} img/s", u.stats.throughput_img_s);
+        }
+        assert!(
+            t >= best * 0.97,
+            "batch {batch}: adaptive {t} vs best subset {best}"
+        );
+        assert!(adaptive.converged_after_batches.is_some());
+    }
+}
