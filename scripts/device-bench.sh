@@ -42,7 +42,7 @@ esac
 # shellcheck source=scripts/device-common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/device-common.sh"
 device_start device-bench "${MICA_BENCH_BUDGET_S:-520}"
-mkdir -p "$work/runs" "$work/profiles"
+mkdir -p "$work/runs" config/profiles/h100
 agreement_bin="$repo_root/.device/torch_resnet50"
 config="config/gpu.toml"
 seconds_since() { # start in ns (date +%s%N) -> seconds with 3 decimals
@@ -72,7 +72,7 @@ export RUST_LOG="${RUST_LOG:-warn}"
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH OMP_NUM_THREADS=$OMP_NUM_THREADS"
 "$bin" --version
 gpu_name="$(head -n1 "$work/gpu.txt" | cut -d, -f1 | xargs)"
-machine="$gpu_name ($(head -n1 "$work/gpu.txt" | cut -d, -f2 | xargs) driver), $(cat "$work/torch.txt"), $cores cores, device tool"
+machine="$gpu_name ($(head -n1 "$work/gpu.txt" | cut -d, -f2 | xargs) driver), $(cat "$work/torch.txt"), $cores cores"
 
 step "export ResNet-50 (random weights)"
 mkdir -p models
@@ -117,12 +117,12 @@ profile() { # name units sizes batches warmup max_s
     local name=$1
     local cmd=("$bin" profile --config config/gpu-unprofiled.toml --units "$2"
         --batch-sizes "$3" --batches "$4" --warmup-batches "$5" --max-seconds-per-size "$6"
-        --out-dir "$work/profiles" --machine "$machine" --json)
+        --out-dir config/profiles/h100 --machine "$machine" --json)
     if over_budget; then
         echo "skipped profile $name (time budget)"
         return
     fi
-    printf '%s\n' "${cmd[*]}" >"$work/runs/profile-$name.cmd"
+    typed "${cmd[@]}" >"$work/runs/profile-$name.cmd"
     local t0=$(date +%s%N)
     "${cmd[@]}" >"$work/runs/profile-$name.json" 2>"$work/runs/profile-$name.err"
     local rc=$?
@@ -138,11 +138,9 @@ else
     profile tf32 cuda_tf32 1,8,32,64,128,256 20 5 5
     profile cpu cpu 1,8,32 8 2 3
 fi
-mkdir -p config/profiles/h100
 if [[ $mode != large ]]; then
-    cp "$work"/profiles/*.toml config/profiles/h100/ 2>/dev/null || true
+    (cd config/profiles/h100 && tar cf "$out/profiles.tar" ./*.toml 2>/dev/null) || true
 fi
-(cd "$work/profiles" && tar cf "$out/profiles.tar" ./*.toml 2>/dev/null) || true
 
 bench() { # name units batch concurrency policy duration_s warmup_s
     local name=$1 units=$2 batch=$3 conc=$4 policy=$5 dur=$6 warm=$7
@@ -153,7 +151,7 @@ bench() { # name units batch concurrency policy duration_s warmup_s
     local cmd=("$bin" bench --config "$config" --units "$units" --batch-size "$batch"
         --concurrency "$conc" --policy "$policy" --duration "${dur}s" --warmup "${warm}s"
         --json --no-progress)
-    printf '%s\n' "${cmd[*]}" >"$work/runs/$name.cmd"
+    typed "${cmd[@]}" >"$work/runs/$name.cmd"
     local t0=$(date +%s%N)
     "${cmd[@]}" >"$work/runs/$name.json" 2>"$work/runs/$name.err"
     local rc=$?

@@ -9,6 +9,9 @@
 #   step TEXT      prints a step heading with the seconds since the start
 #   elapsed        seconds since the start
 #   over_budget    true once budget_s seconds have passed (later steps skip themselves)
+#   typed BIN ARGS...
+#                  prints the command as a user would type it in a checkout: `mica`
+#                  for the carried binary, arguments shell-quoted (results record this)
 #   device_finish  lets the log copy write its last lines before the script returns
 
 device_start() {
@@ -30,6 +33,18 @@ device_start() {
 step() { printf '\n==> [%3ss] %s\n' "$(($(date +%s) - started_at))" "$*"; }
 elapsed() { echo $(($(date +%s) - started_at)); }
 over_budget() { [[ $(elapsed) -ge $budget_s ]]; }
+typed() {
+    local words=(mica)
+    local arg
+    for arg in "${@:2}"; do
+        if [[ $arg =~ ^[A-Za-z0-9_./,:=+@%-]+$ ]]; then
+            words+=("$arg")
+        else
+            words+=("'${arg//\'/\'\\\'\'}'")
+        fi
+    done
+    printf '%s\n' "${words[*]}"
+}
 
 device_finish() {
     exec 1>&- 2>&-

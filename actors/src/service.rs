@@ -319,11 +319,6 @@ impl Service {
         self.priority_levels
     }
 
-    /// The configured units, in index order.
-    pub fn units(&self) -> &[UnitId] {
-        &self.units
-    }
-
     /// Replaces the scheduling policy without touching queued or running work.
     /// Resolves to the name of the policy it replaced.
     pub async fn set_policy(&self, policy: PolicyConfig, seed: u64) -> Result<String, InferError> {

@@ -58,11 +58,6 @@ impl ContentionHub {
         }
     }
 
-    /// The model's name.
-    pub fn model_name(&self) -> &'static str {
-        self.model.name()
-    }
-
     /// Blocks the calling thread for `work` of isolated service time, stretched by
     /// contention with whatever else runs meanwhile. Returns the mean slowdown the batch
     /// experienced (elapsed / work).
@@ -102,13 +97,6 @@ impl ContentionHub {
         } else {
             elapsed / work.as_secs_f64()
         }
-    }
-
-    /// The slowdowns the model predicts for these loads running together.
-    pub fn predict(&self, loads: &[Load]) -> Vec<f64> {
-        let mut out = Vec::with_capacity(loads.len());
-        self.model.slowdowns(loads, &mut out);
-        out
     }
 
     fn advance(&self, state: &mut HubState, now: Instant) {

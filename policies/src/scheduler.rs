@@ -351,11 +351,6 @@ impl<T> Scheduler<T> {
         self.policy.as_ref()
     }
 
-    /// Changes the batching delay (config reload).
-    pub fn set_max_queue_delay(&mut self, delay: Duration) {
-        self.settings.max_queue_delay = delay;
-    }
-
     /// The units as last seen.
     pub fn view(&self) -> &ClusterView {
         self.cluster.view()

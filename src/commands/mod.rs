@@ -7,6 +7,7 @@ mod profile;
 mod serve;
 mod simulate;
 mod tune;
+mod typed_command;
 mod units;
 
 use crate::cli::Command;

@@ -105,7 +105,7 @@ pub fn run(config: &Path, args: &ProfileArgs) -> anyhow::Result<()> {
     let plan = plan_of(args)?;
     let loaded = LoadedConfig::load(config)?;
     let machine = args.machine.clone().unwrap_or_else(describe_machine);
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let command = super::typed_command::current();
     let date = utc_date(SystemTime::now());
     if let Some(dir) = &args.out_dir {
         std::fs::create_dir_all(dir)
@@ -416,11 +416,10 @@ fn render_table(results: &[UnitResult]) -> String {
     out
 }
 
-/// The host name, CPU model and NVIDIA GPU models, from `/proc` (no NVIDIA tool needed).
+/// The machine by its hardware: CPU model and core count, NVIDIA GPU models, from
+/// `/proc` (no NVIDIA tool needed). Not the host name: a profile describes hardware,
+/// not how it was reached.
 fn describe_machine() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown host".to_string());
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|text| {
@@ -443,7 +442,7 @@ fn describe_machine() -> String {
         })
         .unwrap_or_default();
     gpus.sort();
-    let mut parts = vec![host];
+    let mut parts = Vec::new();
     if let Some(cpu) = cpu {
         parts.push(format!(
             "CPU {cpu} x{}",
@@ -452,6 +451,9 @@ fn describe_machine() -> String {
     }
     if !gpus.is_empty() {
         parts.push(format!("GPU {}", gpus.join(" + ")));
+    }
+    if parts.is_empty() {
+        return "unknown machine".to_string();
     }
     parts.join(", ")
 }
