@@ -201,7 +201,7 @@ pub async fn run(target: &Target, units: UnitLabels, options: &BenchOptions) -> 
                             let _ = one_request(&target, &options, measure_from, &shared).await;
                         });
                         let u: f64 = rng.random_range(f64::EPSILON..1.0);
-                        next += Duration::from_secs_f64(-u.ln() / rate.max(1e-9));
+                        next += mica_policies::time::secs(-u.ln() / rate.max(1e-9));
                     }
                 }
             })]

@@ -85,6 +85,14 @@ pub struct SchedulerConfig {
     /// How long a quarantine lasts, ms.
     #[serde(default = "default_quarantine_ms")]
     pub quarantine_ms: u64,
+    /// A batch running longer than `batch_deadline_factor` × its profile's predicted
+    /// time + `batch_deadline_floor_ms` counts as hung: its requests are answered with
+    /// an error and its stream worker is replaced.
+    #[serde(default = "default_batch_deadline_factor")]
+    pub batch_deadline_factor: f64,
+    /// The fixed part of the batch deadline, ms (all of it for units without profile).
+    #[serde(default = "default_batch_deadline_floor_ms")]
+    pub batch_deadline_floor_ms: u64,
 }
 
 impl Default for SchedulerConfig {
@@ -97,6 +105,8 @@ impl Default for SchedulerConfig {
             seed: default_seed(),
             failures_to_quarantine: default_failures_to_quarantine(),
             quarantine_ms: default_quarantine_ms(),
+            batch_deadline_factor: default_batch_deadline_factor(),
+            batch_deadline_floor_ms: default_batch_deadline_floor_ms(),
         }
     }
 }
@@ -107,6 +117,14 @@ impl SchedulerConfig {
         HealthRules {
             failures_to_quarantine: self.failures_to_quarantine,
             quarantine: Duration::from_millis(self.quarantine_ms),
+        }
+    }
+
+    /// The per-batch deadline rule these settings describe.
+    pub fn batch_deadline(&self) -> mica_actors::BatchDeadline {
+        mica_actors::BatchDeadline {
+            factor: self.batch_deadline_factor,
+            floor: Duration::from_millis(self.batch_deadline_floor_ms),
         }
     }
 }
@@ -127,6 +145,12 @@ fn default_failures_to_quarantine() -> u32 {
     3
 }
 fn default_quarantine_ms() -> u64 {
+    5000
+}
+fn default_batch_deadline_factor() -> f64 {
+    10.0
+}
+fn default_batch_deadline_floor_ms() -> u64 {
     5000
 }
 
@@ -452,6 +476,25 @@ fn validate_sections(config: &Config) -> Result<(), (String, String)> {
         return Err((
             "scheduler.max_queue_delay_us".into(),
             "must be at most 10 s".into(),
+        ));
+    }
+    if !(s.batch_deadline_factor.is_finite() && (0.0..=1000.0).contains(&s.batch_deadline_factor))
+    {
+        return Err((
+            "scheduler.batch_deadline_factor".into(),
+            format!(
+                "must be a number between 0 and 1000, got {}",
+                s.batch_deadline_factor
+            ),
+        ));
+    }
+    if s.batch_deadline_floor_ms == 0 || s.batch_deadline_floor_ms > 3_600_000 {
+        return Err((
+            "scheduler.batch_deadline_floor_ms".into(),
+            format!(
+                "must be between 1 and 3600000 (one hour), got {}",
+                s.batch_deadline_floor_ms
+            ),
         ));
     }
     if s.failures_to_quarantine == 0 {

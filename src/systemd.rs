@@ -1,7 +1,8 @@
 //! systemd integration (`Type=notify` units): READY when every unit is warm, RELOADING
 //! around a config reload, STOPPING at shutdown, WATCHDOG pings from a timer on the
 //! actix system thread (the dispatcher's thread, so a stuck scheduler stops the pings
-//! and systemd restarts the service), and STATUS lines for `systemctl status`.
+//! and systemd restarts the service) while the actors are alive, and STATUS lines for
+//! `systemctl status`.
 //!
 //! Every call is a no-op when `NOTIFY_SOCKET` is not set (not started by systemd).
 
@@ -43,8 +44,10 @@ pub fn status(line: &str) {
 }
 
 /// Starts the watchdog pings if systemd asked for them (`WatchdogSec=`): every half
-/// period, from a timer on the current actix system.
-pub fn spawn_watchdog() {
+/// period, from a timer on the current actix system, and only while `healthy()` says
+/// the service makes progress (its dispatcher and unit actors alive). A service whose
+/// actors died, or whose system thread is stuck, stops pinging, and systemd restarts it.
+pub fn spawn_watchdog(healthy: impl Fn() -> bool + 'static) {
     let Some(period) = sd_notify::watchdog_enabled() else {
         return;
     };
@@ -52,9 +55,16 @@ pub fn spawn_watchdog() {
     info!(?period, "systemd watchdog enabled");
     actix_rt::spawn(async move {
         let mut ticks = tokio::time::interval(every);
+        let mut pinging = true;
         loop {
             ticks.tick().await;
-            send(&[NotifyState::Watchdog]);
+            let now_healthy = healthy();
+            if now_healthy {
+                send(&[NotifyState::Watchdog]);
+            } else if pinging {
+                tracing::error!("the service makes no progress: watchdog pings stopped");
+            }
+            pinging = now_healthy;
         }
     });
 }

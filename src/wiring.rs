@@ -131,9 +131,29 @@ pub fn service_setup(
         policy,
         seed: config.scheduler.seed,
         scheduler,
+        batch_deadline: config.scheduler.batch_deadline(),
         hub: Arc::new(ContentionHub::new(loaded.contention.build())),
         custom_engines: None,
+        dispatcher_panic_after: dispatcher_panic_after()?,
     })
+}
+
+/// Test tooling: `MICA_TEST_PANIC_DISPATCHER_AFTER=N` makes the dispatcher panic when it
+/// admits its N-th request, to exercise the supervision path (a service whose
+/// dispatcher died goes not-ready, stops the watchdog and exits non-zero).
+pub const PANIC_DISPATCHER_VAR: &str = "MICA_TEST_PANIC_DISPATCHER_AFTER";
+
+fn dispatcher_panic_after() -> anyhow::Result<Option<u64>> {
+    match std::env::var(PANIC_DISPATCHER_VAR) {
+        Err(_) => Ok(None),
+        Ok(text) => match text.trim().parse::<u64>() {
+            Ok(n) if n > 0 => {
+                tracing::warn!(after = n, "test tooling: the dispatcher will panic");
+                Ok(Some(n))
+            }
+            _ => bail!("{PANIC_DISPATCHER_VAR} must be a positive request count, got {text:?}"),
+        },
+    }
 }
 
 /// Loads libtorch_cuda now when a torch unit runs on a GPU: libtorch decides once per

@@ -4,6 +4,7 @@
 //! actor only turns messages into scheduler events and scheduler actions into messages,
 //! and keeps one timer for the scheduler's next wake-up.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, SpawnHandle};
@@ -11,8 +12,10 @@ use mica_policies::{Action, DropReason, PolicyConfig, Scheduler, SchedulerSettin
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
+use crate::liveness::{Liveness, StopGuard};
 use crate::metrics::DispatcherMetrics;
-use crate::service::{InferError, InferRequest, InferResponse};
+use crate::responder::Responder;
+use crate::service::{InferError, InferRequest};
 use crate::unit_actor::{RunBatch, UnitActor};
 
 /// A request in flight through the actors, with the channel its answer goes to.
@@ -22,8 +25,8 @@ pub struct Pending {
     pub images: u32,
     /// Input data (`None` for synthetic load).
     pub data: Option<Vec<f32>>,
-    /// Where the answer goes.
-    pub respond: oneshot::Sender<Result<InferResponse, InferError>>,
+    /// Where the answer goes (answered once, by whoever comes first).
+    pub respond: Responder,
     /// When it was admitted.
     pub admitted: Instant,
     /// Time it waited before its batch started (set at dispatch).
@@ -33,7 +36,7 @@ pub struct Pending {
 impl Pending {
     /// Answers with an error (the receiver may be gone: nothing to do then).
     pub fn fail(self, error: InferError) {
-        let _ = self.respond.send(Err(error));
+        self.respond.fail(error);
     }
 }
 
@@ -44,7 +47,7 @@ pub struct Submit {
     /// The request.
     pub request: InferRequest,
     /// Where its answer goes.
-    pub respond: oneshot::Sender<Result<InferResponse, InferError>>,
+    pub respond: Responder,
 }
 
 /// Event: a unit finished a batch.
@@ -65,6 +68,18 @@ pub struct BatchCompleted {
 pub struct UnitFailed {
     /// Index of the unit.
     pub unit: usize,
+}
+
+/// Event: a unit's workers all became ready (`serving`), or one of them is being
+/// replaced after a hung batch (not `serving`: it gets no batches until the
+/// replacement is warm).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct UnitServing {
+    /// Index of the unit.
+    pub unit: usize,
+    /// Whether it can take batches.
+    pub serving: bool,
 }
 
 /// Command: replace the policy; answers the old policy's name.
@@ -96,6 +111,14 @@ pub struct Dispatcher {
     actions: Vec<Action<Pending>>,
     draining: Option<(Instant, oneshot::Sender<usize>)>,
     metrics: DispatcherMetrics,
+    /// Per unit: loaded and not being repaired (the scheduler's view adds quarantine).
+    serving: Vec<bool>,
+    /// Per unit: taken out of service for good.
+    failed: Vec<bool>,
+    guard: StopGuard,
+    /// Test tooling: panic at this many admitted requests.
+    panic_after: Option<u64>,
+    admitted: u64,
 }
 
 impl Dispatcher {
@@ -106,9 +129,15 @@ impl Dispatcher {
         units: Vec<Addr<UnitActor>>,
         policy: Box<dyn mica_policies::Policy>,
         settings: SchedulerSettings,
+        liveness: Arc<Liveness>,
     ) -> Self {
         let metrics = DispatcherMetrics::new(specs, engines, policy.name());
         Self {
+            serving: vec![false; specs.len()],
+            failed: vec![false; specs.len()],
+            guard: StopGuard::dispatcher(liveness),
+            panic_after: None,
+            admitted: 0,
             scheduler: Scheduler::new(specs, policy, settings),
             units,
             epoch: Instant::now(),
@@ -117,6 +146,12 @@ impl Dispatcher {
             draining: None,
             metrics,
         }
+    }
+
+    /// Test tooling: panic when admitting the `n`-th request (`None`: never).
+    pub fn with_panic_after(mut self, n: Option<u64>) -> Self {
+        self.panic_after = n;
+        self
     }
 
     fn sample_queue(&self) {
@@ -128,6 +163,17 @@ impl Dispatcher {
 
     fn now(&self) -> Duration {
         self.epoch.elapsed()
+    }
+
+    /// Sets `mica_unit_healthy` from what the dispatcher knows: loaded, not failed, not
+    /// being repaired after a hung batch, not quarantined.
+    fn publish_health(&mut self) {
+        let now = self.now();
+        let view = self.scheduler.view_at(now);
+        for (index, unit) in view.units.iter().enumerate() {
+            let healthy = unit.healthy && self.serving[index] && !self.failed[index];
+            self.metrics.unit_healthy(index, healthy);
+        }
     }
 
     /// Runs the scheduler and carries out what it decides.
@@ -217,7 +263,11 @@ impl Actor for Dispatcher {
     fn started(&mut self, ctx: &mut Self::Context) {
         debug!(units = self.units.len(), "dispatcher started");
         self.sample_queue();
+        self.guard.beat(Instant::now());
+        self.publish_health();
         ctx.run_interval(crate::metrics::SAMPLE_INTERVAL, |act, _| {
+            act.guard.beat(Instant::now());
+            act.publish_health();
             let policy = act.scheduler.policy();
             let slowdowns = policy.predicted_slowdowns(act.scheduler.view());
             act.metrics.predicted_slowdowns(slowdowns.as_deref());
@@ -258,6 +308,10 @@ impl Handler<Submit> for Dispatcher {
             self.metrics.dropped("invalid");
             return;
         }
+        self.admitted += 1;
+        if self.panic_after == Some(self.admitted) {
+            panic!("injected dispatcher panic (test tooling) at request {}", self.admitted);
+        }
         let now = self.now();
         match self.scheduler.admit(
             now,
@@ -289,6 +343,9 @@ impl Handler<BatchCompleted> for Dispatcher {
         {
             warn!(batch = message.batch, "completion of an unknown batch");
         }
+        if !message.ok {
+            self.publish_health();
+        }
         self.schedule(ctx);
     }
 }
@@ -298,7 +355,26 @@ impl Handler<UnitFailed> for Dispatcher {
 
     fn handle(&mut self, message: UnitFailed, ctx: &mut Self::Context) {
         warn!(unit = message.unit, "unit taken out of service");
+        self.failed[message.unit] = true;
         self.scheduler.set_offline(message.unit, true);
+        self.publish_health();
+        self.schedule(ctx);
+    }
+}
+
+impl Handler<UnitServing> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, message: UnitServing, ctx: &mut Self::Context) {
+        let was = self.serving[message.unit];
+        self.serving[message.unit] = message.serving;
+        // A unit that was serving and stops (a worker being replaced) gets no batches
+        // until it serves again; at start a unit still loading keeps its batches in
+        // its own backlog, as before.
+        if was != message.serving && !self.failed[message.unit] {
+            self.scheduler.set_offline(message.unit, !message.serving);
+        }
+        self.publish_health();
         self.schedule(ctx);
     }
 }

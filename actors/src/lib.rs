@@ -5,14 +5,19 @@
 //! unit's `StreamWorker`s, each an engine instance on its own thread. `Service` is the
 //! handle the HTTP server and the load generator use.
 
+pub mod batch_deadline;
 pub mod dispatcher;
+pub mod liveness;
 pub mod metrics;
 pub mod pipeline;
 pub mod pipeline_stage;
+pub mod responder;
 pub mod service;
 pub mod stream_worker;
 pub mod unit_actor;
 
+pub use batch_deadline::BatchDeadline;
+pub use liveness::Dead;
 pub use service::{
     InferError, InferRequest, InferResponse, Service, ServiceSetup, StartError, UnitSetup,
 };

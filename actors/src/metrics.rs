@@ -35,8 +35,14 @@ pub const QUEUE_WAIT_SECONDS: &str = "mica_queue_wait_seconds";
 pub const IN_FLIGHT_BATCHES: &str = "mica_in_flight_batches";
 /// Stream workers configured, per unit.
 pub const UNIT_STREAMS: &str = "mica_unit_streams";
-/// 1 while a unit's engines are loaded and the unit is not failing, else 0.
+/// 1 while a unit takes batches: every engine loaded, not taken offline, not
+/// quarantined, no stream worker being replaced after a hung batch; else 0.
 pub const UNIT_HEALTHY: &str = "mica_unit_healthy";
+/// Batches that ran past their deadline (the engine hung), per unit.
+pub const BATCH_TIMEOUTS_TOTAL: &str = "mica_batch_timeouts_total";
+/// Stream-worker threads abandoned inside a hung engine call and not yet returned,
+/// per unit.
+pub const HUNG_WORKERS: &str = "mica_hung_workers";
 /// Requests waiting in the dispatcher's queue (sampled every `SAMPLE_INTERVAL`).
 pub const QUEUE_DEPTH: &str = "mica_queue_depth";
 /// Batches running over all units (sampled every `SAMPLE_INTERVAL`).
@@ -134,7 +140,17 @@ pub fn describe() {
     describe_gauge!(
         UNIT_HEALTHY,
         Unit::Count,
-        "1 while the unit is loaded and not failing"
+        "1 while the unit takes batches: loaded, not offline, not quarantined, not hung"
+    );
+    describe_counter!(
+        BATCH_TIMEOUTS_TOTAL,
+        Unit::Count,
+        "Batches that ran past their deadline (engine hung), per unit"
+    );
+    describe_gauge!(
+        HUNG_WORKERS,
+        Unit::Count,
+        "Stream-worker threads still blocked in a hung engine call, per unit"
     );
     describe_gauge!(
         QUEUE_DEPTH,
@@ -192,8 +208,10 @@ pub struct UnitMetrics {
     pub queue_wait: LocalHistogram,
     /// Batches running.
     pub in_flight: Gauge,
-    /// Health.
-    pub healthy: Gauge,
+    /// Batches past their deadline.
+    pub timeouts: Counter,
+    /// Worker threads abandoned in a hung call.
+    pub hung_workers: Gauge,
     /// Engine time over profile time per batch.
     pub slowdown: LocalHistogram,
     /// Busy share of stream time over the last window.
@@ -208,18 +226,30 @@ impl UnitMetrics {
         let in_flight = metrics::gauge!(IN_FLIGHT_BATCHES, &labels);
         in_flight.set(0.0);
         Self {
-            batches: metrics::counter!(BATCHES_TOTAL, &labels),
-            images: metrics::counter!(IMAGES_TOTAL, &labels),
-            failures: metrics::counter!(BATCH_FAILURES_TOTAL, &labels),
+            batches: zeroed(metrics::counter!(BATCHES_TOTAL, &labels)),
+            images: zeroed(metrics::counter!(IMAGES_TOTAL, &labels)),
+            failures: zeroed(metrics::counter!(BATCH_FAILURES_TOTAL, &labels)),
             duration: LocalHistogram::new(&BATCH_DURATION, &labels),
             batch_size: LocalHistogram::new(&BATCH_IMAGES, &labels),
             queue_wait: LocalHistogram::new(&QUEUE_WAIT, &labels),
             in_flight,
-            healthy: metrics::gauge!(UNIT_HEALTHY, &labels),
+            timeouts: zeroed(metrics::counter!(BATCH_TIMEOUTS_TOTAL, &labels)),
+            hung_workers: {
+                let gauge = metrics::gauge!(HUNG_WORKERS, &labels);
+                gauge.set(0.0);
+                gauge
+            },
             slowdown: LocalHistogram::new(&BATCH_SLOWDOWN, &labels),
             busy_ratio: metrics::gauge!(UNIT_BUSY_RATIO, &labels),
         }
     }
+}
+
+/// A counter exported at 0 from the start, so that alert rules and `rate()` see the
+/// series before its first event.
+fn zeroed(counter: Counter) -> Counter {
+    counter.increment(0);
+    counter
 }
 
 /// The dispatcher's handles.
@@ -231,6 +261,7 @@ pub struct DispatcherMetrics {
     queue_depth: Gauge,
     running: Gauge,
     predicted: Vec<Gauge>,
+    healthy: Vec<Gauge>,
     dropped: Vec<(&'static str, Counter)>,
 }
 
@@ -248,6 +279,15 @@ impl DispatcherMetrics {
                 metrics::gauge!(PREDICTED_SLOWDOWN, "unit" => unit.clone(), "engine" => *engine)
             })
             .collect();
+        let healthy = units
+            .iter()
+            .map(|(unit, engine)| {
+                let gauge =
+                    metrics::gauge!(UNIT_HEALTHY, "unit" => unit.clone(), "engine" => *engine);
+                gauge.set(0.0);
+                gauge
+            })
+            .collect();
         let dropped = DROP_REASONS
             .iter()
             .map(|reason| {
@@ -263,6 +303,7 @@ impl DispatcherMetrics {
             queue_depth: metrics::gauge!(QUEUE_DEPTH),
             running: metrics::gauge!(RUNNING_BATCHES),
             predicted,
+            healthy,
             dropped,
         };
         metrics.resolve_decisions();
@@ -314,6 +355,13 @@ impl DispatcherMetrics {
                     .copied()
                     .unwrap_or(f64::NAN),
             );
+        }
+    }
+
+    /// Whether unit `index` takes batches now.
+    pub fn unit_healthy(&self, index: usize, healthy: bool) {
+        if let Some(gauge) = self.healthy.get(index) {
+            gauge.set(if healthy { 1.0 } else { 0.0 });
         }
     }
 

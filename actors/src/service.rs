@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, AsyncContext};
 use mica_engines::{ContentionHub, CustomEngineBuilder, EngineContext, EngineSpec};
@@ -16,7 +16,10 @@ use mica_policies::{PolicyConfig, SchedulerSettings, UnitId, UnitSpec};
 use thiserror::Error;
 use tokio::sync::{oneshot, watch};
 
+use crate::batch_deadline::BatchDeadline;
 use crate::dispatcher::{Dispatcher, SetPolicy, Shutdown, Submit};
+use crate::liveness::{Dead, Liveness};
+use crate::responder::Responder;
 use crate::unit_actor::UnitActor;
 
 /// One inference request.
@@ -29,7 +32,8 @@ pub struct InferRequest {
     pub data: Option<Vec<f32>>,
     /// Priority level, 0 the most urgent.
     pub priority: u8,
-    /// Longest the request may wait in the queue; past it, it gets `TimedOut`.
+    /// Longest the request may take from admission to answer; past it, it gets
+    /// `TimedOut`, whether it still waits in the queue or its batch is running.
     pub timeout: Option<Duration>,
 }
 
@@ -66,8 +70,8 @@ pub enum InferError {
         /// Estimated time for the queue to drain.
         retry_after: Duration,
     },
-    /// Its timeout passed while it waited in the queue.
-    #[error("request timed out in the queue")]
+    /// Its timeout passed before it was answered.
+    #[error("request timed out")]
     TimedOut,
     /// The policy found no unit able to meet its deadline and shed it.
     #[error("request shed: its deadline cannot be met")]
@@ -121,10 +125,15 @@ pub struct ServiceSetup {
     pub seed: u64,
     /// Batching and admission.
     pub scheduler: SchedulerSettings,
+    /// How long a batch may run before its engine counts as hung.
+    pub batch_deadline: BatchDeadline,
     /// Contention coupling of the simulated units.
     pub hub: Arc<ContentionHub>,
     /// Builds every engine instead of the engine kinds (tests, embedders).
     pub custom_engines: Option<CustomEngineBuilder>,
+    /// Test tooling: the dispatcher panics when it admits this many requests (to test
+    /// supervision). `None` in service.
+    pub dispatcher_panic_after: Option<u64>,
 }
 
 impl std::fmt::Debug for ServiceSetup {
@@ -133,6 +142,7 @@ impl std::fmt::Debug for ServiceSetup {
             .field("units", &self.units)
             .field("policy", &self.policy)
             .field("scheduler", &self.scheduler)
+            .field("batch_deadline", &self.batch_deadline)
             .field("custom_engines", &self.custom_engines.is_some())
             .finish()
     }
@@ -182,6 +192,7 @@ impl Readiness {
 pub struct Service {
     dispatcher: Addr<Dispatcher>,
     readiness: Arc<Readiness>,
+    liveness: Arc<Liveness>,
     shutting_down: Arc<AtomicBool>,
     max_batch: u32,
     priority_levels: u8,
@@ -220,6 +231,11 @@ impl Service {
             hub: setup.hub.clone(),
             custom: setup.custom_engines.clone(),
         };
+        let liveness = Arc::new(Liveness::new(
+            Instant::now(),
+            setup.units.iter().map(|u| u.spec.id.to_string()),
+        ));
+        let deadline = setup.batch_deadline;
         let dispatcher = Dispatcher::create(|ctx| {
             ctx.set_mailbox_capacity(mailbox);
             let dispatcher = ctx.address();
@@ -234,6 +250,8 @@ impl Service {
                         context.clone(),
                         dispatcher.clone(),
                         readiness.clone(),
+                        deadline,
+                        liveness.clone(),
                     )
                     .start()
                 })
@@ -244,11 +262,20 @@ impl Service {
                 .iter()
                 .map(|u| u.engine.engine.as_str())
                 .collect();
-            Dispatcher::new(&specs, &engines, units, policy, setup.scheduler.clone())
+            Dispatcher::new(
+                &specs,
+                &engines,
+                units,
+                policy,
+                setup.scheduler.clone(),
+                liveness.clone(),
+            )
+            .with_panic_after(setup.dispatcher_panic_after)
         });
         Ok(Self {
             dispatcher,
             readiness,
+            liveness,
             shutting_down: Arc::new(AtomicBool::new(false)),
             max_batch,
             priority_levels,
@@ -256,12 +283,16 @@ impl Service {
         })
     }
 
-    /// Sends a request; resolves to its answer.
+    /// Sends a request; resolves to its answer. A request with a `timeout` is answered
+    /// `TimedOut` once it passes, even while its batch runs (the batch's output for it
+    /// is then dropped).
     pub fn submit(
         &self,
         request: InferRequest,
     ) -> impl Future<Output = Result<InferResponse, InferError>> + Send + 'static {
         let (respond, answer) = oneshot::channel();
+        let timeout = request.timeout;
+        let respond = Responder::new(respond);
         let sent = if self.shutting_down.load(Ordering::Acquire) {
             Err(InferError::ShuttingDown)
         } else {
@@ -271,24 +302,53 @@ impl Service {
                     actix::dev::SendError::Full(_) => InferError::Overloaded {
                         retry_after: Duration::from_secs(1),
                     },
-                    actix::dev::SendError::Closed(_) => InferError::ShuttingDown,
+                    actix::dev::SendError::Closed(_) if self.is_shutting_down() => {
+                        InferError::ShuttingDown
+                    }
+                    actix::dev::SendError::Closed(_) => {
+                        InferError::Unavailable("the dispatcher stopped".into())
+                    }
                 })
         };
         async move {
             sent?;
-            answer.await.unwrap_or_else(|_| {
-                Err(InferError::Engine(
+            let lost = || {
+                Err(InferError::Unavailable(
                     "the request's batch was lost by a stopped actor".into(),
                 ))
-            })
+            };
+            match timeout {
+                Some(limit) => match tokio::time::timeout(limit, answer).await {
+                    Ok(answer) => answer.unwrap_or_else(|_| lost()),
+                    Err(_) => Err(InferError::TimedOut),
+                },
+                None => answer.await.unwrap_or_else(|_| lost()),
+            }
         }
     }
 
-    /// Whether every unit has loaded and warmed up.
+    /// Whether every unit has loaded and warmed up, and the actors are alive.
     pub fn is_ready(&self) -> bool {
         *self.readiness.done.borrow()
             && self.readiness.failed.borrow().is_none()
             && !self.shutting_down.load(Ordering::Acquire)
+            && self.alive().is_ok()
+    }
+
+    /// Whether the dispatcher and every unit actor still run: none stopped (a panic in
+    /// a handler stops an actor) and none has missed its timers for
+    /// `liveness::STALE_AFTER`. After `shutdown` the actors stop on purpose; this is
+    /// then not an error worth acting on (check `is_shutting_down`).
+    pub fn alive(&self) -> Result<(), Dead> {
+        if !self.dispatcher.connected() {
+            return Err(Dead::DispatcherStopped);
+        }
+        self.liveness.check(Instant::now())
+    }
+
+    /// Whether `shutdown` was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
     }
 
     /// Waits until every unit is warm, or one failed to load.

@@ -31,6 +31,7 @@ pub struct StreamWorker {
     unit: UnitId,
     unit_index: usize,
     worker: usize,
+    generation: u64,
     spec: EngineSpec,
     context: EngineContext,
     engine: Option<Box<dyn Engine>>,
@@ -46,6 +47,7 @@ impl StreamWorker {
         unit: UnitId,
         unit_index: usize,
         worker: usize,
+        generation: u64,
         spec: EngineSpec,
         context: EngineContext,
         unit_actor: Addr<UnitActor>,
@@ -54,6 +56,7 @@ impl StreamWorker {
             unit,
             unit_index,
             worker,
+            generation,
             engine_label: spec.engine.as_str(),
             spec,
             context,
@@ -137,6 +140,7 @@ impl Actor for StreamWorker {
         self.load_error.clone_from(&error);
         self.unit_actor.do_send(WorkerLoaded {
             worker: self.worker,
+            generation: self.generation,
             error,
         });
     }
@@ -163,7 +167,7 @@ impl Handler<Execute> for StreamWorker {
                         offset = end;
                         slice
                     };
-                    let _ = request.respond.send(Ok(InferResponse {
+                    request.respond.answer(Ok(InferResponse {
                         images,
                         batch_images: message.images,
                         per_image: output.per_image,
@@ -186,6 +190,7 @@ impl Handler<Execute> for StreamWorker {
         };
         self.unit_actor.do_send(WorkerFinished {
             worker: self.worker,
+            generation: self.generation,
             batch: message.batch,
             images: message.images,
             service,

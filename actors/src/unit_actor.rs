@@ -1,16 +1,29 @@
 //! The `UnitActor`: one per compute unit. Owns the unit's stream workers, hands each
-//! batch to a free one, and reports every completion to the dispatcher.
+//! batch to a free one, watches every batch's deadline, and reports every completion to
+//! the dispatcher.
+//!
+//! A batch that runs past its deadline (`BatchDeadline`) means the engine call hung: the
+//! unit answers the batch's requests with an error, reports the batch failed (which
+//! counts towards quarantine), abandons the worker's thread (it cannot be interrupted;
+//! it ends when the call returns) and starts a replacement worker on a new thread. While
+//! a replacement loads, the unit takes no batches. Once more threads hang than
+//! `MAX_HUNG_PER_STREAM` per stream, the unit is taken out of service instead.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Addr, Arbiter, Context, Handler, Message};
+use actix::{
+    Actor, Addr, Arbiter, ArbiterHandle, AsyncContext, Context, Handler, Message, SpawnHandle,
+};
 use mica_engines::EngineContext;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
-use crate::dispatcher::{BatchCompleted, Dispatcher, Pending, UnitFailed};
+use crate::batch_deadline::BatchDeadline;
+use crate::dispatcher::{BatchCompleted, Dispatcher, Pending, UnitFailed, UnitServing};
+use crate::liveness::{Liveness, StopGuard};
 use crate::metrics::UnitMetrics;
+use crate::responder::Responder;
 use crate::service::{InferError, Readiness, UnitSetup};
 use crate::stream_worker::{Execute, StreamWorker};
 
@@ -32,6 +45,8 @@ pub struct RunBatch {
 pub struct WorkerFinished {
     /// Which worker.
     pub worker: usize,
+    /// Which incarnation of it (a replaced worker's late answer is told apart).
+    pub generation: u64,
     /// Batch id.
     pub batch: u64,
     /// Images in it.
@@ -48,6 +63,8 @@ pub struct WorkerFinished {
 pub struct WorkerLoaded {
     /// Which worker.
     pub worker: usize,
+    /// Which incarnation of it.
+    pub generation: u64,
     /// The load error, if any.
     pub error: Option<String>,
 }
@@ -57,6 +74,27 @@ pub struct WorkerLoaded {
 /// fills while a worker is still loading.
 const BACKLOG_LIMIT: usize = 64;
 
+/// Threads per stream that may be stuck in hung engine calls before the unit is taken
+/// out of service rather than given yet another worker.
+pub const MAX_HUNG_PER_STREAM: u32 = 2;
+
+/// One stream worker and its thread.
+struct WorkerSlot {
+    address: Addr<StreamWorker>,
+    arbiter: ArbiterHandle,
+    generation: u64,
+    loaded: bool,
+}
+
+/// The batch a worker runs now.
+struct Running {
+    batch: u64,
+    images: u32,
+    responders: Vec<Responder>,
+    deadline: Duration,
+    timer: SpawnHandle,
+}
+
 /// One compute unit.
 pub struct UnitActor {
     index: usize,
@@ -64,13 +102,21 @@ pub struct UnitActor {
     context: EngineContext,
     dispatcher: Addr<Dispatcher>,
     readiness: Arc<Readiness>,
-    workers: Vec<Addr<StreamWorker>>,
+    deadline: BatchDeadline,
+    workers: Vec<WorkerSlot>,
+    running: Vec<Option<Running>>,
     free: Vec<usize>,
-    loaded: Vec<bool>,
     backlog: VecDeque<RunBatch>,
     in_flight: u32,
+    /// Workers whose replacement is still loading.
+    repairing: u32,
+    /// Threads abandoned in hung calls that have not returned.
+    hung: u32,
+    next_generation: u64,
+    offline: bool,
     busy: BusyClock,
     metrics: UnitMetrics,
+    guard: StopGuard,
 }
 
 /// Integrates running batches over time, for the busy ratio.
@@ -119,6 +165,8 @@ impl UnitActor {
         context: EngineContext,
         dispatcher: Addr<Dispatcher>,
         readiness: Arc<Readiness>,
+        deadline: BatchDeadline,
+        liveness: Arc<Liveness>,
     ) -> Self {
         let metrics = UnitMetrics::new(
             setup.spec.id.as_str(),
@@ -131,17 +179,46 @@ impl UnitActor {
             context,
             dispatcher,
             readiness,
+            deadline,
             workers: Vec::new(),
+            running: Vec::new(),
             free: Vec::new(),
-            loaded: Vec::new(),
             backlog: VecDeque::new(),
             in_flight: 0,
+            repairing: 0,
+            hung: 0,
+            next_generation: 0,
+            offline: false,
             busy: BusyClock::new(Instant::now()),
             metrics,
+            guard: StopGuard::unit(liveness, index),
         }
     }
 
-    fn run(&mut self, worker: usize, batch: RunBatch) {
+    /// Starts stream worker `worker` on a thread of its own: CUDA's current stream and
+    /// libtorch state are per thread, and engine calls block.
+    fn spawn_worker(&mut self, ctx: &mut Context<Self>, worker: usize) -> WorkerSlot {
+        let mut spec = self.setup.engine.clone();
+        spec.stream = worker as u32;
+        let context = self.context.clone();
+        let unit = ctx.address();
+        let id = self.setup.spec.id.clone();
+        let index = self.index;
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let arbiter = Arbiter::new().handle();
+        let address = StreamWorker::start_in_arbiter(&arbiter, move |_| {
+            StreamWorker::new(id, index, worker, generation, spec, context, unit)
+        });
+        WorkerSlot {
+            address,
+            arbiter,
+            generation,
+            loaded: false,
+        }
+    }
+
+    fn run(&mut self, ctx: &mut Context<Self>, worker: usize, batch: RunBatch) {
         self.busy.advance(Instant::now(), self.in_flight);
         self.in_flight += 1;
         for request in &batch.requests {
@@ -149,11 +226,125 @@ impl UnitActor {
                 .queue_wait
                 .record(request.queue_wait.as_secs_f64());
         }
-        self.workers[worker].do_send(Execute {
+        let deadline = self
+            .deadline
+            .for_batch(self.setup.spec.profile.as_deref(), batch.images);
+        let generation = self.workers[worker].generation;
+        let id = batch.batch;
+        let timer = ctx.run_later(deadline, move |act, ctx| {
+            act.batch_overdue(ctx, worker, generation, id);
+        });
+        self.running[worker] = Some(Running {
+            batch: batch.batch,
+            images: batch.images,
+            responders: batch.requests.iter().map(|r| r.respond.clone()).collect(),
+            deadline,
+            timer,
+        });
+        self.workers[worker].address.do_send(Execute {
             batch: batch.batch,
             images: batch.images,
             requests: batch.requests,
         });
+    }
+
+    /// Gives `worker` the next backlogged batch, or marks it free.
+    fn next_or_free(&mut self, ctx: &mut Context<Self>, worker: usize) {
+        match self.backlog.pop_front() {
+            Some(next) => self.run(ctx, worker, next),
+            None => self.free.push(worker),
+        }
+    }
+
+    /// Answers a batch that cannot run with `error` and reports it failed.
+    fn refuse(&self, batch: RunBatch, error: &InferError) {
+        for request in batch.requests {
+            request.fail(error.clone());
+        }
+        self.dispatcher.do_send(BatchCompleted {
+            batch: batch.batch,
+            service: Duration::ZERO,
+            ok: false,
+        });
+    }
+
+    /// The deadline of the batch on `worker` passed: the engine call hung.
+    fn batch_overdue(
+        &mut self,
+        ctx: &mut Context<Self>,
+        worker: usize,
+        generation: u64,
+        batch: u64,
+    ) {
+        if self.workers[worker].generation != generation
+            || self.running[worker].as_ref().map(|r| r.batch) != Some(batch)
+        {
+            return;
+        }
+        let Some(running) = self.running[worker].take() else {
+            return;
+        };
+        let unit = self.setup.spec.id.to_string();
+        error!(
+            unit = %unit,
+            stream = worker,
+            batch,
+            images = running.images,
+            deadline_ms = running.deadline.as_millis() as u64,
+            "batch ran past its deadline: the engine hung; replacing its stream worker"
+        );
+        let message = format!(
+            "unit {unit}: the batch did not finish within its deadline of {:?} (the engine \
+             hung)",
+            running.deadline
+        );
+        for responder in &running.responders {
+            responder.fail(InferError::Engine(message.clone()));
+        }
+        self.busy.advance(Instant::now(), self.in_flight);
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.metrics.timeouts.increment(1);
+        self.metrics.failures.increment(1);
+        self.dispatcher.do_send(BatchCompleted {
+            batch,
+            service: running.deadline,
+            ok: false,
+        });
+        // The thread cannot be interrupted: it stops once the call returns, and its
+        // late answer is ignored (the requests were answered above).
+        self.workers[worker].arbiter.stop();
+        self.hung += 1;
+        self.metrics.hung_workers.set(f64::from(self.hung));
+        if self.hung > MAX_HUNG_PER_STREAM * self.setup.spec.streams {
+            self.take_offline(&format!(
+                "{} stream-worker threads are stuck in hung engine calls",
+                self.hung
+            ));
+            return;
+        }
+        if self.repairing == 0 {
+            self.dispatcher.do_send(UnitServing {
+                unit: self.index,
+                serving: false,
+            });
+        }
+        self.repairing += 1;
+        let slot = self.spawn_worker(ctx, worker);
+        self.workers[worker] = slot;
+    }
+
+    /// Takes the unit out of service for good: no more batches, the backlog answered.
+    fn take_offline(&mut self, why: &str) {
+        error!(unit = %self.setup.spec.id, reason = why, "unit taken out of service");
+        self.offline = true;
+        self.dispatcher.do_send(UnitFailed { unit: self.index });
+        let error = InferError::Unavailable(format!(
+            "unit {} was taken out of service: {why}",
+            self.setup.spec.id
+        ));
+        while let Some(batch) = self.backlog.pop_front() {
+            self.refuse(batch, &error);
+        }
     }
 }
 
@@ -161,30 +352,18 @@ impl Actor for UnitActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        use actix::AsyncContext;
-        let me = ctx.address();
-        for stream in 0..self.setup.spec.streams {
-            let mut spec = self.setup.engine.clone();
-            spec.stream = stream;
-            let context = self.context.clone();
-            let unit = me.clone();
-            let id = self.setup.spec.id.clone();
-            let index = self.index;
-            let worker = stream as usize;
-            // Each stream worker gets its own OS thread: CUDA's current stream and
-            // libtorch state are per thread, and engine calls block.
-            let arbiter = Arbiter::new();
-            let address = StreamWorker::start_in_arbiter(&arbiter.handle(), move |_| {
-                StreamWorker::new(id, index, worker, spec, context, unit)
-            });
-            self.workers.push(address);
-            self.loaded.push(false);
+        for worker in 0..self.setup.spec.streams as usize {
+            let slot = self.spawn_worker(ctx, worker);
+            self.workers.push(slot);
+            self.running.push(None);
         }
-        self.metrics.healthy.set(0.0);
+        self.guard.beat(Instant::now());
         ctx.run_interval(crate::metrics::SAMPLE_INTERVAL, |act, _| {
-            let ratio =
-                act.busy
-                    .close_window(Instant::now(), act.in_flight, act.setup.spec.streams);
+            let now = Instant::now();
+            act.guard.beat(now);
+            let ratio = act
+                .busy
+                .close_window(now, act.in_flight, act.setup.spec.streams);
             act.metrics.busy_ratio.set(ratio);
             act.metrics.in_flight.set(f64::from(act.in_flight));
         });
@@ -198,24 +377,24 @@ impl Actor for UnitActor {
 impl Handler<RunBatch> for UnitActor {
     type Result = ();
 
-    fn handle(&mut self, batch: RunBatch, _ctx: &mut Self::Context) {
-        if let Some(worker) = self.free.pop() {
-            self.run(worker, batch);
+    fn handle(&mut self, batch: RunBatch, ctx: &mut Self::Context) {
+        if self.offline {
+            let error = InferError::Unavailable(format!(
+                "unit {} is out of service",
+                self.setup.spec.id
+            ));
+            self.refuse(batch, &error);
+        } else if let Some(worker) = self.free.pop() {
+            self.run(ctx, worker, batch);
         } else if self.backlog.len() < BACKLOG_LIMIT {
             self.backlog.push_back(batch);
         } else {
             warn!(unit = %self.setup.spec.id, "unit backlog full; failing a batch");
-            for request in batch.requests {
-                request.fail(InferError::Unavailable(format!(
-                    "unit {} has no free stream",
-                    self.setup.spec.id
-                )));
-            }
-            self.dispatcher.do_send(BatchCompleted {
-                batch: batch.batch,
-                service: Duration::ZERO,
-                ok: false,
-            });
+            let error = InferError::Unavailable(format!(
+                "unit {} has no free stream",
+                self.setup.spec.id
+            ));
+            self.refuse(batch, &error);
         }
     }
 }
@@ -223,7 +402,29 @@ impl Handler<RunBatch> for UnitActor {
 impl Handler<WorkerFinished> for UnitActor {
     type Result = ();
 
-    fn handle(&mut self, done: WorkerFinished, _ctx: &mut Self::Context) {
+    fn handle(&mut self, done: WorkerFinished, ctx: &mut Self::Context) {
+        if self.workers[done.worker].generation != done.generation {
+            // A call abandoned as hung returned at last; its thread now ends.
+            self.hung = self.hung.saturating_sub(1);
+            self.metrics.hung_workers.set(f64::from(self.hung));
+            info!(
+                unit = %self.setup.spec.id,
+                batch = done.batch,
+                after_ms = done.service.as_millis() as u64,
+                "a hung engine call returned; its answer was already given"
+            );
+            return;
+        }
+        match self.running[done.worker].take() {
+            Some(running) if running.batch == done.batch => {
+                ctx.cancel_future(running.timer);
+            }
+            other => {
+                self.running[done.worker] = other;
+                warn!(unit = %self.setup.spec.id, batch = done.batch, "completion of a batch this worker does not run");
+                return;
+            }
+        }
         self.busy.advance(Instant::now(), self.in_flight);
         self.in_flight = self.in_flight.saturating_sub(1);
         match &done.error {
@@ -251,44 +452,60 @@ impl Handler<WorkerFinished> for UnitActor {
             service: done.service,
             ok: done.error.is_none(),
         });
-        match self.backlog.pop_front() {
-            Some(next) => self.run(done.worker, next),
-            None => self.free.push(done.worker),
-        }
+        self.next_or_free(ctx, done.worker);
     }
 }
 
 impl Handler<WorkerLoaded> for UnitActor {
     type Result = ();
 
-    fn handle(&mut self, loaded: WorkerLoaded, _ctx: &mut Self::Context) {
+    fn handle(&mut self, loaded: WorkerLoaded, ctx: &mut Self::Context) {
+        if self.workers[loaded.worker].generation != loaded.generation {
+            return;
+        }
         let unit = self.setup.spec.id.to_string();
+        // Generations below the stream count are the first workers, whose loading
+        // decides readiness; later ones replace a worker lost to a hung call.
+        let replacement = loaded.generation >= u64::from(self.setup.spec.streams);
         match loaded.error {
             None => {
-                self.loaded[loaded.worker] = true;
-                if self.loaded.iter().all(|l| *l) {
-                    self.metrics.healthy.set(1.0);
+                self.workers[loaded.worker].loaded = true;
+                if replacement {
+                    info!(unit = %unit, stream = loaded.worker, "replacement stream worker ready");
+                    self.repairing = self.repairing.saturating_sub(1);
+                    if self.repairing == 0 && !self.offline {
+                        self.dispatcher.do_send(UnitServing {
+                            unit: self.index,
+                            serving: true,
+                        });
+                    }
+                } else {
+                    self.readiness.worker_loaded(Ok(()));
+                    if self.workers.iter().all(|w| w.loaded) {
+                        self.dispatcher.do_send(UnitServing {
+                            unit: self.index,
+                            serving: true,
+                        });
+                    }
                 }
-                self.readiness.worker_loaded(Ok(()));
-                match self.backlog.pop_front() {
-                    Some(next) => self.run(loaded.worker, next),
-                    None => self.free.push(loaded.worker),
-                }
+                self.next_or_free(ctx, loaded.worker);
             }
             Some(message) => {
                 error!(unit = %unit, stream = loaded.worker, error = %message, "engine failed to load");
-                self.readiness
-                    .worker_loaded(Err(crate::service::StartError::UnitFailed {
-                        unit,
-                        message,
-                    }));
+                if !replacement {
+                    self.readiness
+                        .worker_loaded(Err(crate::service::StartError::UnitFailed {
+                            unit,
+                            message: message.clone(),
+                        }));
+                }
                 // The unit gets no more batches; what it already holds is answered by
                 // the worker with the load error, so nothing hangs.
                 self.dispatcher.do_send(UnitFailed { unit: self.index });
                 self.free.push(loaded.worker);
                 while let Some(next) = self.backlog.pop_front() {
                     if let Some(worker) = self.free.pop() {
-                        self.run(worker, next);
+                        self.run(ctx, worker, next);
                     } else {
                         self.backlog.push_front(next);
                         break;

@@ -83,7 +83,7 @@ impl ContentionHub {
             if job.remaining_s <= DONE_EPSILON_S {
                 break;
             }
-            let wait = Duration::from_secs_f64(job.remaining_s * job.slowdown);
+            let wait = mica_policies::time::secs(job.remaining_s * job.slowdown);
             self.changed.wait_for(&mut state, wait);
             self.advance(&mut state, Instant::now());
         }

@@ -68,7 +68,7 @@ impl SimEngine {
         } else {
             1.0
         };
-        Duration::from_secs_f64((base * factor).max(0.0))
+        mica_policies::time::secs(base * factor)
     }
 }
 

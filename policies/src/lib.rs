@@ -21,6 +21,7 @@ pub mod simulator;
 pub mod slo;
 #[cfg(test)]
 mod test_support;
+pub mod time;
 pub mod unit;
 pub mod view;
 pub mod weighted;

@@ -11,6 +11,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+/// The longest batch latency a profile may give, overhead included, milliseconds (one
+/// hour). Anything longer is a typo or a unit error, and every predicted time then fits
+/// the service's timers with room to spare.
+pub const MAX_LATENCY_MS: f64 = 3_600_000.0;
+
 /// Where a profile's numbers come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -91,6 +96,18 @@ pub enum ProfileError {
         /// The value found.
         value: f64,
     },
+    /// A latency (with the overhead) longer than `MAX_LATENCY_MS`: no unit takes that
+    /// long, and the value would not fit the service's timers.
+    #[error(
+        "point for batch {batch}: latency_ms {value} plus overhead_ms is longer than \
+         {MAX_LATENCY_MS} ms (one hour); a real batch never takes that long"
+    )]
+    TooLong {
+        /// The batch of the point.
+        batch: u32,
+        /// The value found.
+        value: f64,
+    },
     /// A field of the whole profile is out of range.
     #[error("{what} out of range: {value}")]
     OutOfRange {
@@ -131,7 +148,7 @@ impl Profile {
     /// latencies, occupancy within 0..=1.
     pub fn validate(&self) -> Result<(), ProfileError> {
         let first = self.points.first().ok_or(ProfileError::Empty)?;
-        if !(self.overhead_ms.is_finite() && self.overhead_ms >= 0.0) {
+        if !(self.overhead_ms.is_finite() && (0.0..=MAX_LATENCY_MS).contains(&self.overhead_ms)) {
             return Err(ProfileError::OutOfRange {
                 what: "overhead_ms",
                 value: self.overhead_ms,
@@ -167,6 +184,12 @@ impl Profile {
                     value: point.latency_ms,
                 });
             }
+            if point.latency_ms + self.overhead_ms > MAX_LATENCY_MS {
+                return Err(ProfileError::TooLong {
+                    batch: point.batch,
+                    value: point.latency_ms,
+                });
+            }
             if !(point.bandwidth_gbps.is_finite() && point.bandwidth_gbps >= 0.0) {
                 return Err(ProfileError::BadValue {
                     batch: point.batch,
@@ -187,7 +210,7 @@ impl Profile {
 
     /// Service time of a batch of `batch` images on the unit alone, overhead included.
     pub fn latency(&self, batch: u32) -> Duration {
-        Duration::from_secs_f64(self.latency_ms(batch) / 1e3)
+        crate::time::millis(self.latency_ms(batch))
     }
 
     /// Service time in milliseconds, overhead included.
@@ -325,6 +348,20 @@ mod tests {
         let mut p = profile(vec![point(1, 1.0)]);
         p.gpu_occupancy = 2.0;
         assert!(matches!(p.validate(), Err(ProfileError::OutOfRange { .. })));
+        // Finite but absurd latencies are refused, naming the point and the key (they
+        // once passed `mica check` and panicked the dispatcher at the first batch).
+        let huge = profile(vec![point(1, 1.0), point(8, 1e300)]).validate();
+        assert_eq!(
+            huge,
+            Err(ProfileError::TooLong {
+                batch: 8,
+                value: 1e300
+            })
+        );
+        assert!(huge.unwrap_err().to_string().contains("latency_ms"));
+        let mut p = profile(vec![point(1, 1.0)]);
+        p.overhead_ms = 1e12;
+        assert!(matches!(p.validate(), Err(ProfileError::OutOfRange { what: "overhead_ms", .. })));
     }
 
     #[test]

@@ -356,6 +356,11 @@ impl<T> Scheduler<T> {
         self.cluster.view()
     }
 
+    /// The units at `now`: quarantines that ended are lifted.
+    pub fn view_at(&mut self, now: Duration) -> &ClusterView {
+        self.cluster.view_at(now)
+    }
+
     /// Requests waiting.
     pub fn queued_requests(&self) -> usize {
         self.queued_requests
@@ -412,7 +417,7 @@ impl<T> Scheduler<T> {
             .map(|u| u.nominal_throughput())
             .sum();
         if rate > 0.0 {
-            Duration::from_secs_f64((self.queued_images as f64 / rate).clamp(0.001, 3600.0))
+            crate::time::secs((self.queued_images as f64 / rate).clamp(0.001, 3600.0))
         } else {
             Duration::from_secs(1)
         }

@@ -299,7 +299,7 @@ impl<'a> Sim<'a> {
 
     fn exponential(&mut self, rate_per_s: f64) -> Duration {
         let u: f64 = self.rng.random_range(f64::EPSILON..1.0);
-        Duration::from_secs_f64(-u.ln() / rate_per_s)
+        crate::time::secs(-u.ln() / rate_per_s)
     }
 
     /// Index and time of the running batch that finishes first.
@@ -309,7 +309,7 @@ impl<'a> Sim<'a> {
             .enumerate()
             .map(|(i, r)| (i, r.remaining_s * r.slowdown))
             .min_by(|a, b| a.1.total_cmp(&b.1))
-            .map(|(i, s)| (i, self.now + Duration::from_secs_f64(s.max(0.0))))
+            .map(|(i, s)| (i, self.now + crate::time::secs(s)))
     }
 
     /// Moves virtual time to `at`, progressing every running batch at 1 / slowdown.

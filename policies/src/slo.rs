@@ -82,7 +82,7 @@ impl Slo {
     /// Predicted service time of `images` on `unit` running alone, margin included.
     fn service(&self, unit: &UnitView, images: u32) -> Option<Duration> {
         unit.predicted_latency(images)
-            .map(|d| d.mul_f64(self.settings.latency_margin.max(1.0)))
+            .map(|d| crate::time::scale(d, self.settings.latency_margin.max(1.0)))
     }
 
     /// Earliest time a batch of `images` could finish on any healthy unit.
@@ -115,7 +115,7 @@ impl Slo {
         slowdown: f64,
     ) -> Option<(u32, Duration)> {
         let limit = queue.batch_for(unit.max_batch);
-        let service = |images| self.service(unit, images).map(|d| d.mul_f64(slowdown));
+        let service = |images| self.service(unit, images).map(|d| crate::time::scale(d, slowdown));
         if queue.head.is_empty() || queue.fixed_batch.is_some() {
             // No per-request view, or a fixed size: the batch is what it is.
             let finish = view.now + service(limit)?;

@@ -60,7 +60,7 @@ impl UnitView {
             return Some(profile.latency(images.max(1)));
         }
         if self.recent_throughput_img_s > 0.0 {
-            return Some(Duration::from_secs_f64(
+            return Some(crate::time::secs(
                 f64::from(images.max(1)) / self.recent_throughput_img_s,
             ));
         }

@@ -221,7 +221,7 @@ fn plan_of(args: &ProfileArgs) -> anyhow::Result<Plan> {
         batch_sizes: args.batch_sizes.clone(),
         batches: args.batches,
         warmup_batches: args.warmup_batches,
-        max_per_size: Duration::from_secs_f64(args.max_seconds_per_size),
+        max_per_size: mica_policies::time::secs(args.max_seconds_per_size),
     })
 }
 

@@ -11,7 +11,8 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use mica_actors::Service;
@@ -90,17 +91,69 @@ pub fn run(config: &Path, overrides: &RunOverrides) -> anyhow::Result<()> {
         let admin = admin_token.map(|token| Admin::new(token, control.clone()));
         let side = crate::metrics_server::start(metrics.address, metrics.port, prometheus, admin)?;
         let _reloader = crate::reload::spawn(&loaded.path, control, ReloadOptions::default())?;
-        crate::systemd::spawn_watchdog();
+        let watched = service.clone();
+        crate::systemd::spawn_watchdog(move || {
+            watched.is_shutting_down() || watched.alive().is_ok()
+        });
         let waiting = service.clone();
-        announce_lifecycle(async move { waiting.wait_ready().await }, "unit");
-        http.run_until_signal().await?;
-        let left = service.shutdown(server.drain_time).await;
+        let drain_began = announce_lifecycle(async move { waiting.wait_ready().await }, "unit");
+        let died: Arc<OnceLock<mica_actors::Dead>> = Arc::new(OnceLock::new());
+        http.run_until(supervise(service.clone(), died.clone(), drain_began.clone()))
+            .await?;
+        // One drain budget for the HTTP front end and the service together: the
+        // service gets what the front end left of `drain_time`.
+        let left = service
+            .shutdown(remaining(&drain_began, server.drain_time))
+            .await;
         if let Some(side) = side {
             side.stop().await;
         }
         info!(unanswered_in_queue = left, "stopped");
-        Ok(())
+        match died.get() {
+            Some(dead) => Err(anyhow::anyhow!(
+                "{dead}: exiting so that the service manager restarts mica"
+            )),
+            None => Ok(()),
+        }
     })
+}
+
+/// How often `supervise` checks that the actors are alive.
+const SUPERVISE_EVERY: Duration = Duration::from_millis(500);
+
+/// Resolves (to the reason) once the service's dispatcher or a unit actor is dead,
+/// never while the service runs or once it shuts down on purpose. The caller then
+/// drains and exits non-zero: mica does not restart actors in place (their state, the
+/// queue and the responders of what they held, died with them); the process restarts
+/// with everything rebuilt (docs/NOTES.md, "Supervision").
+async fn supervise(
+    service: Service,
+    died: Arc<OnceLock<mica_actors::Dead>>,
+    drain_began: Arc<OnceLock<Instant>>,
+) -> String {
+    let mut ticks = tokio::time::interval(SUPERVISE_EVERY);
+    loop {
+        ticks.tick().await;
+        if service.is_shutting_down() {
+            std::future::pending::<()>().await;
+        }
+        if let Err(dead) = service.alive() {
+            error!(error = %dead, "the service is dead: not ready, watchdog stopped, exiting");
+            crate::systemd::status(&format!("failed: {dead}"));
+            let _ = drain_began.set(Instant::now());
+            let reason = dead.to_string();
+            let _ = died.set(dead);
+            return reason;
+        }
+    }
+}
+
+/// What is left of `budget` since the drain began (all of it if it has not).
+fn remaining(drain_began: &OnceLock<Instant>, budget: Duration) -> Duration {
+    match drain_began.get() {
+        Some(began) => budget.saturating_sub(began.elapsed()),
+        None => budget,
+    }
 }
 
 /// Serves the config's `[pipeline]` until SIGTERM/SIGINT, then drains and exits.
@@ -184,11 +237,14 @@ fn run_pipeline(
         };
         let http = crate::serve::start(&server, &model, http_backend)?;
         let side = crate::metrics_server::start(metrics.address, metrics.port, prometheus, None)?;
-        crate::systemd::spawn_watchdog();
+        crate::systemd::spawn_watchdog(|| true);
         let waiting = backend.clone();
-        announce_lifecycle(async move { waiting.wait_ready().await }, "pipeline stage");
+        let drain_began =
+            announce_lifecycle(async move { waiting.wait_ready().await }, "pipeline stage");
         http.run_until_signal().await?;
-        let left = backend.shutdown(server.drain_time).await;
+        let left = backend
+            .shutdown(remaining(&drain_began, server.drain_time))
+            .await;
         if let Some(side) = side {
             side.stop().await;
         }
@@ -199,11 +255,12 @@ fn run_pipeline(
 
 /// Tells the log and systemd when `ready` resolves (READY=1, or a not-ready status naming
 /// the failure of a `part`: "unit", "pipeline stage"), and STOPPING=1 on the first stop
-/// signal.
+/// signal. Returns when the drain began (set on that signal), for the drain budget.
 fn announce_lifecycle<E: std::fmt::Display>(
     ready: impl std::future::Future<Output = Result<(), E>> + 'static,
     part: &'static str,
-) {
+) -> Arc<OnceLock<Instant>> {
+    let drain_began = Arc::new(OnceLock::new());
     actix_rt::spawn(async move {
         match ready.await {
             Ok(()) => {
@@ -216,11 +273,14 @@ fn announce_lifecycle<E: std::fmt::Display>(
             }
         }
     });
-    actix_rt::spawn(async {
+    let began = drain_began.clone();
+    actix_rt::spawn(async move {
         if stop_signal().await.is_ok() {
+            let _ = began.set(Instant::now());
             crate::systemd::stopping();
         }
     });
+    drain_began
 }
 
 /// Resolves on the first SIGTERM or SIGINT (the HTTP server listens for them too).

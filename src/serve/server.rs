@@ -161,13 +161,25 @@ impl RunningServer {
     }
 
     /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
-    pub async fn run_until_signal(mut self) -> anyhow::Result<()> {
+    pub async fn run_until_signal(self) -> anyhow::Result<()> {
+        self.run_until(std::future::pending()).await
+    }
+
+    /// Serves until SIGTERM or SIGINT, or until `stop` resolves (to the reason, e.g.
+    /// a dead dispatcher), then shuts down gracefully.
+    pub async fn run_until(
+        mut self,
+        stop: impl std::future::Future<Output = String>,
+    ) -> anyhow::Result<()> {
         tokio::select! {
             ended = &mut self.task => {
                 return ended.context("the server task failed")?.context("the server failed");
             }
             signal = stop_signal() => {
                 info!(signal = signal?, drain_time = ?self.drain_time, "stopping: draining accepted requests");
+            }
+            reason = stop => {
+                warn!(%reason, drain_time = ?self.drain_time, "stopping: draining accepted requests");
             }
         }
         self.shutdown_with(true).await
