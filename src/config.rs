@@ -478,8 +478,7 @@ fn validate_sections(config: &Config) -> Result<(), (String, String)> {
             "must be at most 10 s".into(),
         ));
     }
-    if !(s.batch_deadline_factor.is_finite() && (0.0..=1000.0).contains(&s.batch_deadline_factor))
-    {
+    if !(s.batch_deadline_factor.is_finite() && (0.0..=1000.0).contains(&s.batch_deadline_factor)) {
         return Err((
             "scheduler.batch_deadline_factor".into(),
             format!(

@@ -310,7 +310,10 @@ impl Handler<Submit> for Dispatcher {
         }
         self.admitted += 1;
         if self.panic_after == Some(self.admitted) {
-            panic!("injected dispatcher panic (test tooling) at request {}", self.admitted);
+            panic!(
+                "injected dispatcher panic (test tooling) at request {}",
+                self.admitted
+            );
         }
         let now = self.now();
         match self.scheduler.admit(

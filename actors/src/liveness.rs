@@ -168,10 +168,7 @@ mod tests {
         let live = Liveness::new(start, ["a".to_string()]);
         assert_eq!(live.check(start + STALE_AFTER), Ok(()));
         let later = start + STALE_AFTER * 2;
-        assert!(matches!(
-            live.check(later),
-            Err(Dead::DispatcherStalled(_))
-        ));
+        assert!(matches!(live.check(later), Err(Dead::DispatcherStalled(_))));
         live.dispatcher_beat(later);
         assert!(matches!(live.check(later), Err(Dead::UnitStalled(u, _)) if u == "a"));
         live.unit_beat(0, later);

@@ -28,7 +28,9 @@ impl Responder {
 
     fn slot(&self) -> MutexGuard<'_, Slot> {
         // The guarded value is a plain `Option`, valid whatever a panicking holder did.
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Sends `answer` if nobody answered yet; returns whether this call answered. (The

@@ -379,10 +379,8 @@ impl Handler<RunBatch> for UnitActor {
 
     fn handle(&mut self, batch: RunBatch, ctx: &mut Self::Context) {
         if self.offline {
-            let error = InferError::Unavailable(format!(
-                "unit {} is out of service",
-                self.setup.spec.id
-            ));
+            let error =
+                InferError::Unavailable(format!("unit {} is out of service", self.setup.spec.id));
             self.refuse(batch, &error);
         } else if let Some(worker) = self.free.pop() {
             self.run(ctx, worker, batch);
@@ -390,10 +388,8 @@ impl Handler<RunBatch> for UnitActor {
             self.backlog.push_back(batch);
         } else {
             warn!(unit = %self.setup.spec.id, "unit backlog full; failing a batch");
-            let error = InferError::Unavailable(format!(
-                "unit {} has no free stream",
-                self.setup.spec.id
-            ));
+            let error =
+                InferError::Unavailable(format!("unit {} has no free stream", self.setup.spec.id));
             self.refuse(batch, &error);
         }
     }

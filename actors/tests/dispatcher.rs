@@ -241,8 +241,7 @@ async fn failing_and_panicking_engines_fail_only_their_batches() {
         // Round robin gives the panicking unit a third of the batches; least loaded
         // may give it too few (it avoids failing units) to reach a panic.
         assert!(
-            least_loaded
-                || errors.iter().any(|e| e.to_string().contains("panicked")),
+            least_loaded || errors.iter().any(|e| e.to_string().contains("panicked")),
             "panics are reported as such: {errors:?}"
         );
         // The workers survived their panics: another round still gets answers.
@@ -390,10 +389,10 @@ async fn a_hung_engine_gets_its_batch_answered_and_its_worker_replaced() {
     assert_eq!(ok + errors.len(), 300, "every request answered");
     assert!(!errors.is_empty(), "some batches hung");
     assert!(
-        errors
-            .iter()
-            .all(|e| matches!(e, InferError::Engine(m) if m.contains("deadline"))
-                || matches!(e, InferError::Unavailable(_))),
+        errors.iter().all(
+            |e| matches!(e, InferError::Engine(m) if m.contains("deadline"))
+                || matches!(e, InferError::Unavailable(_))
+        ),
         "hung batches are answered as such: {errors:?}"
     );
     assert!(ok > 150, "the healthy unit keeps serving: {ok} ok");

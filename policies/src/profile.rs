@@ -361,7 +361,13 @@ mod tests {
         assert!(huge.unwrap_err().to_string().contains("latency_ms"));
         let mut p = profile(vec![point(1, 1.0)]);
         p.overhead_ms = 1e12;
-        assert!(matches!(p.validate(), Err(ProfileError::OutOfRange { what: "overhead_ms", .. })));
+        assert!(matches!(
+            p.validate(),
+            Err(ProfileError::OutOfRange {
+                what: "overhead_ms",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -115,7 +115,10 @@ impl Slo {
         slowdown: f64,
     ) -> Option<(u32, Duration)> {
         let limit = queue.batch_for(unit.max_batch);
-        let service = |images| self.service(unit, images).map(|d| crate::time::scale(d, slowdown));
+        let service = |images| {
+            self.service(unit, images)
+                .map(|d| crate::time::scale(d, slowdown))
+        };
         if queue.head.is_empty() || queue.fixed_batch.is_some() {
             // No per-request view, or a fixed size: the batch is what it is.
             let finish = view.now + service(limit)?;

@@ -98,8 +98,12 @@ pub fn run(config: &Path, overrides: &RunOverrides) -> anyhow::Result<()> {
         let waiting = service.clone();
         let drain_began = announce_lifecycle(async move { waiting.wait_ready().await }, "unit");
         let died: Arc<OnceLock<mica_actors::Dead>> = Arc::new(OnceLock::new());
-        http.run_until(supervise(service.clone(), died.clone(), drain_began.clone()))
-            .await?;
+        http.run_until(supervise(
+            service.clone(),
+            died.clone(),
+            drain_began.clone(),
+        ))
+        .await?;
         // One drain budget for the HTTP front end and the service together: the
         // service gets what the front end left of `drain_time`.
         let left = service

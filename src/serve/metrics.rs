@@ -83,6 +83,30 @@ pub fn describe() {
     );
 }
 
+/// Every `reason` of `REQUEST_FAILURE` (`ServeError::reason`), exported at 0 from the
+/// start as Triton does, so alert rules and `rate()` have the series before the first
+/// failure.
+pub const FAILURE_REASONS: &[&str] = &[
+    "invalid",
+    "unknown_model",
+    "not_found",
+    "method_not_allowed",
+    "too_large",
+    "overloaded",
+    "timeout",
+    "shed",
+    "not_ready",
+    "unavailable",
+    "shutting_down",
+    "engine",
+    "internal",
+];
+
+fn zeroed(counter: Counter) -> Counter {
+    counter.increment(0);
+    counter
+}
+
 fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
@@ -110,14 +134,22 @@ impl ModelSeries {
             ("model", model.to_string()),
             ("version", version.to_string()),
         ];
+        for reason in FAILURE_REASONS {
+            let labels = [
+                ("model", model.to_string()),
+                ("version", version.to_string()),
+                ("reason", (*reason).to_string()),
+            ];
+            counter!(REQUEST_FAILURE, &labels).increment(0);
+        }
         Self {
-            success: counter!(REQUEST_SUCCESS, &labels),
-            images: counter!(INFERENCE_COUNT, &labels),
-            request_us: counter!(REQUEST_DURATION_US, &labels),
-            queue_us: counter!(QUEUE_DURATION_US, &labels),
-            input_us: counter!(COMPUTE_INPUT_DURATION_US, &labels),
-            infer_us: counter!(COMPUTE_INFER_DURATION_US, &labels),
-            output_us: counter!(COMPUTE_OUTPUT_DURATION_US, &labels),
+            success: zeroed(counter!(REQUEST_SUCCESS, &labels)),
+            images: zeroed(counter!(INFERENCE_COUNT, &labels)),
+            request_us: zeroed(counter!(REQUEST_DURATION_US, &labels)),
+            queue_us: zeroed(counter!(QUEUE_DURATION_US, &labels)),
+            input_us: zeroed(counter!(COMPUTE_INPUT_DURATION_US, &labels)),
+            infer_us: zeroed(counter!(COMPUTE_INFER_DURATION_US, &labels)),
+            output_us: zeroed(counter!(COMPUTE_OUTPUT_DURATION_US, &labels)),
             request_seconds: histogram!(HTTP_REQUEST_SECONDS, &labels),
             preprocess_seconds: histogram!(HTTP_PREPROCESS_SECONDS, &labels),
         }
