@@ -11,10 +11,12 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use futures::future::LocalBoxFuture;
 use indicatif::{ProgressBar, ProgressStyle};
-use mica_actors::{InferError, InferRequest, Service};
+use mica_actors::{InferError, InferRequest};
+use std::sync::Arc;
 
-use crate::bench_http::HttpTarget;
+use crate::serve::InferBackend;
 use mica_policies::{ReportBuilder, RunReport};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -80,13 +82,46 @@ pub fn unit_labels(setup: &mica_actors::ServiceSetup) -> UnitLabels {
         .collect()
 }
 
-/// Where the load goes.
-#[derive(Clone)]
-pub enum Target {
-    /// A service started in this process.
-    InProcess(Service),
-    /// A server over HTTP.
-    Http(HttpTarget),
+/// Where the load goes: one seam for every target. In process, requests go through
+/// the `InferBackend` seam the front ends use (the scheduler's `Service`); remote
+/// targets are clients of a running server (`bench_http`).
+pub trait LoadTarget {
+    /// Sends one request of `images` images and reports how it was answered.
+    fn infer(&self, images: u32) -> LocalBoxFuture<'_, Result<Answer, InferError>>;
+}
+
+/// A shared target (the generator's clients each hold one).
+pub type Target = Rc<dyn LoadTarget>;
+
+/// A backend in this process, driven through the `InferBackend` seam with synthetic
+/// requests (no input data).
+pub struct InProcess(pub Arc<dyn InferBackend>);
+
+/// The in-process target over `backend`.
+pub fn in_process(backend: impl InferBackend) -> Target {
+    Rc::new(InProcess(Arc::new(backend)))
+}
+
+impl LoadTarget for InProcess {
+    fn infer(&self, images: u32) -> LocalBoxFuture<'_, Result<Answer, InferError>> {
+        let answer = self.0.submit(InferRequest {
+            images,
+            data: None,
+            priority: 0,
+            timeout: None,
+        });
+        Box::pin(async move {
+            let response = answer.await?;
+            Ok(Answer {
+                unit: response.unit.to_string(),
+                unit_index: Some(response.unit_index),
+                engine: response.engine.to_string(),
+                images: response.images,
+                batch_images: response.batch_images,
+                queue_wait: response.queue_wait,
+            })
+        })
+    }
 }
 
 /// What the generator learns from one answered request.
@@ -104,32 +139,6 @@ pub struct Answer {
     pub batch_images: u32,
     /// Time it waited in the queue.
     pub queue_wait: Duration,
-}
-
-impl Target {
-    async fn submit(&self, images: u32) -> Result<Answer, InferError> {
-        match self {
-            Target::InProcess(service) => {
-                let response = service
-                    .submit(InferRequest {
-                        images,
-                        data: None,
-                        priority: 0,
-                        timeout: None,
-                    })
-                    .await?;
-                Ok(Answer {
-                    unit: response.unit.to_string(),
-                    unit_index: Some(response.unit_index),
-                    engine: response.engine.to_string(),
-                    images: response.images,
-                    batch_images: response.batch_images,
-                    queue_wait: response.queue_wait,
-                })
-            }
-            Target::Http(http) => http.infer(images).await,
-        }
-    }
 }
 
 struct Shared {
@@ -254,7 +263,7 @@ async fn one_request(
     shared: &Rc<RefCell<Shared>>,
 ) -> Result<(), InferError> {
     let sent = Instant::now();
-    let outcome = target.submit(options.images_per_request).await;
+    let outcome = target.infer(options.images_per_request).await;
     let answered = Instant::now();
     let mut s = shared.borrow_mut();
     // Count what is answered inside the measured window, whenever it was sent.

@@ -10,7 +10,9 @@ use awc::http::StatusCode;
 use mica_actors::InferError;
 use serde::Deserialize;
 
-use crate::bench::Answer;
+use futures::future::LocalBoxFuture;
+
+use crate::bench::{Answer, LoadTarget};
 
 /// A server's model, as its metadata endpoint describes it.
 #[derive(Debug, Clone, Deserialize)]
@@ -108,7 +110,7 @@ impl HttpTarget {
     }
 
     /// Sends one request of `images` zero images and reads what the server says of it.
-    pub async fn infer(&self, images: u32) -> Result<Answer, InferError> {
+    async fn request(&self, images: u32) -> Result<Answer, InferError> {
         let mut shape = vec![i64::from(images)];
         shape.extend_from_slice(&self.image_shape);
         let data_bytes = self.image_bytes * images as usize;
@@ -176,5 +178,11 @@ impl HttpTarget {
             batch_images: p.mica_batch_images.unwrap_or(images),
             queue_wait: Duration::from_micros(p.mica_queue_wait_us.unwrap_or(0)),
         })
+    }
+}
+
+impl LoadTarget for HttpTarget {
+    fn infer(&self, images: u32) -> LocalBoxFuture<'_, Result<Answer, InferError>> {
+        Box::pin(self.request(images))
     }
 }

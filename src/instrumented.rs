@@ -10,11 +10,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use metrics::{Counter, Gauge};
 
 use crate::metrics::{EXEC_COUNT, PENDING_REQUEST_COUNT};
-use crate::serve::{InferBackend, InferFuture};
+use crate::serve::{InferBackend, InferFuture, ReadyFuture, Serves, ShutdownFuture};
 use mica_actors::InferRequest;
 
 /// Fixed-point scale of the execution shares (a share is `images / batch_images`).
@@ -117,6 +118,22 @@ impl<B: InferBackend> InferBackend for Instrumented<B> {
 
     fn priority_levels(&self) -> u8 {
         self.inner.priority_levels()
+    }
+
+    fn serves(&self) -> Serves {
+        self.inner.serves()
+    }
+
+    fn wait_ready(&self) -> ReadyFuture {
+        self.inner.wait_ready()
+    }
+
+    fn alive(&self) -> Result<(), String> {
+        self.inner.alive()
+    }
+
+    fn shutdown(&self, drain: Duration) -> ShutdownFuture {
+        self.inner.shutdown(drain)
     }
 }
 

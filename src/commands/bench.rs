@@ -131,7 +131,7 @@ fn run_in_process(
     actix::System::new().block_on(async move {
         let service = Service::start(setup)?;
         service.wait_ready().await?;
-        let target = Target::InProcess(service.clone());
+        let target = bench::in_process(service.clone());
         let mut reports = Vec::new();
         for options in &all {
             reports.push(bench::run(&target, labels.clone(), options).await);
@@ -157,7 +157,7 @@ fn run_http(
         .map(|load| options(run, how, *load, stop, 42, "server's"))
         .collect();
     actix::System::new().block_on(async move {
-        let target = Target::Http(HttpTarget::connect(url, model).await?);
+        let target: Target = std::rc::Rc::new(HttpTarget::connect(url, model).await?);
         let mut reports = Vec::new();
         for options in &all {
             let mut report = bench::run(&target, Vec::new(), options).await;

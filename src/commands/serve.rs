@@ -24,7 +24,7 @@ use crate::instrumented::Instrumented;
 use crate::metrics::MetricsHandle;
 use crate::pipeline_config::{build_setup, PipelineConfig};
 use crate::reload::{PolicyControl, PolicySource, ReloadOptions};
-use crate::serve::{InferBackend, PipelineBackend, PipelineOptions};
+use crate::serve::{InferBackend, ModelSettings, PipelineBackend, PipelineOptions};
 use crate::telemetry::Telemetry;
 use crate::wiring::{self, RunOverrides};
 
@@ -43,76 +43,210 @@ fn start_metrics(
     Ok((Some(prometheus), telemetry))
 }
 
-/// Runs the service until SIGTERM/SIGINT, then drains and exits.
+/// What `mica serve` runs behind the front ends: the scheduler over `[[units]]`, or
+/// the config's `[pipeline]`.
+enum Plan {
+    Scheduler {
+        setup: Box<mica_actors::ServiceSetup>,
+        written: mica_policies::PolicyConfig,
+        resolved: mica_policies::PolicyConfig,
+        source: PolicySource,
+        admin_token: Option<String>,
+    },
+    Pipeline {
+        setup: mica_actors::pipeline::PipelineSetup,
+        options: PipelineOptions,
+    },
+}
+
+/// A started backend, and the scheduler's policy control where there is one.
+struct Started {
+    backend: Arc<dyn InferBackend>,
+    control: Option<(Arc<PolicyControl>, Option<String>)>,
+}
+
+impl Plan {
+    /// The scheduler over the config's units.
+    fn scheduler(loaded: &LoadedConfig, overrides: &RunOverrides) -> anyhow::Result<Self> {
+        let admin_token = crate::admin::token(loaded)?;
+        let setup = wiring::service_setup(loaded, overrides)?;
+        let (written, source) = match &overrides.policy {
+            Some(policy) => (policy.clone(), PolicySource::CommandLine),
+            None => (loaded.config.scheduler.policy.clone(), PolicySource::Config),
+        };
+        info!(
+            config = %loaded.path.display(),
+            platform = %loaded.config.platform.name,
+            units = setup.units.len(),
+            policy = setup.policy.name(),
+            metrics = loaded.config.metrics.enabled,
+            admin = admin_token.is_some(),
+            "starting"
+        );
+        Ok(Plan::Scheduler {
+            resolved: setup.policy.clone(),
+            setup: Box::new(setup),
+            written,
+            source,
+            admin_token,
+        })
+    }
+
+    /// The config's pipeline; `model` becomes what it serves.
+    fn pipeline(
+        loaded: &LoadedConfig,
+        pipeline: &PipelineConfig,
+        overrides: &RunOverrides,
+        model: &mut ModelSettings,
+    ) -> anyhow::Result<Self> {
+        let file = loaded.path.display().to_string();
+        if overrides.policy.is_some() || overrides.units.is_some() {
+            anyhow::bail!(
+                "--policy and --units choose the scheduler's policy and units, but {file} has a \
+                 [pipeline] section: it serves the pipeline, whose stages name the units"
+            );
+        }
+        if crate::admin::token(loaded)?.is_some() {
+            warn!("admin routes swap the scheduler's policy; a pipeline has none: not served");
+        }
+        let resolved = pipeline
+            .resolve(loaded)
+            .map_err(|m| anyhow::anyhow!("{file}: {m}"))?;
+        let spec = &resolved.spec;
+        *model = pipeline
+            .served_model(&loaded.config.model, spec)
+            .map_err(|m| anyhow::anyhow!("{file}: {m}"))?;
+        let setup = build_setup(loaded, spec, &resolved.config_units)?;
+        let engines: BTreeSet<&'static str> = resolved
+            .config_units
+            .iter()
+            .map(|&u| loaded.config.units[u].engine.as_str())
+            .collect();
+        let engine = match engines.iter().next() {
+            Some(only) if engines.len() == 1 => *only,
+            _ => "mixed",
+        };
+        let options = PipelineOptions {
+            capacity: loaded.config.scheduler.queue_capacity,
+            priority_levels: loaded.config.scheduler.priority_levels,
+            input_len: model.input_len(),
+            output_len: model.output_len(),
+            engine,
+        };
+        let stages: Vec<String> = spec
+            .stages
+            .iter()
+            .map(|s| {
+                let units: Vec<&str> = s.units.iter().map(|&u| spec.units[u].id.as_str()).collect();
+                format!(
+                    "{}: blocks {}..{} b{} s{}",
+                    units.join("|"),
+                    s.blocks.start,
+                    s.blocks.end,
+                    s.batch,
+                    s.streams
+                )
+            })
+            .collect();
+        info!(
+            config = %file,
+            platform = %loaded.config.platform.name,
+            model = %model.name,
+            pipeline = %spec.table.model,
+            stages = %stages.join(" -> "),
+            engine,
+            metrics = loaded.config.metrics.enabled,
+            "starting a pipeline"
+        );
+        Ok(Plan::Pipeline { setup, options })
+    }
+
+    /// Starts the backend (inside the actix system).
+    fn start(self, loaded: &LoadedConfig) -> anyhow::Result<Started> {
+        Ok(match self {
+            Plan::Scheduler {
+                setup,
+                written,
+                resolved,
+                source,
+                admin_token,
+            } => {
+                let service = Service::start(*setup)?;
+                let control = Arc::new(PolicyControl::new(
+                    service.clone(),
+                    loaded,
+                    written,
+                    resolved,
+                    source,
+                ));
+                Started {
+                    backend: Arc::new(service),
+                    control: Some((control, admin_token)),
+                }
+            }
+            Plan::Pipeline { setup, options } => Started {
+                backend: Arc::new(PipelineBackend::start(setup, options)?),
+                control: None,
+            },
+        })
+    }
+}
+
+/// Runs the service until SIGTERM/SIGINT, then drains and exits: one path for the
+/// scheduler and the pipeline backends.
 pub fn run(config: &Path, overrides: &RunOverrides) -> anyhow::Result<()> {
     let loaded = LoadedConfig::load(config)?;
-    if let Some(pipeline) = loaded.config.pipeline.clone() {
-        return run_pipeline(loaded, &pipeline, overrides);
-    }
-    let admin_token = crate::admin::token(&loaded)?;
-    let setup = wiring::service_setup(&loaded, overrides)?;
+    let mut model = loaded.config.model.clone();
+    let plan = match loaded.config.pipeline.clone() {
+        Some(pipeline) => Plan::pipeline(&loaded, &pipeline, overrides, &mut model)?,
+        None => Plan::scheduler(&loaded, overrides)?,
+    };
     let metrics = loaded.config.metrics.clone();
     let (prometheus, _telemetry) = start_metrics(&metrics)?;
     let server = loaded.config.server.clone();
-    let model = loaded.config.model.clone();
-    let (written, source) = match &overrides.policy {
-        Some(policy) => (policy.clone(), PolicySource::CommandLine),
-        None => (loaded.config.scheduler.policy.clone(), PolicySource::Config),
-    };
-    let resolved = setup.policy.clone();
-    info!(
-        config = %loaded.path.display(),
-        platform = %loaded.config.platform.name,
-        units = setup.units.len(),
-        policy = setup.policy.name(),
-        metrics = metrics.enabled,
-        admin = admin_token.is_some(),
-        "starting"
-    );
     actix::System::new().block_on(async move {
-        let service = Service::start(setup)?;
-        let control = Arc::new(PolicyControl::new(
-            service.clone(),
-            &loaded,
-            written,
-            resolved,
-            source,
-        ));
-        let backend: Arc<dyn InferBackend> = if metrics.enabled {
+        let Started { backend, control } = plan.start(&loaded)?;
+        let served: Arc<dyn InferBackend> = if metrics.enabled {
             Arc::new(Instrumented::new(
-                service.clone(),
+                backend.clone(),
                 &model.name,
                 &model.version,
             ))
         } else {
-            Arc::new(service.clone())
+            backend.clone()
         };
-        let http = crate::serve::start(&server, &model, backend)?;
-        let admin = admin_token.map(|token| Admin::new(token, control.clone()));
+        let fronts = crate::serve::start(&server, &model, served)?;
+        let (admin, _reloader) = match control {
+            Some((control, token)) => {
+                let admin = token.map(|token| Admin::new(token, control.clone()));
+                let reloader =
+                    crate::reload::spawn(&loaded.path, control, ReloadOptions::default())?;
+                (admin, Some(reloader))
+            }
+            None => (None, None),
+        };
         let side = crate::metrics_server::start(metrics.address, metrics.port, prometheus, admin)?;
-        let _reloader = crate::reload::spawn(&loaded.path, control, ReloadOptions::default())?;
-        let watched = service.clone();
-        crate::systemd::spawn_watchdog(move || {
-            watched.is_shutting_down() || watched.alive().is_ok()
-        });
-        let waiting = service.clone();
-        let drain_began = announce_lifecycle(async move { waiting.wait_ready().await }, "unit");
-        let died: Arc<OnceLock<mica_actors::Dead>> = Arc::new(OnceLock::new());
-        http.run_until(supervise(
-            service.clone(),
-            died.clone(),
-            drain_began.clone(),
-        ))
-        .await?;
-        // One drain budget for the HTTP front end and the service together: the
-        // service gets what the front end left of `drain_time`.
-        let left = service
+        let watched = backend.clone();
+        crate::systemd::spawn_watchdog(move || watched.alive().is_ok());
+        let serves = backend.serves();
+        let drain_began = announce_lifecycle(backend.wait_ready(), serves.part);
+        let died: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
+        fronts
+            .run_until(supervise(
+                backend.clone(),
+                died.clone(),
+                drain_began.clone(),
+            ))
+            .await?;
+        // One drain budget for the front ends and the backend together: the backend
+        // gets what the front ends left of `drain_time`.
+        let left = backend
             .shutdown(remaining(&drain_began, server.drain_time))
             .await;
         if let Some(side) = side {
             side.stop().await;
         }
-        info!(unanswered_in_queue = left, "stopped");
+        info!(unanswered = left, of = serves.unanswered, "stopped");
         match died.get() {
             Some(dead) => Err(anyhow::anyhow!(
                 "{dead}: exiting so that the service manager restarts mica"
@@ -122,32 +256,28 @@ pub fn run(config: &Path, overrides: &RunOverrides) -> anyhow::Result<()> {
     })
 }
 
-/// How often `supervise` checks that the actors are alive.
+/// How often `supervise` checks that the backend is alive.
 const SUPERVISE_EVERY: Duration = Duration::from_millis(500);
 
-/// Resolves (to the reason) once the service's dispatcher or a unit actor is dead,
-/// never while the service runs or once it shuts down on purpose. The caller then
+/// Resolves (to the reason) once the backend is dead (the scheduler's dispatcher or a
+/// unit actor), never while it runs or once it shuts down on purpose. The caller then
 /// drains and exits non-zero: mica does not restart actors in place (their state, the
 /// queue and the responders of what they held, died with them); the process restarts
 /// with everything rebuilt (docs/NOTES.md, "Supervision").
 async fn supervise(
-    service: Service,
-    died: Arc<OnceLock<mica_actors::Dead>>,
+    backend: Arc<dyn InferBackend>,
+    died: Arc<OnceLock<String>>,
     drain_began: Arc<OnceLock<Instant>>,
 ) -> String {
     let mut ticks = tokio::time::interval(SUPERVISE_EVERY);
     loop {
         ticks.tick().await;
-        if service.is_shutting_down() {
-            std::future::pending::<()>().await;
-        }
-        if let Err(dead) = service.alive() {
+        if let Err(dead) = backend.alive() {
             error!(error = %dead, "the service is dead: not ready, watchdog stopped, exiting");
             crate::systemd::status(&format!("failed: {dead}"));
             let _ = drain_began.set(Instant::now());
-            let reason = dead.to_string();
-            let _ = died.set(dead);
-            return reason;
+            let _ = died.set(dead.clone());
+            return dead;
         }
     }
 }
@@ -158,103 +288,6 @@ fn remaining(drain_began: &OnceLock<Instant>, budget: Duration) -> Duration {
         Some(began) => budget.saturating_sub(began.elapsed()),
         None => budget,
     }
-}
-
-/// Serves the config's `[pipeline]` until SIGTERM/SIGINT, then drains and exits.
-fn run_pipeline(
-    loaded: LoadedConfig,
-    pipeline: &PipelineConfig,
-    overrides: &RunOverrides,
-) -> anyhow::Result<()> {
-    let file = loaded.path.display().to_string();
-    if overrides.policy.is_some() || overrides.units.is_some() {
-        anyhow::bail!(
-            "--policy and --units choose the scheduler's policy and units, but {file} has a \
-             [pipeline] section: it serves the pipeline, whose stages name the units"
-        );
-    }
-    if crate::admin::token(&loaded)?.is_some() {
-        warn!("admin routes swap the scheduler's policy; a pipeline has none: not served");
-    }
-    let resolved = pipeline
-        .resolve(&loaded)
-        .map_err(|m| anyhow::anyhow!("{file}: {m}"))?;
-    let spec = &resolved.spec;
-    let model = pipeline
-        .served_model(&loaded.config.model, spec)
-        .map_err(|m| anyhow::anyhow!("{file}: {m}"))?;
-    let setup = build_setup(&loaded, spec, &resolved.config_units)?;
-    let engines: BTreeSet<&'static str> = resolved
-        .config_units
-        .iter()
-        .map(|&u| loaded.config.units[u].engine.as_str())
-        .collect();
-    let engine = match engines.iter().next() {
-        Some(only) if engines.len() == 1 => *only,
-        _ => "mixed",
-    };
-    let options = PipelineOptions {
-        capacity: loaded.config.scheduler.queue_capacity,
-        priority_levels: loaded.config.scheduler.priority_levels,
-        input_len: model.input_len(),
-        output_len: model.output_len(),
-        engine,
-    };
-    let stages: Vec<String> = spec
-        .stages
-        .iter()
-        .map(|s| {
-            let units: Vec<&str> = s.units.iter().map(|&u| spec.units[u].id.as_str()).collect();
-            format!(
-                "{}: blocks {}..{} b{} s{}",
-                units.join("|"),
-                s.blocks.start,
-                s.blocks.end,
-                s.batch,
-                s.streams
-            )
-        })
-        .collect();
-    let server = loaded.config.server.clone();
-    let metrics = loaded.config.metrics.clone();
-    let (prometheus, _telemetry) = start_metrics(&metrics)?;
-    info!(
-        config = %file,
-        platform = %loaded.config.platform.name,
-        model = %model.name,
-        pipeline = %spec.table.model,
-        stages = %stages.join(" -> "),
-        engine,
-        metrics = metrics.enabled,
-        "starting a pipeline"
-    );
-    actix::System::new().block_on(async move {
-        let backend = PipelineBackend::start(setup, options)?;
-        let http_backend: Arc<dyn InferBackend> = if metrics.enabled {
-            Arc::new(Instrumented::new(
-                backend.clone(),
-                &model.name,
-                &model.version,
-            ))
-        } else {
-            Arc::new(backend.clone())
-        };
-        let http = crate::serve::start(&server, &model, http_backend)?;
-        let side = crate::metrics_server::start(metrics.address, metrics.port, prometheus, None)?;
-        crate::systemd::spawn_watchdog(|| true);
-        let waiting = backend.clone();
-        let drain_began =
-            announce_lifecycle(async move { waiting.wait_ready().await }, "pipeline stage");
-        http.run_until_signal().await?;
-        let left = backend
-            .shutdown(remaining(&drain_began, server.drain_time))
-            .await;
-        if let Some(side) = side {
-            side.stop().await;
-        }
-        info!(unanswered_images = left, "stopped");
-        Ok(())
-    })
 }
 
 /// Tells the log and systemd when `ready` resolves (READY=1, or a not-ready status naming
@@ -279,22 +312,10 @@ fn announce_lifecycle<E: std::fmt::Display>(
     });
     let began = drain_began.clone();
     actix_rt::spawn(async move {
-        if stop_signal().await.is_ok() {
+        if crate::serve::stop_signal().await.is_ok() {
             let _ = began.set(Instant::now());
             crate::systemd::stopping();
         }
     });
     drain_began
-}
-
-/// Resolves on the first SIGTERM or SIGINT (the HTTP server listens for them too).
-async fn stop_signal() -> anyhow::Result<()> {
-    use actix_rt::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
-    }
-    Ok(())
 }

@@ -148,7 +148,7 @@ pub fn real_time(
     let report = actix::System::new().block_on(async move {
         let service = Service::start(setup)?;
         service.wait_ready().await?;
-        let report = bench::run(&bench::Target::InProcess(service.clone()), labels, &options).await;
+        let report = bench::run(&bench::in_process(service.clone()), labels, &options).await;
         service.shutdown(Duration::from_secs(5)).await;
         Ok::<_, anyhow::Error>(report)
     })?;

@@ -1,16 +1,14 @@
-//! The HTTP layer's one error type, and the one place that maps errors to an HTTP
-//! status, a metric label and the `{"error": "..."}` body.
+//! The front ends' one error type. Every variant has a protocol-neutral [`ErrorKind`];
+//! each transport maps a kind to its status in one place (`http::error` to an HTTP
+//! status, `grpc::status` to a gRPC code) and sends the same message text.
 
 use std::time::Duration;
 
-use actix_web::http::header::{self, HeaderValue};
-use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
 use mica_actors::InferError;
 use thiserror::Error;
 
 /// Why a request got no answer of its own.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, PartialEq, Error)]
 pub enum ServeError {
     /// Malformed body, wrong shape or datatype, unknown input or parameter value.
     #[error("{0}")]
@@ -26,13 +24,13 @@ pub enum ServeError {
         /// The version asked for.
         version: String,
     },
-    /// No route for the path.
+    /// No route for the path (HTTP) or no such method (gRPC).
     #[error("no endpoint {0}")]
     RouteNotFound(String),
     /// The path exists but not for that method.
     #[error("method {0} is not allowed here")]
     MethodNotAllowed(String),
-    /// The body is larger than `server.max_body_bytes`.
+    /// The request is larger than `server.max_body_bytes`.
     #[error("request body of {size} bytes exceeds the limit of {limit} bytes")]
     PayloadTooLarge {
         /// Bytes received or announced.
@@ -61,6 +59,10 @@ pub enum ServeError {
     /// The server is stopping.
     #[error("server is shutting down")]
     ShuttingDown,
+    /// The protocol has the call but mica does not implement it (gRPC shared memory,
+    /// trace and log settings, repository load/unload).
+    #[error("{0} is not implemented by mica")]
+    Unimplemented(String),
     /// The engine failed on the request's batch.
     #[error("inference failed: {0}")]
     Engine(String),
@@ -69,23 +71,68 @@ pub enum ServeError {
     Internal(String),
 }
 
+/// What kind of failure an error is, whatever the transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The request is wrong; resending it unchanged fails again.
+    InvalidArgument,
+    /// The model, version or endpoint does not exist.
+    NotFound,
+    /// The endpoint exists, not for that method (HTTP only).
+    MethodNotAllowed,
+    /// The request is larger than the configured limit.
+    TooLarge,
+    /// A bounded queue is full; retry after the hint.
+    Overloaded,
+    /// The request's own deadline passed (its `timeout`, or shed for it).
+    DeadlineExceeded,
+    /// Not ready, or stopping: try again later or elsewhere.
+    Unavailable,
+    /// The call exists in the protocol but not in mica.
+    Unimplemented,
+    /// mica or its engine failed.
+    Internal,
+}
+
 impl ServeError {
-    /// The HTTP status clients get.
-    pub fn status(&self) -> StatusCode {
+    /// The error's kind, which each transport maps to its status.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            ServeError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ServeError::BadRequest(_) => ErrorKind::InvalidArgument,
             ServeError::ModelNotFound(_)
             | ServeError::VersionNotFound { .. }
-            | ServeError::RouteNotFound(_) => StatusCode::NOT_FOUND,
-            ServeError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ServeError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ServeError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ServeError::TimedOut
-            | ServeError::DeadlineCannotBeMet
-            | ServeError::NotReady(_)
-            | ServeError::Unavailable(_)
-            | ServeError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            ServeError::Engine(_) | ServeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            | ServeError::RouteNotFound(_) => ErrorKind::NotFound,
+            ServeError::MethodNotAllowed(_) => ErrorKind::MethodNotAllowed,
+            ServeError::PayloadTooLarge { .. } => ErrorKind::TooLarge,
+            ServeError::Overloaded { .. } => ErrorKind::Overloaded,
+            ServeError::TimedOut | ServeError::DeadlineCannotBeMet => ErrorKind::DeadlineExceeded,
+            ServeError::NotReady(_) | ServeError::Unavailable(_) | ServeError::ShuttingDown => {
+                ErrorKind::Unavailable
+            }
+            ServeError::Unimplemented(_) => ErrorKind::Unimplemented,
+            ServeError::Engine(_) | ServeError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// Whether the fault is the server's (logged as a warning) rather than the
+    /// client's.
+    pub fn is_server_fault(&self) -> bool {
+        matches!(self.kind(), ErrorKind::Internal)
+            || matches!(
+                self,
+                ServeError::TimedOut
+                    | ServeError::DeadlineCannotBeMet
+                    | ServeError::NotReady(_)
+                    | ServeError::Unavailable(_)
+                    | ServeError::ShuttingDown
+            )
+    }
+
+    /// When an overloaded client should retry, in whole seconds (never 0).
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            ServeError::Overloaded { retry_after } => Some(retry_after_secs(*retry_after)),
+            _ => None,
         }
     }
 
@@ -103,6 +150,7 @@ impl ServeError {
             ServeError::NotReady(_) => "not_ready",
             ServeError::Unavailable(_) => "unavailable",
             ServeError::ShuttingDown => "shutting_down",
+            ServeError::Unimplemented(_) => "unimplemented",
             ServeError::Engine(_) => "engine",
             ServeError::Internal(_) => "internal",
         }
@@ -128,97 +176,24 @@ impl From<InferError> for ServeError {
     }
 }
 
-/// `Retry-After` is whole seconds; never advise retrying at once.
+/// Retry hints are whole seconds; never advise retrying at once.
 fn retry_after_secs(retry_after: Duration) -> u64 {
     retry_after.as_secs_f64().ceil().max(1.0) as u64
 }
 
-/// The JSON body of every error answer.
-#[derive(serde::Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-}
-
-impl ResponseError for ServeError {
-    fn status_code(&self) -> StatusCode {
-        self.status()
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let message = self.to_string();
-        let mut response = HttpResponse::build(self.status());
-        if let ServeError::Overloaded { retry_after } = self {
-            response.insert_header((header::RETRY_AFTER, retry_after_secs(*retry_after)));
-        }
-        let body = serde_json::to_vec(&ErrorBody { error: &message })
-            .unwrap_or_else(|_| br#"{"error":"internal error"}"#.to_vec());
-        response
-            .insert_header((
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ))
-            .body(body)
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use actix_web::body::MessageBody;
-
     use super::*;
-
-    fn body_of(error: &ServeError) -> serde_json::Value {
-        let body = error.error_response().into_body().try_into_bytes().unwrap();
-        serde_json::from_slice(&body).unwrap()
-    }
-
-    #[test]
-    fn every_error_is_json_with_its_status() {
-        let cases = [
-            (ServeError::bad_request("input \"x\": bad"), 400),
-            (ServeError::ModelNotFound("m".into()), 404),
-            (ServeError::PayloadTooLarge { size: 10, limit: 5 }, 413),
-            (ServeError::NotReady("m".into()), 503),
-            (ServeError::Engine("boom".into()), 500),
-        ];
-        for (error, status) in cases {
-            let response = error.error_response();
-            assert_eq!(response.status().as_u16(), status, "{error}");
-            assert_eq!(
-                response.headers().get(header::CONTENT_TYPE).unwrap(),
-                "application/json"
-            );
-            assert_eq!(body_of(&error)["error"], error.to_string());
-        }
-    }
-
-    #[test]
-    fn overload_says_when_to_retry() {
-        let error = ServeError::from(InferError::Overloaded {
-            retry_after: Duration::from_millis(1500),
-        });
-        let response = error.error_response();
-        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "2");
-        let error = ServeError::Overloaded {
-            retry_after: Duration::ZERO,
-        };
-        assert_eq!(
-            error
-                .error_response()
-                .headers()
-                .get(header::RETRY_AFTER)
-                .unwrap(),
-            "1"
-        );
-    }
 
     #[test]
     fn backend_errors_keep_their_meaning() {
-        assert_eq!(ServeError::from(InferError::TimedOut).status(), 503);
         assert_eq!(
-            ServeError::from(InferError::Invalid("x".into())).status(),
-            400
+            ServeError::from(InferError::TimedOut).kind(),
+            ErrorKind::DeadlineExceeded
+        );
+        assert_eq!(
+            ServeError::from(InferError::Invalid("x".into())).kind(),
+            ErrorKind::InvalidArgument
         );
         assert_eq!(
             ServeError::from(InferError::Engine("x".into())).reason(),
@@ -228,5 +203,31 @@ mod tests {
             ServeError::from(InferError::DeadlineCannotBeMet).reason(),
             InferError::DeadlineCannotBeMet.reason()
         );
+    }
+
+    #[test]
+    fn overload_says_when_to_retry_in_whole_seconds() {
+        let error = ServeError::from(InferError::Overloaded {
+            retry_after: Duration::from_millis(1500),
+        });
+        assert_eq!(error.retry_after_secs(), Some(2));
+        assert_eq!(error.to_string(), "server overloaded, retry after 2s");
+        let now = ServeError::Overloaded {
+            retry_after: Duration::ZERO,
+        };
+        assert_eq!(now.retry_after_secs(), Some(1));
+        assert_eq!(ServeError::TimedOut.retry_after_secs(), None);
+    }
+
+    #[test]
+    fn server_faults_are_told_from_client_faults() {
+        assert!(ServeError::Engine("x".into()).is_server_fault());
+        assert!(ServeError::ShuttingDown.is_server_fault());
+        assert!(!ServeError::bad_request("x").is_server_fault());
+        assert!(!ServeError::ModelNotFound("m".into()).is_server_fault());
+        assert!(!ServeError::Overloaded {
+            retry_after: Duration::ZERO
+        }
+        .is_server_fault());
     }
 }

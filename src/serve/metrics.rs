@@ -1,6 +1,8 @@
-//! The HTTP layer's metrics, declared once: Triton's names where the meaning is the
-//! same (so existing dashboards work), `mica_http_*` for the rest. Labels: `model`,
-//! `version`; failures add `reason` (from `ServeError::reason`).
+//! The front ends' metrics, declared once: Triton's names where the meaning is the
+//! same (so existing dashboards work; they count both protocols together, as Triton's
+//! do), `mica_*` for the rest. Labels: `model`, `version`; the latency histograms add
+//! `protocol` (`http`, `grpc`); failures add `protocol` and `reason` (from
+//! `ServeError::reason`).
 //!
 //! `describe` registers descriptions with the installed recorder; histogram buckets
 //! come from the `_seconds` suffix rule in `crate::metrics`.
@@ -10,6 +12,7 @@ use std::time::Duration;
 use metrics::{counter, describe_counter, describe_histogram, histogram, Counter, Histogram, Unit};
 
 use super::error::ServeError;
+use super::infer::Protocol;
 use super::stats::Phases;
 
 /// Successful inference requests (Triton).
@@ -28,10 +31,10 @@ pub const COMPUTE_INPUT_DURATION_US: &str = "nv_inference_compute_input_duration
 pub const COMPUTE_INFER_DURATION_US: &str = "nv_inference_compute_infer_duration_us";
 /// Cumulative output processing time in microseconds (Triton).
 pub const COMPUTE_OUTPUT_DURATION_US: &str = "nv_inference_compute_output_duration_us";
-/// Inference request latency as seen by the HTTP layer, successes only.
-pub const HTTP_REQUEST_SECONDS: &str = "mica_http_request_duration_seconds";
-/// Body parsing and image preprocessing time per request.
-pub const HTTP_PREPROCESS_SECONDS: &str = "mica_http_preprocess_duration_seconds";
+/// Inference request latency as seen by the front end, successes only, per protocol.
+pub const REQUEST_SECONDS: &str = "mica_request_duration_seconds";
+/// Body parsing and image preprocessing time per request, per protocol.
+pub const PREPROCESS_SECONDS: &str = "mica_preprocess_duration_seconds";
 
 /// Registers descriptions and units with the installed recorder.
 pub fn describe() {
@@ -72,14 +75,14 @@ pub fn describe() {
         "Cumulative response encoding time"
     );
     describe_histogram!(
-        HTTP_REQUEST_SECONDS,
+        REQUEST_SECONDS,
         Unit::Seconds,
-        "Inference request latency in the HTTP layer, successes"
+        "Inference request latency in the front end, successes, per protocol"
     );
     describe_histogram!(
-        HTTP_PREPROCESS_SECONDS,
+        PREPROCESS_SECONDS,
         Unit::Seconds,
-        "Body parsing and image preprocessing time per request"
+        "Body parsing and image preprocessing time per request, per protocol"
     );
 }
 
@@ -98,6 +101,7 @@ pub const FAILURE_REASONS: &[&str] = &[
     "not_ready",
     "unavailable",
     "shutting_down",
+    "unimplemented",
     "engine",
     "internal",
 ];
@@ -111,9 +115,9 @@ fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// The per-model series of successful requests, resolved once when the server starts
-/// (after the recorder is installed), so a request costs atomic adds rather than nine
-/// registry lookups by label.
+/// The per-model series of successful requests over one protocol, resolved once when
+/// the server starts (after the recorder is installed), so a request costs atomic adds
+/// rather than nine registry lookups by label.
 #[derive(Debug, Clone)]
 pub struct ModelSeries {
     success: Counter,
@@ -128,16 +132,22 @@ pub struct ModelSeries {
 }
 
 impl ModelSeries {
-    /// The series of `model` at `version`.
-    pub fn new(model: &str, version: &str) -> Self {
+    /// The series of `model` at `version` answered over `protocol`.
+    pub fn new(model: &str, version: &str, protocol: Protocol) -> Self {
         let labels = [
             ("model", model.to_string()),
             ("version", version.to_string()),
+        ];
+        let per_protocol = [
+            ("model", model.to_string()),
+            ("version", version.to_string()),
+            ("protocol", protocol.as_str().to_string()),
         ];
         for reason in FAILURE_REASONS {
             let labels = [
                 ("model", model.to_string()),
                 ("version", version.to_string()),
+                ("protocol", protocol.as_str().to_string()),
                 ("reason", (*reason).to_string()),
             ];
             counter!(REQUEST_FAILURE, &labels).increment(0);
@@ -150,8 +160,8 @@ impl ModelSeries {
             input_us: zeroed(counter!(COMPUTE_INPUT_DURATION_US, &labels)),
             infer_us: zeroed(counter!(COMPUTE_INFER_DURATION_US, &labels)),
             output_us: zeroed(counter!(COMPUTE_OUTPUT_DURATION_US, &labels)),
-            request_seconds: histogram!(HTTP_REQUEST_SECONDS, &labels),
-            preprocess_seconds: histogram!(HTTP_PREPROCESS_SECONDS, &labels),
+            request_seconds: histogram!(REQUEST_SECONDS, &per_protocol),
+            preprocess_seconds: histogram!(PREPROCESS_SECONDS, &per_protocol),
         }
     }
 
@@ -170,10 +180,11 @@ impl ModelSeries {
 }
 
 /// Records a failed inference request.
-pub fn record_failure(model: &str, version: &str, error: &ServeError) {
+pub fn record_failure(model: &str, version: &str, protocol: Protocol, error: &ServeError) {
     let labels = [
         ("model", model.to_string()),
         ("version", version.to_string()),
+        ("protocol", protocol.as_str().to_string()),
         ("reason", error.reason().to_string()),
     ];
     counter!(REQUEST_FAILURE, &labels).increment(1);

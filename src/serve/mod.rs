@@ -1,33 +1,40 @@
-//! `mica serve`'s HTTP layer: the KServe v2 protocol with Triton's extensions
-//! (binary tensor data, classification, model configuration, statistics), raw-image
-//! preprocessing on a pool of threads, admission answers (429, 503) and graceful
-//! shutdown.
+//! `mica serve`'s front ends over one protocol-neutral inference core.
 //!
-//! Entry points: [`serve`] (start, run until SIGTERM/SIGINT, drain) and [`start`]
-//! (for callers and tests that stop the server themselves). The handlers call an
-//! [`InferBackend`]: the scheduler's `Service`, or a [`PipelineBackend`] for a config
-//! with `[pipeline]`.
+//! The core ([`Infer`]) answers every KServe v2 / Triton call on plain types: request
+//! validation ([`request`]), response building with classification ([`response`]),
+//! model metadata and configuration ([`model`]), statistics, readiness and the drain,
+//! with one error type ([`ServeError`]) whose kind each transport maps to its status in
+//! one place. The front ends ([`http`]) know only their transport; they sit behind the
+//! [`FrontEnd`] trait, start together and drain together ([`start`], [`serve`]). The
+//! core calls an [`InferBackend`]: the scheduler's `Service`, or a
+//! [`PipelineBackend`] for a config with `[pipeline]`.
 
 mod backend;
-mod binary;
+pub mod binary;
+mod drain;
 mod error;
+mod frontend;
+pub mod http;
+mod infer;
 pub mod metrics;
-mod model;
+pub mod model;
+pub mod params;
 mod pipeline_backend;
 mod pool;
 mod preprocess;
-mod protocol;
-mod request;
-mod response;
-mod routes;
-mod server;
+pub mod request;
+pub mod response;
+mod running;
 mod settings;
 mod stats;
 
-pub use backend::{InferBackend, InferFuture};
-pub use binary::HEADER_LENGTH;
-pub use error::ServeError;
+pub use backend::{InferBackend, InferFuture, ReadyFuture, Serves, ShutdownFuture};
+pub use drain::Drain;
+pub use error::{ErrorKind, ServeError};
+pub use frontend::{stop_signal, FrontEnd, FrontEnds, Stopped};
+pub use http::HEADER_LENGTH;
+pub use infer::{Call, IndexEntry, Infer, Parse, Protocol, ServerMetadata, EXTENSIONS};
 pub use pipeline_backend::{PipelineBackend, PipelineOptions};
 pub use preprocess::Preprocessor;
-pub use server::{serve, start, RunningServer};
+pub use running::{serve, start, RunningServer};
 pub use settings::{Layout, ModelSettings, PreprocessSettings, ServerSettings};

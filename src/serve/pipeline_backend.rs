@@ -24,7 +24,10 @@ use mica_policies::UnitId;
 use tokio::sync::{oneshot, watch};
 use tracing::{error, warn};
 
-use super::backend::{InferBackend, InferError, InferFuture, InferRequest, InferResponse};
+use super::backend::{
+    InferBackend, InferError, InferFuture, InferRequest, InferResponse, ReadyFuture, Serves,
+    ShutdownFuture,
+};
 
 /// Shortest `Retry-After` of an overloaded answer.
 const MIN_RETRY_AFTER: Duration = Duration::from_millis(10);
@@ -289,6 +292,29 @@ impl InferBackend for PipelineBackend {
 
     fn priority_levels(&self) -> u8 {
         self.shared.options.priority_levels
+    }
+
+    fn serves(&self) -> Serves {
+        Serves {
+            part: "pipeline stage",
+            unanswered: "images",
+        }
+    }
+
+    fn wait_ready(&self) -> ReadyFuture {
+        let backend = self.clone();
+        Box::pin(async move { PipelineBackend::wait_ready(&backend).await })
+    }
+
+    fn alive(&self) -> Result<(), String> {
+        // The driver and collector threads end only when the pipeline stops; a stage
+        // that fails fails its images' requests, not the backend.
+        Ok(())
+    }
+
+    fn shutdown(&self, drain: Duration) -> ShutdownFuture {
+        let backend = self.clone();
+        Box::pin(async move { PipelineBackend::shutdown(&backend, drain).await })
     }
 }
 

@@ -139,7 +139,7 @@ mod tests {
             }
         }
         let error = rejected.expect("a full queue rejects");
-        assert_eq!(error.status(), 429);
+        assert_eq!(error.kind(), crate::serve::ErrorKind::Overloaded);
         gate.wait();
         assert_eq!(futures::executor::block_on(first).unwrap(), 1);
         for answer in queued {
@@ -152,7 +152,7 @@ mod tests {
         let pool = PreprocessPool::new(1, 2).unwrap();
         let answer = pool.spawn(|| -> Result<(), ServeError> { panic!("boom") });
         let error = futures::executor::block_on(answer.unwrap()).unwrap_err();
-        assert_eq!(error.status(), 500);
+        assert_eq!(error.kind(), crate::serve::ErrorKind::Internal);
         let answer = pool.spawn(|| Ok(3)).unwrap();
         assert_eq!(futures::executor::block_on(answer).unwrap(), 3);
     }

@@ -299,7 +299,7 @@ mod tests {
         let mut broken = png(8, 8);
         broken.truncate(40);
         let error = pre.run(&broken, &mut out, "image 0").unwrap_err();
-        assert_eq!(error.status(), 400);
+        assert_eq!(error.kind(), crate::serve::ErrorKind::InvalidArgument);
     }
 
     #[test]
@@ -309,6 +309,10 @@ mod tests {
         let pre = Preprocessor::new(&settings).unwrap();
         let mut out = vec![0.0; pre.elements()];
         let error = pre.run(&png(64, 8), &mut out, "image 0").unwrap_err();
-        assert_eq!(error.status(), 400, "{error}");
+        assert_eq!(
+            error.kind(),
+            crate::serve::ErrorKind::InvalidArgument,
+            "{error}"
+        );
     }
 }

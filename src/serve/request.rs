@@ -1,19 +1,82 @@
-//! An inference request body, checked against the model and turned into what the
-//! backend takes: the FP32 input of every image (preprocessed from raw images where
-//! the client sent those), its priority and timeout, and what the response must hold.
+//! An inference request, whatever the transport, checked against the model and turned
+//! into what the backend takes: the FP32 input of every image (preprocessed from raw
+//! images where the client sent those), its priority and timeout, and what the
+//! response must hold.
 //!
-//! Runs on the preprocessing pool. Every rejection is a 400 naming the field at fault.
+//! Transports parse their wire format into a [`TensorRequest`] (HTTP from JSON and
+//! binary data, gRPC from protobuf); [`prepare`] validates it. Large requests are
+//! prepared on the preprocessing pool. Every rejection is a `BadRequest` naming the
+//! field at fault, with the same text whichever transport carried the request.
 
 use std::time::Duration;
 
-use actix_web::web::Bytes;
+use bytes::Bytes;
 
-use super::binary::{bytes_elements, fp32_from_le, split_body, BinaryCursor};
+use super::binary::{bytes_elements, fp32_from_le};
 use super::error::ServeError;
 use super::model::ServedModel;
-use super::protocol::{
-    param_bool, param_u64, InferRequestHeader, Parameters, RequestInput, RequestOutput, TensorData,
-};
+use super::params::{param_bool, param_u64, Parameters};
+
+/// An inference request as the transports hand it over.
+#[derive(Debug, Clone, Default)]
+pub struct TensorRequest {
+    /// Client's request id, echoed back.
+    pub id: Option<String>,
+    /// Request parameters (`priority`, `timeout`, `binary_data_output`).
+    pub parameters: Parameters,
+    /// Input tensors.
+    pub inputs: Vec<InputTensor>,
+    /// Outputs asked for; `None` or empty: every output, in the default form.
+    pub outputs: Option<Vec<OutputRequest>>,
+}
+
+/// One input tensor of a request.
+#[derive(Debug, Clone)]
+pub struct InputTensor {
+    /// Tensor name.
+    pub name: String,
+    /// Shape, batch dimension first.
+    pub shape: Vec<i64>,
+    /// KServe datatype (`FP32`, `BYTES`, ...).
+    pub datatype: String,
+    /// The values.
+    pub data: InputData,
+}
+
+/// An input's values, in the form the transport carried them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputData {
+    /// None given.
+    Missing,
+    /// Typed values (HTTP JSON `data`, gRPC typed contents).
+    Values(TensorData),
+    /// BYTES elements, one per image (gRPC `bytes_contents`).
+    Elements(Vec<Bytes>),
+    /// The binary wire form (HTTP binary data, gRPC `raw_input_contents`).
+    Raw(Bytes),
+}
+
+/// Tensor values, flattened in row-major order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    /// Numbers, kept as FP32 (the only numeric type mica's models take).
+    Numbers(Vec<f32>),
+    /// Strings (BYTES tensors in JSON).
+    Strings(Vec<String>),
+    /// Booleans (BOOL tensors).
+    Bools(Vec<bool>),
+    /// Values of another typed field than the datatype's (gRPC), named.
+    OtherField(&'static str),
+}
+
+/// One requested output.
+#[derive(Debug, Clone)]
+pub struct OutputRequest {
+    /// Output name.
+    pub name: String,
+    /// Output parameters (`binary_data`, `classification`).
+    pub parameters: Parameters,
+}
 
 /// A request ready for the backend.
 #[derive(Debug)]
@@ -41,22 +104,14 @@ pub struct OutputPlan {
     pub classification: Option<usize>,
 }
 
-/// Parses and checks a request body; `header_length` is the value of
-/// `Inference-Header-Content-Length`, if the client sent one.
-pub fn decode(
-    model: &ServedModel,
-    body: Bytes,
-    header_length: Option<usize>,
-) -> Result<Prepared, ServeError> {
-    let (json, binary) = split_body(body, header_length)?;
-    let header: InferRequestHeader = serde_json::from_slice(&json)
-        .map_err(|error| ServeError::bad_request(format!("malformed request JSON: {error}")))?;
-    let InferRequestHeader {
+/// Checks a request against the model.
+pub fn prepare(model: &ServedModel, request: TensorRequest) -> Result<Prepared, ServeError> {
+    let TensorRequest {
         id,
         parameters,
         inputs,
         outputs,
-    } = header;
+    } = request;
     let priority = priority(model, &parameters)?;
     let timeout = param_u64(&parameters, "timeout", "parameters.timeout")?
         .filter(|&us| us > 0)
@@ -69,39 +124,22 @@ pub fn decode(
     .unwrap_or(false);
     let output = output_plan(model, outputs.as_deref(), binary_default)?;
 
-    let mut cursor = BinaryCursor::new(binary);
     let mut found: Option<(u32, Vec<f32>)> = None;
-    let mut seen: Vec<String> = Vec::new();
-    for input in inputs {
-        if seen.contains(&input.name) {
+    let mut seen: Vec<&str> = Vec::new();
+    for input in &inputs {
+        if seen.contains(&input.name.as_str()) {
             return Err(ServeError::bad_request(format!(
                 "input {:?} is given twice",
                 input.name
             )));
         }
-        seen.push(input.name.clone());
-        let binary_size = param_u64(
-            &input.parameters,
-            "binary_data_size",
-            &format!("input {:?}: parameters.binary_data_size", input.name),
-        )?;
-        let raw = match binary_size {
-            Some(size) => {
-                if input.data.is_some() {
-                    return Err(ServeError::bad_request(format!(
-                        "input {:?} has both data and binary_data_size",
-                        input.name
-                    )));
-                }
-                let size = usize::try_from(size).unwrap_or(usize::MAX);
-                Some(cursor.take(size, &input.name)?)
-            }
-            None => None,
-        };
+        seen.push(&input.name);
+    }
+    for input in inputs {
         let decoded = if input.name == model.settings.input_name {
-            tensor_input(model, input, raw)?
+            tensor_input(model, input)?
         } else if model.settings.image_input.as_deref() == Some(input.name.as_str()) {
-            image_input(model, &input, raw)?
+            image_input(model, input)?
         } else {
             return Err(ServeError::bad_request(format!(
                 "unknown input {:?}; model {:?} takes {}",
@@ -118,7 +156,6 @@ pub fn decode(
         }
         found = Some(decoded);
     }
-    cursor.finish()?;
     let (images, data) = found.ok_or_else(|| {
         ServeError::bad_request(format!(
             "no input given; model takes {}",
@@ -157,7 +194,7 @@ fn priority(model: &ServedModel, parameters: &Parameters) -> Result<u8, ServeErr
 
 fn output_plan(
     model: &ServedModel,
-    outputs: Option<&[RequestOutput]>,
+    outputs: Option<&[OutputRequest]>,
     binary_default: bool,
 ) -> Result<OutputPlan, ServeError> {
     let all = OutputPlan {
@@ -202,7 +239,7 @@ fn output_plan(
 /// The batch size of `input`'s shape, checked against `per_image` dims.
 fn batch_of(
     model: &ServedModel,
-    input: &RequestInput,
+    input: &InputTensor,
     per_image: &[usize],
 ) -> Result<u32, ServeError> {
     let expected = || {
@@ -232,7 +269,7 @@ fn batch_of(
     Ok(batch as u32)
 }
 
-fn check_datatype(input: &RequestInput, want: &str) -> Result<(), ServeError> {
+fn check_datatype(input: &InputTensor, want: &str) -> Result<(), ServeError> {
     if input.datatype == want {
         Ok(())
     } else {
@@ -244,25 +281,29 @@ fn check_datatype(input: &RequestInput, want: &str) -> Result<(), ServeError> {
 }
 
 /// The FP32 input tensor.
-fn tensor_input(
-    model: &ServedModel,
-    input: RequestInput,
-    raw: Option<Bytes>,
-) -> Result<(u32, Vec<f32>), ServeError> {
+fn tensor_input(model: &ServedModel, input: InputTensor) -> Result<(u32, Vec<f32>), ServeError> {
     check_datatype(&input, "FP32")?;
     let images = batch_of(model, &input, &model.settings.input_shape)?;
-    let data = match (raw, input.data) {
-        (Some(raw), _) => fp32_from_le(&raw, &input.name)?,
-        (None, Some(TensorData::Numbers(values))) => values,
-        (None, Some(TensorData::Strings(_) | TensorData::Bools(_))) => {
+    let data = match input.data {
+        InputData::Raw(raw) => fp32_from_le(&raw, &input.name)?,
+        InputData::Values(TensorData::Numbers(values)) => values,
+        InputData::Values(TensorData::Strings(_) | TensorData::Bools(_))
+        | InputData::Elements(_) => {
             return Err(ServeError::bad_request(format!(
                 "input {:?}: data must be numbers for FP32",
                 input.name
             )))
         }
-        (None, None) => {
+        InputData::Values(TensorData::OtherField(field)) => {
             return Err(ServeError::bad_request(format!(
-                "input {:?} has neither data nor binary_data_size",
+                "input {:?}: FP32 values belong in fp32_contents, not {field}",
+                input.name
+            )))
+        }
+        InputData::Missing => {
+            return Err(ServeError::bad_request(format!(
+                "input {:?} has neither data nor binary_data_size (gRPC: neither contents \
+                 nor raw_input_contents)",
                 input.name
             )))
         }
@@ -280,24 +321,23 @@ fn tensor_input(
 }
 
 /// The raw-image input: one encoded JPEG/PNG per image.
-fn image_input(
-    model: &ServedModel,
-    input: &RequestInput,
-    raw: Option<Bytes>,
-) -> Result<(u32, Vec<f32>), ServeError> {
+fn image_input(model: &ServedModel, input: InputTensor) -> Result<(u32, Vec<f32>), ServeError> {
     let preprocessor = model.preprocessor.as_ref().ok_or_else(|| {
         ServeError::Internal("raw-image input without a preprocessor".to_string())
     })?;
-    check_datatype(input, "BYTES")?;
+    check_datatype(&input, "BYTES")?;
     let per_image: &[usize] = if input.shape.len() == 1 { &[] } else { &[1] };
-    let images = batch_of(model, input, per_image)?;
-    let Some(raw) = raw else {
-        return Err(ServeError::bad_request(format!(
-            "input {:?}: images must be sent as binary data (binary tensor data extension)",
-            input.name
-        )));
+    let images = batch_of(model, &input, per_image)?;
+    let encoded = match &input.data {
+        InputData::Raw(raw) => bytes_elements(raw, &input.name)?,
+        InputData::Elements(elements) => elements.clone(),
+        InputData::Missing | InputData::Values(_) => {
+            return Err(ServeError::bad_request(format!(
+                "input {:?}: images must be sent as binary data (binary tensor data extension)",
+                input.name
+            )))
+        }
     };
-    let encoded = bytes_elements(&raw, &input.name)?;
     if encoded.len() != images as usize {
         return Err(ServeError::bad_request(format!(
             "input {:?}: {} images given, shape {:?} needs {images}",
@@ -322,117 +362,4 @@ fn image_input(
         )?;
     }
     Ok((images, data))
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-    use crate::serve::ModelSettings;
-
-    fn model() -> ServedModel {
-        ServedModel {
-            settings: ModelSettings {
-                input_shape: vec![2],
-                output_shape: vec![3],
-                ..ModelSettings::default()
-            },
-            max_batch: 4,
-            priority_levels: 3,
-            default_priority: 2,
-            labels: None,
-            preprocessor: None,
-        }
-    }
-
-    fn decode_json(body: serde_json::Value) -> Result<Prepared, ServeError> {
-        decode(&model(), Bytes::from(body.to_string()), None)
-    }
-
-    fn input(shape: serde_json::Value, data: serde_json::Value) -> serde_json::Value {
-        json!({"name": "input", "shape": shape, "datatype": "FP32", "data": data})
-    }
-
-    #[test]
-    fn a_good_request_becomes_backend_input() {
-        let prepared = decode_json(json!({
-            "id": "a",
-            "inputs": [input(json!([2, 2]), json!([[1, 2], [3, 4]]))],
-            "parameters": {"priority": 1, "timeout": 1500}
-        }))
-        .unwrap();
-        assert_eq!(prepared.id.as_deref(), Some("a"));
-        assert_eq!(prepared.images, 2);
-        assert_eq!(prepared.data, vec![1.0, 2.0, 3.0, 4.0]);
-        assert_eq!(prepared.priority, 0);
-        assert_eq!(prepared.timeout, Some(Duration::from_micros(1500)));
-        assert_eq!(
-            prepared.output,
-            OutputPlan {
-                binary: false,
-                classification: None
-            }
-        );
-    }
-
-    #[test]
-    fn priority_zero_or_absent_is_the_default_and_levels_are_bounded() {
-        let base = || json!({"inputs": [input(json!([1, 2]), json!([1, 2]))]});
-        assert_eq!(decode_json(base()).unwrap().priority, 2);
-        let mut body = base();
-        body["parameters"] = json!({"priority": 0, "timeout": 0});
-        let prepared = decode_json(body).unwrap();
-        assert_eq!((prepared.priority, prepared.timeout), (2, None));
-        let mut body = base();
-        body["parameters"] = json!({"priority": 3});
-        assert_eq!(decode_json(body).unwrap().priority, 2);
-        let mut body = base();
-        body["parameters"] = json!({"priority": 4});
-        let error = decode_json(body).unwrap_err().to_string();
-        assert!(error.contains("between 0 and 3"), "{error}");
-    }
-
-    #[test]
-    fn output_plan_follows_request_and_output_parameters() {
-        let mut body = json!({"inputs": [input(json!([1, 2]), json!([1, 2]))],
-            "parameters": {"binary_data_output": true}});
-        assert!(decode_json(body.clone()).unwrap().output.binary);
-        body["outputs"] =
-            json!([{"name": "output", "parameters": {"binary_data": false, "classification": 2}}]);
-        let plan = decode_json(body.clone()).unwrap().output;
-        assert_eq!(
-            plan,
-            OutputPlan {
-                binary: false,
-                classification: Some(2)
-            }
-        );
-        body["outputs"] = json!([{"name": "output"}, {"name": "output"}]);
-        assert!(decode_json(body).unwrap_err().to_string().contains("twice"));
-    }
-
-    #[test]
-    fn inputs_are_checked_by_name_count_and_binary_size() {
-        let twice = json!({"inputs": [input(json!([1, 2]), json!([1, 2])), input(json!([1, 2]), json!([1, 2]))]});
-        assert!(decode_json(twice)
-            .unwrap_err()
-            .to_string()
-            .contains("twice"));
-        let none = json!({"inputs": []});
-        assert!(decode_json(none)
-            .unwrap_err()
-            .to_string()
-            .contains("no input"));
-        let header = json!({"inputs": [{"name": "input", "shape": [1, 2], "datatype": "FP32",
-            "data": [1, 2], "parameters": {"binary_data_size": 8}}]})
-        .to_string();
-        let mut body = header.clone().into_bytes();
-        body.extend_from_slice(&[0; 8]);
-        let error = decode(&model(), Bytes::from(body), Some(header.len())).unwrap_err();
-        assert!(
-            error.to_string().contains("both data and binary_data_size"),
-            "{error}"
-        );
-    }
 }

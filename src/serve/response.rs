@@ -1,27 +1,72 @@
-//! The backend's answer as an inference response: FP32 values or the classification
-//! extension's top-k `"score:index:label"` strings, as JSON or as binary data after the
-//! JSON header (`Inference-Header-Content-Length`).
+//! The backend's answer as an inference result, whatever the transport: the output
+//! tensor as FP32 values, or the classification extension's top-k
+//! `"score:index:label"` strings (BYTES), and where the request ran. Transports encode
+//! it (HTTP as JSON or binary data, gRPC as `raw_output_contents`).
 
-use actix_web::http::header::{HeaderValue, CONTENT_TYPE};
-use actix_web::HttpResponse;
+use std::time::Duration;
+
+use mica_policies::UnitId;
 
 use super::backend::InferResponse;
-use super::binary::{bytes_to_binary, fp32_to_le, HEADER_LENGTH};
 use super::error::ServeError;
 use super::model::{Labels, ServedModel};
-use super::protocol::{
-    BinaryDataSize, InferResponseHeader, OutputData, ResponseOutput, ResponseParameters,
-};
 use super::request::OutputPlan;
 
-/// Builds the HTTP response for a request of `images` images.
-pub fn encode(
+/// An answered request, ready for its transport.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InferResult {
+    /// The request's id, if it had one.
+    pub id: Option<String>,
+    /// The model's output tensor.
+    pub output: OutputTensor,
+    /// Whether the client asked for binary output (HTTP; gRPC is always binary).
+    pub binary: bool,
+    /// Where it ran.
+    pub ran_on: RanOn,
+}
+
+/// Where a request ran, so that no answer from a simulated unit passes for a measured
+/// one (`mica_unit`, `mica_engine`, ... response parameters).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RanOn {
+    /// Unit id (`gpu0.fp16`).
+    pub unit: UnitId,
+    /// Engine of that unit (`sim`, `torch`, ...).
+    pub engine: &'static str,
+    /// Time the request waited in the queue before its batch started.
+    pub queue_wait: Duration,
+    /// Images in the batch the request ran in.
+    pub batch_images: u32,
+}
+
+/// One output tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputTensor {
+    /// `FP32`, or `BYTES` for classification results.
+    pub datatype: &'static str,
+    /// Shape, batch dimension first.
+    pub shape: Vec<usize>,
+    /// The values, row-major.
+    pub values: OutputValues,
+}
+
+/// Output values.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputValues {
+    /// FP32 values.
+    Fp32(Vec<f32>),
+    /// BYTES values (classification strings).
+    Bytes(Vec<String>),
+}
+
+/// Builds the result of a request of `images` images from the backend's answer.
+pub fn build(
     model: &ServedModel,
     plan: OutputPlan,
     id: Option<String>,
     images: u32,
-    answer: &InferResponse,
-) -> Result<HttpResponse, ServeError> {
+    answer: InferResponse,
+) -> Result<InferResult, ServeError> {
     let per_image = model.settings.output_len();
     if answer.images != images
         || answer.per_image != per_image
@@ -34,73 +79,43 @@ pub fn encode(
             answer.data.len()
         )));
     }
-    let classes = plan.classification.map(|k| {
-        top_k(
-            &answer.data,
-            per_image,
-            k.min(per_image),
-            model.labels.as_ref(),
-        )
-    });
     let mut shape = Vec::with_capacity(model.settings.output_shape.len() + 1);
     shape.push(images as usize);
-    let (datatype, values) = match &classes {
-        Some(strings) => {
+    let output = match plan.classification {
+        Some(k) => {
+            let strings = top_k(
+                &answer.data,
+                per_image,
+                k.min(per_image),
+                model.labels.as_ref(),
+            );
             shape.push(strings.len() / images.max(1) as usize);
-            ("BYTES", OutputData::Bytes(strings))
+            OutputTensor {
+                datatype: "BYTES",
+                shape,
+                values: OutputValues::Bytes(strings),
+            }
         }
         None => {
             shape.extend_from_slice(&model.settings.output_shape);
-            ("FP32", OutputData::Fp32(&answer.data))
+            OutputTensor {
+                datatype: "FP32",
+                shape,
+                values: OutputValues::Fp32(answer.data),
+            }
         }
     };
-    let mut binary = Vec::new();
-    let (parameters, data) = if plan.binary {
-        match values {
-            OutputData::Fp32(v) => fp32_to_le(v, &mut binary),
-            OutputData::Bytes(v) => bytes_to_binary(v, &mut binary),
-        }
-        let size = BinaryDataSize {
-            binary_data_size: binary.len(),
-        };
-        (Some(size), None)
-    } else {
-        (None, Some(values))
-    };
-    let header = InferResponseHeader {
-        model_name: &model.settings.name,
-        model_version: &model.settings.version,
+    Ok(InferResult {
         id,
-        parameters: ResponseParameters {
-            mica_unit: answer.unit.as_str(),
-            mica_engine: answer.engine,
-            mica_queue_wait_us: answer.queue_wait.as_micros() as u64,
-            mica_batch_images: answer.batch_images,
+        output,
+        binary: plan.binary,
+        ran_on: RanOn {
+            unit: answer.unit,
+            engine: answer.engine,
+            queue_wait: answer.queue_wait,
+            batch_images: answer.batch_images,
         },
-        outputs: vec![ResponseOutput {
-            name: &model.settings.output_name,
-            datatype,
-            shape,
-            parameters,
-            data,
-        }],
-    };
-    let mut body = serde_json::to_vec(&header)
-        .map_err(|error| ServeError::Internal(format!("cannot encode the response: {error}")))?;
-    if !plan.binary {
-        return Ok(HttpResponse::Ok()
-            .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
-            .body(body));
-    }
-    let json_length = body.len();
-    body.extend_from_slice(&binary);
-    Ok(HttpResponse::Ok()
-        .insert_header((
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/octet-stream"),
-        ))
-        .insert_header((HEADER_LENGTH, json_length))
-        .body(body))
+    })
 }
 
 /// The `k` largest values of each image, best first, as Triton formats them:
@@ -132,11 +147,6 @@ pub fn top_k(data: &[f32], per_image: usize, k: usize, labels: Option<&Labels>) 
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use actix_web::body::MessageBody;
-    use mica_policies::UnitId;
-
     use super::*;
 
     fn labels() -> Labels {
@@ -164,7 +174,8 @@ mod tests {
         assert_eq!(ties, vec!["1.000000:0", "1.000000:1"]);
     }
 
-    fn answer(images: u32, per_image: usize) -> InferResponse {
+    /// An answer of `images` × `per_image` values counting up from 0.
+    pub fn answer(images: u32, per_image: usize) -> InferResponse {
         InferResponse {
             images,
             batch_images: images,
@@ -173,12 +184,13 @@ mod tests {
             unit: UnitId::new("cpu"),
             unit_index: 0,
             engine: "sim",
-            queue_wait: Duration::ZERO,
+            queue_wait: Duration::from_micros(12),
             latency: Duration::ZERO,
         }
     }
 
-    fn model() -> ServedModel {
+    /// A model of 4 outputs per image.
+    pub fn model() -> ServedModel {
         ServedModel {
             settings: crate::serve::ModelSettings {
                 output_shape: vec![4],
@@ -193,27 +205,22 @@ mod tests {
     }
 
     #[test]
-    fn binary_output_follows_the_json_header() {
+    fn fp32_output_has_the_batch_first_shape() {
         let plan = OutputPlan {
             binary: true,
             classification: None,
         };
-        let response = encode(&model(), plan, Some("7".into()), 2, &answer(2, 4)).unwrap();
-        let length: usize = response
-            .headers()
-            .get(HEADER_LENGTH)
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        let body = response.into_body().try_into_bytes().unwrap();
-        let header: serde_json::Value = serde_json::from_slice(&body[..length]).unwrap();
-        assert_eq!(header["id"], "7");
-        assert_eq!(header["outputs"][0]["shape"], serde_json::json!([2, 4]));
-        assert_eq!(header["outputs"][0]["parameters"]["binary_data_size"], 32);
-        assert_eq!(body.len() - length, 32);
-        assert_eq!(&body[length + 4..length + 8], &1.0f32.to_le_bytes());
+        let result = build(&model(), plan, Some("7".into()), 2, answer(2, 4)).unwrap();
+        assert_eq!(result.id.as_deref(), Some("7"));
+        assert!(result.binary);
+        assert_eq!(result.output.datatype, "FP32");
+        assert_eq!(result.output.shape, vec![2, 4]);
+        assert_eq!(
+            result.output.values,
+            OutputValues::Fp32((0..8).map(|i| i as f32).collect())
+        );
+        assert_eq!(result.ran_on.engine, "sim");
+        assert_eq!(result.ran_on.queue_wait, Duration::from_micros(12));
     }
 
     #[test]
@@ -222,14 +229,21 @@ mod tests {
             binary: false,
             classification: Some(2),
         };
-        let response = encode(&model(), plan, None, 2, &answer(2, 4)).unwrap();
-        let body = response.into_body().try_into_bytes().unwrap();
-        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        let output = &json["outputs"][0];
-        assert_eq!(output["datatype"], "BYTES");
-        assert_eq!(output["shape"], serde_json::json!([2, 2]));
-        assert_eq!(output["data"][0], "3.000000:3");
-        assert_eq!(output["data"][2], "7.000000:3");
+        let result = build(&model(), plan, None, 2, answer(2, 4)).unwrap();
+        assert_eq!(result.output.datatype, "BYTES");
+        assert_eq!(result.output.shape, vec![2, 2]);
+        let OutputValues::Bytes(strings) = &result.output.values else {
+            panic!("classification is BYTES");
+        };
+        assert_eq!(strings[0], "3.000000:3");
+        assert_eq!(strings[2], "7.000000:3");
+        // k past the output size is clamped to it.
+        let plan = OutputPlan {
+            binary: false,
+            classification: Some(99),
+        };
+        let result = build(&model(), plan, None, 1, answer(1, 4)).unwrap();
+        assert_eq!(result.output.shape, vec![1, 4]);
     }
 
     #[test]
@@ -238,7 +252,7 @@ mod tests {
             binary: false,
             classification: None,
         };
-        let error = encode(&model(), plan, None, 2, &answer(1, 4)).unwrap_err();
-        assert_eq!(error.status(), 500);
+        let error = build(&model(), plan, None, 2, answer(1, 4)).unwrap_err();
+        assert_eq!(error.kind(), crate::serve::ErrorKind::Internal);
     }
 }

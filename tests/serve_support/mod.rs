@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use mica::serve::{InferBackend, InferFuture, ModelSettings, ServerSettings};
+use mica::serve::{
+    InferBackend, InferFuture, ModelSettings, ReadyFuture, ServerSettings, Serves, ShutdownFuture,
+};
 use mica_actors::{InferError, InferRequest, InferResponse};
 use mica_policies::UnitId;
 
@@ -113,6 +115,32 @@ impl InferBackend for FakeBackend {
 
     fn priority_levels(&self) -> u8 {
         3
+    }
+
+    fn serves(&self) -> Serves {
+        Serves {
+            part: "fake unit",
+            unanswered: "requests",
+        }
+    }
+
+    fn wait_ready(&self) -> ReadyFuture {
+        let ready = self.is_ready();
+        Box::pin(async move {
+            if ready {
+                Ok(())
+            } else {
+                Err("the fake backend was made not ready".to_string())
+            }
+        })
+    }
+
+    fn alive(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn shutdown(&self, _drain: Duration) -> ShutdownFuture {
+        Box::pin(async { 0 })
     }
 }
 

@@ -1,0 +1,105 @@
+//! The HTTP front end: an actix-web server over the core. While the core drains,
+//! every answer closes its connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::http::ConnectionType;
+use actix_web::web::Data;
+use actix_web::{App, HttpServer};
+use anyhow::Context;
+use futures::FutureExt;
+use tracing::info;
+
+use super::routes::configure;
+use crate::serve::frontend::{FrontEnd, Stopped, ANSWER_GRACE};
+use crate::serve::infer::{Infer, Protocol};
+use crate::serve::settings::ServerSettings;
+
+/// A running HTTP server.
+pub struct HttpFrontEnd {
+    addr: SocketAddr,
+    handle: actix_web::dev::ServerHandle,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl HttpFrontEnd {
+    /// Binds `server.address:server.port` and starts serving `core`. Call from within
+    /// the actix system (or a tokio runtime).
+    pub fn start(server: &ServerSettings, core: Arc<Infer>) -> anyhow::Result<Self> {
+        let state = Data::from(core);
+        let http = HttpServer::new(move || {
+            let state = state.clone();
+            App::new()
+                .app_data(state.clone())
+                .wrap_fn(move |request, service| {
+                    let response = service.call(request);
+                    let state = state.clone();
+                    response.map(move |result| result.map(|r| close_if_draining(r, &state)))
+                })
+                .configure(configure)
+        })
+        .workers(server.http_workers)
+        .disable_signals()
+        .shutdown_timeout((server.drain_time + ANSWER_GRACE).as_secs().max(1))
+        .bind((server.address, server.port))
+        .with_context(|| format!("cannot listen on {}:{}", server.address, server.port))?;
+        let addr = http
+            .addrs()
+            .first()
+            .copied()
+            .context("the server bound no address")?;
+        let running = http.run();
+        let handle = running.handle();
+        let task = tokio::spawn(running);
+        info!(%addr, "serving KServe v2 over HTTP");
+        Ok(Self {
+            addr,
+            handle,
+            task: Some(task),
+        })
+    }
+}
+
+fn close_if_draining<B>(mut response: ServiceResponse<B>, core: &Infer) -> ServiceResponse<B> {
+    if core.drain().is_draining() {
+        response
+            .response_mut()
+            .head_mut()
+            .set_connection_type(ConnectionType::Close);
+    }
+    response
+}
+
+impl FrontEnd for HttpFrontEnd {
+    fn protocol(&self) -> Protocol {
+        Protocol::Http
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn begin_stop(&self) {
+        let handle = self.handle.clone();
+        tokio::spawn(async move { handle.stop(true).await });
+    }
+
+    fn stop_now(&self) {
+        let handle = self.handle.clone();
+        tokio::spawn(async move { handle.stop(false).await });
+    }
+
+    fn take_stopped(&mut self) -> Stopped {
+        let task = self.task.take();
+        Box::pin(async move {
+            let Some(task) = task else {
+                anyhow::bail!("the HTTP server's end was already taken");
+            };
+            task.await
+                .context("the HTTP server task failed")?
+                .context("the HTTP server failed")
+        })
+    }
+}

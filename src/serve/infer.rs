@@ -1,0 +1,553 @@
+//! The protocol-neutral inference core (TGI's `Infer`): every front end calls it, and
+//! only the edge knows the transport. It owns the served model, the backend, the
+//! preprocessing pool, the statistics and the drain, and answers every KServe call on
+//! plain types: health, server and model metadata, model configuration, statistics,
+//! repository index, and inference (readiness, validation, preprocessing on the pool,
+//! timeouts, submission, the response built, stats and metrics recorded per protocol).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use serde::Serialize;
+use tracing::{debug, warn};
+
+use super::backend::{InferBackend, InferRequest};
+use super::drain::Drain;
+use super::error::ServeError;
+use super::metrics::{self, ModelSeries};
+use super::model::{ModelConfig, ModelMetadata, ServedModel};
+use super::pool::PreprocessPool;
+use super::request::{prepare, Prepared, TensorRequest};
+use super::response::{build, InferResult};
+use super::settings::{ModelSettings, ServerSettings};
+use super::stats::{ModelStats, Phases, StatsResponse};
+
+/// Extensions reported in the server metadata.
+pub const EXTENSIONS: &[&str] = &[
+    "classification",
+    "binary_tensor_data",
+    "model_configuration",
+    "statistics",
+];
+
+/// Requests up to this size are parsed and checked inline rather than on the
+/// preprocessing pool: a hop to the pool and back costs more than parsing them.
+pub const INLINE_DECODE_BYTES: usize = 16 * 1024;
+
+/// The transport a request came over (a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// KServe v2 over HTTP/REST.
+    Http,
+    /// KServe v2 over gRPC.
+    Grpc,
+}
+
+impl Protocol {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Grpc => "grpc",
+        }
+    }
+}
+
+/// KServe server metadata.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServerMetadata {
+    /// Server name (`mica`).
+    pub name: &'static str,
+    /// Its version.
+    pub version: &'static str,
+    /// Protocol extensions supported.
+    pub extensions: &'static [&'static str],
+}
+
+/// One model of the repository index.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IndexEntry<'a> {
+    /// Model name.
+    pub name: &'a str,
+    /// Version.
+    pub version: &'a str,
+    /// `READY` or `UNAVAILABLE`.
+    pub state: &'static str,
+    /// Why not ready ("" when ready).
+    pub reason: &'static str,
+}
+
+/// One inference call as a front end received it.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    /// The transport.
+    pub protocol: Protocol,
+    /// When it arrived.
+    pub start: Instant,
+    /// The model it names.
+    pub model: &'a str,
+    /// The version it names (`None` or empty: the one served).
+    pub version: Option<&'a str>,
+}
+
+/// The parsing of a request, run inline or on the preprocessing pool.
+pub type Parse = Box<dyn FnOnce(&ServedModel) -> Result<TensorRequest, ServeError> + Send>;
+
+/// The inference core shared by every front end.
+pub struct Infer {
+    model: ServedModel,
+    backend: Arc<dyn InferBackend>,
+    pool: PreprocessPool,
+    stats: ModelStats,
+    http_series: ModelSeries,
+    grpc_series: ModelSeries,
+    drain: Drain,
+    max_request_bytes: usize,
+}
+
+impl std::fmt::Debug for Infer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Infer")
+            .field("model", &self.model.settings.name)
+            .field("max_request_bytes", &self.max_request_bytes)
+            .finish()
+    }
+}
+
+impl Infer {
+    /// The core for `model` over `backend` (resolved against it), with the
+    /// preprocessing pool started.
+    pub fn new(
+        server: &ServerSettings,
+        model: &ModelSettings,
+        backend: Arc<dyn InferBackend>,
+    ) -> anyhow::Result<Self> {
+        let served =
+            ServedModel::new(model, server, backend.as_ref()).map_err(anyhow::Error::msg)?;
+        let pool = PreprocessPool::new(server.preprocess_threads, server.preprocess_queue)
+            .context("cannot start the preprocessing threads")?;
+        let (name, version) = (&served.settings.name, &served.settings.version);
+        Ok(Self {
+            http_series: ModelSeries::new(name, version, Protocol::Http),
+            grpc_series: ModelSeries::new(name, version, Protocol::Grpc),
+            model: served,
+            backend,
+            pool,
+            stats: ModelStats::default(),
+            drain: Drain::default(),
+            max_request_bytes: server.max_body_bytes,
+        })
+    }
+
+    /// The model served.
+    pub fn model(&self) -> &ServedModel {
+        &self.model
+    }
+
+    /// Shutdown progress.
+    pub fn drain(&self) -> &Drain {
+        &self.drain
+    }
+
+    /// Largest request accepted, in bytes (`server.max_body_bytes`).
+    pub fn max_request_bytes(&self) -> usize {
+        self.max_request_bytes
+    }
+
+    /// Threads of the preprocessing pool.
+    pub fn preprocess_threads(&self) -> usize {
+        self.pool.threads()
+    }
+
+    /// Checks a model name and optional version.
+    pub fn resolve(&self, model: &str, version: Option<&str>) -> Result<(), ServeError> {
+        self.model.resolve(model, version)
+    }
+
+    /// Whether the backend is ready and no drain has begun.
+    pub fn is_ready(&self) -> bool {
+        self.backend.is_ready() && !self.drain.is_draining()
+    }
+
+    /// Server readiness, with why not.
+    pub fn server_ready(&self) -> Result<(), ServeError> {
+        if self.is_ready() {
+            Ok(())
+        } else if self.drain.is_draining() {
+            Err(ServeError::ShuttingDown)
+        } else {
+            Err(ServeError::Unavailable(
+                "units are still loading".to_string(),
+            ))
+        }
+    }
+
+    /// Model readiness.
+    pub fn model_ready(&self, model: &str, version: Option<&str>) -> Result<(), ServeError> {
+        self.resolve(model, version)?;
+        if self.is_ready() {
+            Ok(())
+        } else {
+            Err(ServeError::NotReady(self.model.settings.name.clone()))
+        }
+    }
+
+    /// Server metadata.
+    pub fn server_metadata(&self) -> ServerMetadata {
+        ServerMetadata {
+            name: "mica",
+            version: env!("CARGO_PKG_VERSION"),
+            extensions: EXTENSIONS,
+        }
+    }
+
+    /// The repository index: the one model and its state.
+    pub fn repository_index(&self) -> Vec<IndexEntry<'_>> {
+        let settings = &self.model.settings;
+        vec![IndexEntry {
+            name: &settings.name,
+            version: &settings.version,
+            state: if self.is_ready() {
+                "READY"
+            } else {
+                "UNAVAILABLE"
+            },
+            reason: "",
+        }]
+    }
+
+    /// Model metadata.
+    pub fn metadata(
+        &self,
+        model: &str,
+        version: Option<&str>,
+    ) -> Result<ModelMetadata<'_>, ServeError> {
+        self.resolve(model, version)?;
+        Ok(self.model.metadata())
+    }
+
+    /// Triton's model configuration.
+    pub fn config(
+        &self,
+        model: &str,
+        version: Option<&str>,
+    ) -> Result<ModelConfig<'_>, ServeError> {
+        self.resolve(model, version)?;
+        Ok(self.model.config())
+    }
+
+    /// Triton's statistics: of the named model, or of every model (the one) when
+    /// `model` is `None` or empty.
+    pub fn statistics(
+        &self,
+        model: Option<&str>,
+        version: Option<&str>,
+    ) -> Result<StatsResponse<'_>, ServeError> {
+        if let Some(model) = model.filter(|m| !m.is_empty()) {
+            self.resolve(model, version)?;
+        }
+        let settings = &self.model.settings;
+        Ok(StatsResponse {
+            model_stats: vec![self.stats.snapshot(&settings.name, &settings.version)],
+        })
+    }
+
+    fn series(&self, protocol: Protocol) -> &ModelSeries {
+        match protocol {
+            Protocol::Http => &self.http_series,
+            Protocol::Grpc => &self.grpc_series,
+        }
+    }
+
+    /// Runs one inference call. `receive` reads the request (its size in bytes and its
+    /// parsing); `encode` turns the result into the transport's answer. Every failure
+    /// past the model check is counted and logged; past the drain time the answer is
+    /// "server is shutting down".
+    pub async fn infer<R, E, T>(
+        self: &Arc<Self>,
+        call: Call<'_>,
+        receive: R,
+        encode: E,
+    ) -> Result<T, ServeError>
+    where
+        R: Future<Output = Result<(usize, Parse), ServeError>>,
+        E: FnOnce(&ServedModel, InferResult) -> Result<T, ServeError>,
+    {
+        self.resolve(call.model, call.version)?;
+        let result = tokio::select! {
+            result = self.run(call, receive, encode) => result,
+            () = self.drain.deadline_passed() => Err(ServeError::ShuttingDown),
+        };
+        if let Err(error) = &result {
+            let settings = &self.model.settings;
+            self.stats.record_failure(call.start.elapsed());
+            metrics::record_failure(&settings.name, &settings.version, call.protocol, error);
+            let protocol = call.protocol.as_str();
+            if error.is_server_fault() {
+                warn!(protocol, reason = error.reason(), %error, "inference request failed");
+            } else {
+                debug!(protocol, reason = error.reason(), %error, "inference request refused");
+            }
+        }
+        result
+    }
+
+    async fn run<R, E, T>(
+        self: &Arc<Self>,
+        call: Call<'_>,
+        receive: R,
+        encode: E,
+    ) -> Result<T, ServeError>
+    where
+        R: Future<Output = Result<(usize, Parse), ServeError>>,
+        E: FnOnce(&ServedModel, InferResult) -> Result<T, ServeError>,
+    {
+        let start = call.start;
+        if !self.backend.is_ready() {
+            return Err(ServeError::NotReady(self.model.settings.name.clone()));
+        }
+        let (size, parse) = receive.await?;
+        let prepared = self.prepare(size, parse).await?;
+        let input_done = Instant::now();
+
+        let timeout = match prepared.timeout {
+            Some(timeout) => Some(
+                timeout
+                    .checked_sub(start.elapsed())
+                    .filter(|left| !left.is_zero())
+                    .ok_or(ServeError::TimedOut)?,
+            ),
+            None => None,
+        };
+        let answer = self
+            .backend
+            .submit(InferRequest {
+                images: prepared.images,
+                data: Some(prepared.data),
+                priority: prepared.priority,
+                timeout,
+            })
+            .await?;
+        let infer_done = Instant::now();
+        let (queue, latency) = (answer.queue_wait, answer.latency);
+        let images = prepared.images;
+        let result = build(&self.model, prepared.output, prepared.id, images, answer)?;
+        let answer = encode(&self.model, result)?;
+        let end = Instant::now();
+        let phases = Phases {
+            total: end - start,
+            input: input_done - start,
+            queue,
+            infer: latency.saturating_sub(queue),
+            output: end - infer_done,
+        };
+        self.stats.record_success(images, phases);
+        self.series(call.protocol).record_success(images, &phases);
+        Ok(answer)
+    }
+
+    /// Parses and checks a request of `size` bytes: small ones inline, large ones
+    /// (images, big tensors) on the preprocessing pool so they never block the async
+    /// executor.
+    async fn prepare(self: &Arc<Self>, size: usize, parse: Parse) -> Result<Prepared, ServeError> {
+        if size <= INLINE_DECODE_BYTES {
+            return prepare(&self.model, parse(&self.model)?);
+        }
+        let core = Arc::clone(self);
+        self.pool
+            .spawn(move || prepare(&core.model, parse(&core.model)?))?
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use mica_policies::UnitId;
+
+    use super::*;
+    use crate::serve::backend::{
+        InferError, InferFuture, InferResponse, ReadyFuture, Serves, ShutdownFuture,
+    };
+    use crate::serve::error::ErrorKind;
+    use crate::serve::params::Param;
+    use crate::serve::request::{InputData, InputTensor, OutputRequest, TensorData};
+    use crate::serve::response::OutputValues;
+
+    /// Answers each image with `[sum, sum + 1, sum + 2]`.
+    struct Sums {
+        ready: AtomicBool,
+    }
+
+    impl InferBackend for Sums {
+        fn submit(&self, request: InferRequest) -> InferFuture {
+            Box::pin(async move {
+                let data = request.data.ok_or(InferError::Invalid("no data".into()))?;
+                let out = data
+                    .chunks_exact(2)
+                    .flat_map(|image| {
+                        let sum: f32 = image.iter().sum();
+                        [sum, sum + 1.0, sum + 2.0]
+                    })
+                    .collect();
+                Ok(InferResponse {
+                    images: request.images,
+                    batch_images: request.images,
+                    per_image: 3,
+                    data: out,
+                    unit: UnitId::new("cpu0"),
+                    unit_index: 0,
+                    engine: "sums",
+                    queue_wait: Duration::ZERO,
+                    latency: Duration::ZERO,
+                })
+            })
+        }
+        fn is_ready(&self) -> bool {
+            self.ready.load(Ordering::SeqCst)
+        }
+        fn max_batch(&self) -> u32 {
+            4
+        }
+        fn priority_levels(&self) -> u8 {
+            2
+        }
+        fn serves(&self) -> Serves {
+            Serves {
+                part: "unit",
+                unanswered: "requests",
+            }
+        }
+        fn wait_ready(&self) -> ReadyFuture {
+            Box::pin(async { Ok(()) })
+        }
+        fn alive(&self) -> Result<(), String> {
+            Ok(())
+        }
+        fn shutdown(&self, _drain: Duration) -> ShutdownFuture {
+            Box::pin(async { 0 })
+        }
+    }
+
+    fn core(ready: bool) -> Arc<Infer> {
+        let model = ModelSettings {
+            name: "m".into(),
+            input_shape: vec![2],
+            output_shape: vec![3],
+            ..ModelSettings::default()
+        };
+        let server = ServerSettings {
+            preprocess_threads: 1,
+            ..ServerSettings::default()
+        };
+        let backend = Arc::new(Sums {
+            ready: AtomicBool::new(ready),
+        });
+        Arc::new(Infer::new(&server, &model, backend).unwrap())
+    }
+
+    fn request(values: Vec<f32>, classification: Option<i64>) -> TensorRequest {
+        TensorRequest {
+            id: Some("r".into()),
+            inputs: vec![InputTensor {
+                name: "input".into(),
+                shape: vec![(values.len() / 2) as i64, 2],
+                datatype: "FP32".into(),
+                data: InputData::Values(TensorData::Numbers(values)),
+            }],
+            outputs: classification.map(|k| {
+                vec![OutputRequest {
+                    name: "output".into(),
+                    parameters: [("classification".to_string(), Param::Int(k))].into(),
+                }]
+            }),
+            ..TensorRequest::default()
+        }
+    }
+
+    fn call(model: &str) -> Call<'_> {
+        Call {
+            protocol: Protocol::Grpc,
+            start: Instant::now(),
+            model,
+            version: None,
+        }
+    }
+
+    fn run(core: &Arc<Infer>, model: &str, req: TensorRequest) -> Result<InferResult, ServeError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(core.infer(
+            call(model),
+            async move {
+                let parse: Parse = Box::new(move |_| Ok(req));
+                Ok((0, parse))
+            },
+            |_, result| Ok(result),
+        ))
+    }
+
+    #[test]
+    fn a_request_is_answered_without_any_server() {
+        let core = core(true);
+        let result = run(&core, "m", request(vec![1.0, 2.0, 3.0, 4.0], None)).unwrap();
+        assert_eq!(result.id.as_deref(), Some("r"));
+        assert_eq!(result.output.shape, vec![2, 3]);
+        assert_eq!(
+            result.output.values,
+            OutputValues::Fp32(vec![3.0, 4.0, 5.0, 7.0, 8.0, 9.0])
+        );
+        let classified = run(&core, "m", request(vec![1.0, 2.0], Some(1))).unwrap();
+        assert_eq!(
+            classified.output.values,
+            OutputValues::Bytes(vec!["5.000000:2".into()])
+        );
+        let stats = core.statistics(None, None).unwrap();
+        let json = serde_json::to_value(&stats).unwrap();
+        assert_eq!(json["model_stats"][0]["inference_count"], 3);
+    }
+
+    #[test]
+    fn failures_have_their_kinds_and_are_counted() {
+        let core = core(true);
+        let error = run(&core, "other", request(vec![1.0, 2.0], None)).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::NotFound);
+        let error = run(&core, "m", request(vec![1.0, 2.0, 3.0], None)).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::InvalidArgument);
+        assert!(error.to_string().contains("shape"), "{error}");
+        let json = serde_json::to_value(core.statistics(Some("m"), None).unwrap()).unwrap();
+        // The unknown model is refused before it counts as an inference of "m".
+        assert_eq!(
+            json["model_stats"][0]["inference_stats"]["fail"]["count"],
+            1
+        );
+        let not_ready = self::core(false);
+        let error = run(&not_ready, "m", request(vec![1.0, 2.0], None)).unwrap_err();
+        assert_eq!(error, ServeError::NotReady("m".into()));
+        assert_eq!(
+            not_ready.server_ready().unwrap_err().kind(),
+            ErrorKind::Unavailable
+        );
+    }
+
+    #[test]
+    fn draining_makes_the_server_not_ready() {
+        let core = core(true);
+        assert!(core.server_ready().is_ok());
+        assert_eq!(core.repository_index()[0].state, "READY");
+        core.drain().begin();
+        assert_eq!(core.server_ready(), Err(ServeError::ShuttingDown));
+        assert_eq!(core.repository_index()[0].state, "UNAVAILABLE");
+        assert!(core.model_ready("m", Some("1")).is_err());
+        assert_eq!(
+            core.metadata("m", Some("9")).unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+    }
+}
