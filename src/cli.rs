@@ -156,6 +156,17 @@ pub enum Command {
         #[command(flatten)]
         options: commands::ProfileArgs,
     },
+    /// Measure units alone and together (pairs, larger sets) and fit the platform's
+    /// contention model to it; writes DIR/platform.toml and a report (table, JSON, chart)
+    /// of measured vs predicted throughput before and after, with held-out error.
+    Calibrate {
+        /// The config.
+        #[command(flatten)]
+        config: ConfigArg,
+        /// What to measure and where to write it.
+        #[command(flatten)]
+        options: commands::CalibrateArgs,
+    },
     /// Search a pipelined network's mapping option, cut points, streams, threads and
     /// batch size by measuring (simulator or real units); writes DIR/tune.json and
     /// DIR/best.toml.

@@ -167,6 +167,13 @@ pub struct PlatformConfig {
     /// ... or in a file (relative to the config file), as the calibrated platforms ship it.
     #[serde(default)]
     pub contention_file: Option<PathBuf>,
+    /// Research and test tooling: a different contention model (a file, relative to
+    /// the config file) that the sim engine and the simulator *emulate*, while the
+    /// policies keep *predicting* with `contention`/`contention_file`: a hidden "true"
+    /// platform to check `mica calibrate` against without hardware. Absent: the sim
+    /// units emulate the model the policies predict with.
+    #[serde(default)]
+    pub emulated_contention_file: Option<PathBuf>,
 }
 
 /// `[metrics]`.
@@ -272,6 +279,17 @@ pub struct LoadedConfig {
     pub profiles: Vec<Option<Arc<Profile>>>,
     /// The platform's contention model.
     pub contention: ContentionConfig,
+    /// The model sim units emulate, when it differs (`emulated_contention_file`).
+    pub emulated_contention: Option<ContentionConfig>,
+}
+
+impl LoadedConfig {
+    /// The model the sim engine and the simulator emulate.
+    pub fn emulated_contention(&self) -> &ContentionConfig {
+        self.emulated_contention
+            .as_ref()
+            .unwrap_or(&self.contention)
+    }
 }
 
 impl LoadedConfig {
@@ -339,6 +357,17 @@ impl LoadedConfig {
         contention
             .validate()
             .map_err(|m| error("platform.contention".into(), m))?;
+        let emulated_contention = match &config.platform.emulated_contention_file {
+            Some(f) => {
+                let emulated = read_contention(&resolve(f))
+                    .map_err(|m| error("platform.emulated_contention_file".into(), m))?;
+                emulated
+                    .validate()
+                    .map_err(|m| error("platform.emulated_contention_file".into(), m))?;
+                Some(emulated)
+            }
+            None => None,
+        };
 
         if let Some(labels) = &config.server.label_file {
             config.server.label_file = Some(resolve(labels));
@@ -451,6 +480,7 @@ impl LoadedConfig {
             config,
             profiles,
             contention,
+            emulated_contention,
         })
     }
 }

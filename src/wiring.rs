@@ -119,6 +119,7 @@ pub fn service_setup(
         .validate()
         .map_err(|m| anyhow::anyhow!(m))
         .context("policy")?;
+    let unit_ids: Vec<UnitId> = units.iter().map(|u| u.spec.id.clone()).collect();
     let scheduler = SchedulerSettings {
         max_queue_delay: Duration::from_micros(config.scheduler.max_queue_delay_us),
         fixed_batch: overrides.batch_size,
@@ -132,7 +133,9 @@ pub fn service_setup(
         seed: config.scheduler.seed,
         scheduler,
         batch_deadline: config.scheduler.batch_deadline(),
-        hub: Arc::new(ContentionHub::new(loaded.contention.build())),
+        hub: Arc::new(ContentionHub::new(
+            loaded.emulated_contention().build_for(&unit_ids),
+        )),
         custom_engines: None,
         dispatcher_panic_after: dispatcher_panic_after()?,
     })

@@ -9,8 +9,9 @@ use std::fmt::Debug;
 
 use serde::{Deserialize, Serialize};
 
+use crate::pairwise::{Calibrated, CalibratedParams};
 use crate::pccs::{Pccs, PccsParams};
-use crate::unit::UnitKind;
+use crate::unit::{UnitId, UnitKind};
 
 /// One unit running at the instant being modelled.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -55,6 +56,9 @@ pub enum ContentionConfig {
     /// PCCS three-region DRAM model with SM sharing and DLA fallback (`pccs.rs`): the
     /// calibrated model of the Jetson platforms (`config/profiles/*/platform.toml`).
     Pccs(PccsParams),
+    /// A parametric base model with pairwise corrections fitted on co-run measurements
+    /// by `mica calibrate` (`pairwise.rs`); its terms are keyed by unit id.
+    Calibrated(CalibratedParams),
 }
 
 impl ContentionConfig {
@@ -66,6 +70,7 @@ impl ContentionConfig {
                 memory_bandwidth_gbps,
             } => positive("memory_bandwidth_gbps", *memory_bandwidth_gbps),
             ContentionConfig::Pccs(params) => params.validate(),
+            ContentionConfig::Calibrated(params) => params.validate(),
         }
     }
 
@@ -81,8 +86,14 @@ impl ContentionConfig {
         Ok(config)
     }
 
-    /// Builds the model.
+    /// Builds the model without unit ids (pairwise terms of a calibrated model then
+    /// refer to nothing: use `build_for`).
     pub fn build(&self) -> Box<dyn ContentionModel> {
+        self.build_for(&[])
+    }
+
+    /// Builds the model for these units (`Load::unit` indexes `ids`).
+    pub fn build_for(&self, ids: &[UnitId]) -> Box<dyn ContentionModel> {
         match self {
             ContentionConfig::None => Box::new(NoContention),
             ContentionConfig::BandwidthShare {
@@ -91,6 +102,7 @@ impl ContentionConfig {
                 memory_bandwidth_gbps: *memory_bandwidth_gbps,
             }),
             ContentionConfig::Pccs(params) => Box::new(Pccs::new(*params)),
+            ContentionConfig::Calibrated(params) => Box::new(Calibrated::new(params, ids)),
         }
     }
 }

@@ -29,6 +29,7 @@ use crate::contention::{ContentionConfig, ContentionModel, Load};
 use crate::pccs::PccsParams;
 use crate::policy::{Decision, Policy};
 use crate::profile::Profile;
+use crate::unit::UnitId;
 use crate::view::{ClusterView, QueueView, UnitView};
 
 /// Subsets are enumerated exhaustively up to this many profiled units.
@@ -60,6 +61,9 @@ struct Plan {
 /// Contention-aware active-set selection and placement.
 #[derive(Debug)]
 pub struct ContentionAware {
+    config: ContentionConfig,
+    /// The unit ids the model was built for (a calibrated model's terms are per id).
+    ids: Vec<UnitId>,
     model: Box<dyn ContentionModel>,
     plan: Plan,
     loads: Vec<Load>,
@@ -71,6 +75,8 @@ impl ContentionAware {
     /// A policy predicting with this contention model.
     pub fn new(contention: &ContentionConfig) -> Self {
         Self {
+            config: contention.clone(),
+            ids: Vec::new(),
             model: contention.build(),
             plan: Plan::default(),
             loads: Vec::new(),
@@ -87,6 +93,13 @@ impl ContentionAware {
     }
 
     fn refresh_plan(&mut self, view: &ClusterView, fixed: Option<u32>) {
+        if self.ids.len() != view.units.len()
+            || self.ids.iter().zip(&view.units).any(|(id, u)| *id != u.id)
+        {
+            self.ids = view.units.iter().map(|u| u.id.clone()).collect();
+            self.model = self.config.build_for(&self.ids);
+            self.plan = Plan::default();
+        }
         let key: Vec<PlanKey> = view
             .units
             .iter()

@@ -189,7 +189,13 @@ impl<'a> Sim<'a> {
         );
         Ok(Self {
             config,
-            model: config.contention.build(),
+            model: config.contention.build_for(
+                &config
+                    .units
+                    .iter()
+                    .map(|u| u.id.clone())
+                    .collect::<Vec<_>>(),
+            ),
             scheduler,
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             report,

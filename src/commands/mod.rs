@@ -1,6 +1,8 @@
 //! One file per command; this module only dispatches.
 
 mod bench;
+mod calibrate;
+mod calibrate_chart;
 mod experiment;
 pub(crate) mod experiment_pipeline;
 mod profile;
@@ -12,6 +14,7 @@ mod units;
 
 use crate::cli::Command;
 
+pub use calibrate::CalibrateArgs;
 pub use profile::ProfileArgs;
 pub use tune::TuneArgs;
 
@@ -65,6 +68,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             timeout,
         } => simulate::run(&config.config, &run, warmup, !no_progress, timeout),
         Command::Profile { config, options } => profile::run(&config.config, &options),
+        Command::Calibrate { config, options } => calibrate::run(&config.config, &options),
         Command::Tune(args) => tune::run(&args),
         Command::Experiment { command } => experiment::run(&command),
     }

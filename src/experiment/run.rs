@@ -86,7 +86,7 @@ pub fn simulation_config(
         .fold(0.0_f64, f64::max);
     Ok(SimulationConfig {
         units: setup.units.iter().map(|u| u.spec.clone()).collect(),
-        contention: loaded.contention.clone(),
+        contention: loaded.emulated_contention().clone(),
         scheduler: setup.scheduler.clone(),
         workload,
         images_per_request: plan.images_per_request,

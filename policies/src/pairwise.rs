@@ -1,0 +1,169 @@
+//! The calibrated contention model: a parametric base model (PCCS, proportional
+//! sharing, or none) times a pairwise interference correction fitted on co-run
+//! measurements by `mica calibrate` (`fit.rs`).
+//!
+//! A unit's slowdown beside a set of running batches is
+//! `base × (1 + Σ_j a[unit][unit_j])`, the sum over the running batches of *other*
+//! units (a unit with two streams busy counts twice). `a[u][v]` is the extra slowdown one
+//! batch of `v` inflicts on `u` beyond what the base model explains: 1.0 when two units
+//! time-share a resource the base model does not know (two CPU units on the same cores),
+//! slightly positive when FP32 and FP16 batches on one GPU interfere more than
+//! time-slicing says, negative when the base model over-predicts. The terms are keyed by
+//! unit id; a model built for a unit list without some id simply has no term for it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::contention::{ContentionConfig, ContentionModel, Load};
+use crate::unit::UnitId;
+
+/// One fitted pairwise term.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PairTerm {
+    /// The unit that is slowed.
+    pub unit: String,
+    /// The unit whose running batch slows it.
+    pub with: String,
+    /// Extra slowdown per running batch of `with`, beyond the base model (≥ -0.9).
+    pub added_slowdown: f64,
+}
+
+/// Parameters of the calibrated model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalibratedParams {
+    /// The parametric model, with its fitted parameters.
+    pub base: Box<ContentionConfig>,
+    /// Pairwise corrections where the parametric model could not fit.
+    #[serde(default)]
+    pub pairs: Vec<PairTerm>,
+}
+
+impl CalibratedParams {
+    /// Checks the parameters; the error names the bad key.
+    pub fn validate(&self) -> Result<(), String> {
+        if matches!(*self.base, ContentionConfig::Calibrated(_)) {
+            return Err("base: a calibrated model cannot be the base of another".into());
+        }
+        self.base.validate().map_err(|e| format!("base: {e}"))?;
+        for (i, pair) in self.pairs.iter().enumerate() {
+            if pair.unit.is_empty() || pair.with.is_empty() {
+                return Err(format!("pairs[{i}]: unit and with must name units"));
+            }
+            if pair.unit == pair.with {
+                return Err(format!(
+                    "pairs[{i}]: unit and with are both {:?} (a unit's own streams are the base model's)",
+                    pair.unit
+                ));
+            }
+            if !(pair.added_slowdown.is_finite() && pair.added_slowdown >= -0.9) {
+                return Err(format!(
+                    "pairs[{i}].added_slowdown must be a number >= -0.9, got {}",
+                    pair.added_slowdown
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The calibrated model built for one unit list.
+#[derive(Debug)]
+pub struct Calibrated {
+    base: Box<dyn ContentionModel>,
+    /// `matrix[u][v]`, units by index in the list it was built for.
+    matrix: Vec<Vec<f64>>,
+}
+
+impl Calibrated {
+    /// The model for units `ids` (the indices `Load::unit` refers to).
+    pub fn new(params: &CalibratedParams, ids: &[UnitId]) -> Self {
+        let n = ids.len();
+        let mut matrix = vec![vec![0.0; n]; n];
+        let index = |name: &str| ids.iter().position(|id| id.as_str() == name);
+        for pair in &params.pairs {
+            if let (Some(u), Some(v)) = (index(&pair.unit), index(&pair.with)) {
+                matrix[u][v] = pair.added_slowdown;
+            }
+        }
+        Self {
+            base: params.base.build_for(ids),
+            matrix,
+        }
+    }
+}
+
+impl ContentionModel for Calibrated {
+    fn name(&self) -> &'static str {
+        "calibrated"
+    }
+
+    fn slowdowns(&self, loads: &[Load], slowdowns: &mut Vec<f64>) {
+        self.base.slowdowns(loads, slowdowns);
+        for (load, factor) in loads.iter().zip(slowdowns.iter_mut()) {
+            let Some(row) = self.matrix.get(load.unit) else {
+                continue;
+            };
+            let added: f64 = loads
+                .iter()
+                .filter(|other| other.unit != load.unit)
+                .filter_map(|other| row.get(other.unit))
+                .sum();
+            *factor = (*factor * (1.0 + added)).max(1.0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::unit::UnitKind;
+
+    fn cpu(unit: usize) -> Load {
+        Load {
+            unit,
+            kind: UnitKind::Cpu,
+            device: None,
+            gpu_occupancy: 0.0,
+            bandwidth_gbps: 0.0,
+        }
+    }
+
+    #[test]
+    fn pairs_add_to_the_base_and_round_trip_through_toml() {
+        let params = CalibratedParams {
+            base: Box::new(ContentionConfig::None),
+            pairs: vec![
+                PairTerm {
+                    unit: "a".into(),
+                    with: "b".into(),
+                    added_slowdown: 1.0,
+                },
+                PairTerm {
+                    unit: "b".into(),
+                    with: "a".into(),
+                    added_slowdown: 0.5,
+                },
+            ],
+        };
+        let config = ContentionConfig::Calibrated(params);
+        config.validate().unwrap();
+        let text = toml::to_string(&config).unwrap();
+        let back: ContentionConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, config);
+        let ids = [UnitId::new("a"), UnitId::new("b"), UnitId::new("c")];
+        let model = config.build_for(&ids);
+        let mut out = Vec::new();
+        model.slowdowns(&[cpu(0), cpu(1), cpu(2)], &mut out);
+        assert_eq!(out, vec![2.0, 1.5, 1.0]);
+        // Without the ids the terms have nothing to refer to.
+        config.build().slowdowns(&[cpu(0), cpu(1)], &mut out);
+        assert_eq!(out, vec![1.0, 1.0]);
+        let mut bad = match config {
+            ContentionConfig::Calibrated(p) => p,
+            _ => unreachable!(),
+        };
+        bad.pairs[0].with = "a".into();
+        assert!(bad.validate().unwrap_err().contains("pairs[0]"));
+    }
+}
