@@ -38,6 +38,17 @@ pub enum ServeError {
         /// The limit.
         limit: usize,
     },
+    /// The body did not arrive within `server.body_timeout`.
+    #[error("the request body did not arrive within {timeout:?} ({received} bytes received)")]
+    BodyTimeout {
+        /// Bytes that did arrive.
+        received: usize,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// The memory budget for request data (`server.memory_budget_bytes`) is in use.
+    #[error("{0}, retry after 1s")]
+    OverBudget(#[from] super::budget::OverBudget),
     /// A queue is full; the client should retry later.
     #[error("server overloaded, retry after {}s", retry_after_secs(*retry_after))]
     Overloaded {
@@ -82,6 +93,8 @@ pub enum ErrorKind {
     MethodNotAllowed,
     /// The request is larger than the configured limit.
     TooLarge,
+    /// The client did not send its request in time (a slow or unfinished body).
+    SlowClient,
     /// A bounded queue is full; retry after the hint.
     Overloaded,
     /// The request's own deadline passed (its `timeout`, or shed for it).
@@ -104,6 +117,8 @@ impl ServeError {
             | ServeError::RouteNotFound(_) => ErrorKind::NotFound,
             ServeError::MethodNotAllowed(_) => ErrorKind::MethodNotAllowed,
             ServeError::PayloadTooLarge { .. } => ErrorKind::TooLarge,
+            ServeError::BodyTimeout { .. } => ErrorKind::SlowClient,
+            ServeError::OverBudget(_) => ErrorKind::Unavailable,
             ServeError::Overloaded { .. } => ErrorKind::Overloaded,
             ServeError::TimedOut | ServeError::DeadlineCannotBeMet => ErrorKind::DeadlineExceeded,
             ServeError::NotReady(_) | ServeError::Unavailable(_) | ServeError::ShuttingDown => {
@@ -125,6 +140,7 @@ impl ServeError {
                     | ServeError::NotReady(_)
                     | ServeError::Unavailable(_)
                     | ServeError::ShuttingDown
+                    | ServeError::OverBudget(_)
             )
     }
 
@@ -132,6 +148,7 @@ impl ServeError {
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
             ServeError::Overloaded { retry_after } => Some(retry_after_secs(*retry_after)),
+            ServeError::OverBudget(_) => Some(1),
             _ => None,
         }
     }
@@ -144,6 +161,8 @@ impl ServeError {
             ServeError::RouteNotFound(_) => "not_found",
             ServeError::MethodNotAllowed(_) => "method_not_allowed",
             ServeError::PayloadTooLarge { .. } => "too_large",
+            ServeError::BodyTimeout { .. } => "body_timeout",
+            ServeError::OverBudget(_) => "over_budget",
             ServeError::Overloaded { .. } => "overloaded",
             ServeError::TimedOut => "timeout",
             ServeError::DeadlineCannotBeMet => "shed",

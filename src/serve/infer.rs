@@ -14,6 +14,7 @@ use serde::Serialize;
 use tracing::{debug, warn};
 
 use super::backend::{InferBackend, InferRequest};
+use super::budget::ByteBudget;
 use super::drain::Drain;
 use super::error::ServeError;
 use super::metrics::{self, ModelSeries};
@@ -105,6 +106,7 @@ pub struct Infer {
     grpc_series: ModelSeries,
     drain: Drain,
     max_request_bytes: usize,
+    budget: Arc<ByteBudget>,
 }
 
 impl std::fmt::Debug for Infer {
@@ -138,6 +140,7 @@ impl Infer {
             stats: ModelStats::default(),
             drain: Drain::default(),
             max_request_bytes: server.max_body_bytes,
+            budget: ByteBudget::new(server.memory_budget_bytes),
         })
     }
 
@@ -154,6 +157,12 @@ impl Infer {
     /// Largest request accepted, in bytes (`server.max_body_bytes`).
     pub fn max_request_bytes(&self) -> usize {
         self.max_request_bytes
+    }
+
+    /// The byte budget every front end's request data draws on
+    /// (`server.memory_budget_bytes`).
+    pub fn budget(&self) -> &Arc<ByteBudget> {
+        &self.budget
     }
 
     /// Threads of the preprocessing pool.

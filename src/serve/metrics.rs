@@ -95,6 +95,8 @@ pub const FAILURE_REASONS: &[&str] = &[
     "not_found",
     "method_not_allowed",
     "too_large",
+    "body_timeout",
+    "over_budget",
     "overloaded",
     "timeout",
     "shed",

@@ -11,6 +11,7 @@
 
 mod backend;
 pub mod binary;
+pub mod budget;
 mod drain;
 mod error;
 mod frontend;
@@ -29,6 +30,7 @@ mod settings;
 mod stats;
 
 pub use backend::{InferBackend, InferFuture, ReadyFuture, Serves, ShutdownFuture};
+pub use budget::{ByteBudget, BytePermit, OverBudget};
 pub use drain::Drain;
 pub use error::{ErrorKind, ServeError};
 pub use frontend::{stop_signal, FrontEnd, FrontEnds, Stopped};

@@ -43,6 +43,27 @@ pub struct ServerSettings {
     /// Levels past the service's last are clamped to it.
     #[serde(default = "default_default_priority")]
     pub default_priority: u8,
+    /// Longest a client may take to send a request's head (line and headers), e.g.
+    /// `"5s"`; slower ones get 408 and the connection is closed.
+    #[serde(default = "default_header_timeout", with = "duration_text")]
+    pub header_timeout: Duration,
+    /// Longest a client may take to send a request's whole body, e.g. `"30s"`; slower
+    /// (or unfinished) bodies get 408 and the connection is closed.
+    #[serde(default = "default_body_timeout", with = "duration_text")]
+    pub body_timeout: Duration,
+    /// How long an idle kept-alive connection stays open, e.g. `"5s"`.
+    #[serde(default = "default_keep_alive", with = "duration_text")]
+    pub keep_alive: Duration,
+    /// Most client connections open at once (over all HTTP workers); more wait in the
+    /// listen backlog. Keep it below the process's file-descriptor limit
+    /// (`LimitNOFILE` in the systemd unit).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Bytes that request bodies being read and the tensors decoded from them (until
+    /// answered) may hold together; a request that does not fit gets 503 with
+    /// `Retry-After`. At least `max_body_bytes`.
+    #[serde(default = "default_memory_budget_bytes")]
+    pub memory_budget_bytes: usize,
 }
 
 impl Default for ServerSettings {
@@ -57,6 +78,11 @@ impl Default for ServerSettings {
             preprocess_queue: default_preprocess_queue(),
             label_file: None,
             default_priority: default_default_priority(),
+            header_timeout: default_header_timeout(),
+            body_timeout: default_body_timeout(),
+            keep_alive: default_keep_alive(),
+            max_connections: default_max_connections(),
+            memory_budget_bytes: default_memory_budget_bytes(),
         }
     }
 }
@@ -78,6 +104,29 @@ impl ServerSettings {
         }
         if self.drain_time > Duration::from_secs(3600) {
             return Err("server.drain_time must be at most 1h".to_string());
+        }
+        for (key, value) in [
+            ("header_timeout", self.header_timeout),
+            ("body_timeout", self.body_timeout),
+            ("keep_alive", self.keep_alive),
+        ] {
+            if value.is_zero() || value > Duration::from_secs(3600) {
+                return Err(format!(
+                    "server.{key} must be between 1ms and 1h, got {value:?}"
+                ));
+            }
+        }
+        if self.max_connections < self.http_workers || self.max_connections > 1_000_000 {
+            return Err(format!(
+                "server.max_connections must be between http_workers ({}) and 1000000, got {}",
+                self.http_workers, self.max_connections
+            ));
+        }
+        if self.memory_budget_bytes < self.max_body_bytes {
+            return Err(format!(
+                "server.memory_budget_bytes ({}) must be at least server.max_body_bytes ({})",
+                self.memory_budget_bytes, self.max_body_bytes
+            ));
         }
         if self.preprocess_threads == 0 || self.preprocess_threads > 256 {
             return Err(format!(
@@ -127,6 +176,26 @@ fn default_preprocess_queue() -> usize {
 
 fn default_default_priority() -> u8 {
     u8::MAX
+}
+
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_keep_alive() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_max_connections() -> usize {
+    4096
+}
+
+fn default_memory_budget_bytes() -> usize {
+    1024 * 1024 * 1024
 }
 
 /// The model the server exposes, as clients see it.

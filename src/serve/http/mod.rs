@@ -3,6 +3,7 @@
 //! core (`crate::serve::Infer`).
 
 mod binary;
+mod body;
 mod error;
 mod json;
 mod routes;

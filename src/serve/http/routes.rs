@@ -9,12 +9,12 @@ use std::time::Instant;
 
 use actix_web::http::header::{HeaderValue, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::http::Method;
-use actix_web::web::{self, Bytes, BytesMut, Data};
+use actix_web::web::{self, Data};
 use actix_web::{FromRequest, Handler, HttpRequest, HttpResponse, Resource, Responder};
-use futures::StreamExt;
 use serde::Serialize;
 
 use super::binary::{header_length, HEADER_LENGTH};
+use super::body::{read_body, BodyLimits};
 use super::json::{encode, parse};
 use crate::serve::error::ServeError;
 use crate::serve::infer::{Call, Infer, Parse, Protocol};
@@ -124,8 +124,13 @@ async fn all_stats(core: Core) -> Result<HttpResponse, ServeError> {
     json(&core.statistics(None, None)?)
 }
 
+/// `[server] body_timeout`, shared with the handlers.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimeout(pub std::time::Duration);
+
 async fn infer(
     core: Core,
+    body_timeout: Data<BodyTimeout>,
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ServeError> {
@@ -137,7 +142,14 @@ async fn infer(
         version,
     };
     let core = core.into_inner();
-    let limit = core.max_request_bytes();
+    let limits = BodyLimits {
+        max_bytes: core.max_request_bytes(),
+        timeout: body_timeout.0,
+        budget: core.budget().clone(),
+    };
+    // The body's bytes stay held on the budget until the answer is written: the
+    // tensor decoded from them is queued until then.
+    let mut held = None;
     let receive = async {
         if let Some(encoding) = request.headers().get(CONTENT_ENCODING) {
             if encoding.as_bytes() != b"identity" {
@@ -147,40 +159,18 @@ async fn infer(
             }
         }
         let header_length = header_length(request.headers().get(HEADER_LENGTH))?;
-        let body = read_body(&request, payload, limit).await?;
+        let announced = request
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let (body, permit) = read_body(announced, payload, &limits).await?;
+        held = Some(permit);
         let size = body.len();
         let parse: Parse = Box::new(move |model| parse(model, body, header_length));
         Ok((size, parse))
     };
-    core.infer(call, receive, encode).await
-}
-
-/// Reads the whole body, refusing more than `limit` bytes (announced or received).
-async fn read_body(
-    request: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<Bytes, ServeError> {
-    let announced = request
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if let Some(size) = announced.filter(|&size| size > limit) {
-        return Err(ServeError::PayloadTooLarge { size, limit });
-    }
-    let mut body = BytesMut::with_capacity(announced.unwrap_or(0));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|error| {
-            ServeError::bad_request(format!("cannot read the request body: {error}"))
-        })?;
-        if body.len() + chunk.len() > limit {
-            return Err(ServeError::PayloadTooLarge {
-                size: body.len() + chunk.len(),
-                limit,
-            });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
+    let answer = core.infer(call, receive, encode).await;
+    drop(held);
+    answer
 }

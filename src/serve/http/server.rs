@@ -12,7 +12,7 @@ use anyhow::Context;
 use futures::FutureExt;
 use tracing::info;
 
-use super::routes::configure;
+use super::routes::{configure, BodyTimeout};
 use crate::serve::frontend::{FrontEnd, Stopped, ANSWER_GRACE};
 use crate::serve::infer::{Infer, Protocol};
 use crate::serve::settings::ServerSettings;
@@ -29,10 +29,12 @@ impl HttpFrontEnd {
     /// the actix system (or a tokio runtime).
     pub fn start(server: &ServerSettings, core: Arc<Infer>) -> anyhow::Result<Self> {
         let state = Data::from(core);
+        let body_timeout = Data::new(BodyTimeout(server.body_timeout));
         let http = HttpServer::new(move || {
             let state = state.clone();
             App::new()
                 .app_data(state.clone())
+                .app_data(body_timeout.clone())
                 .wrap_fn(move |request, service| {
                     let response = service.call(request);
                     let state = state.clone();
@@ -41,6 +43,13 @@ impl HttpFrontEnd {
                 .configure(configure)
         })
         .workers(server.http_workers)
+        // Slow and hostile clients: the head must arrive within header_timeout (408),
+        // idle kept-alive connections close after keep_alive, and at most
+        // max_connections are open at once (actix counts per worker).
+        .max_connections(server.max_connections.div_ceil(server.http_workers.max(1)))
+        .client_request_timeout(server.header_timeout)
+        .client_disconnect_timeout(std::time::Duration::from_secs(1))
+        .keep_alive(server.keep_alive)
         .disable_signals()
         .shutdown_timeout((server.drain_time + ANSWER_GRACE).as_secs().max(1))
         .bind((server.address, server.port))
