@@ -367,3 +367,260 @@ fn a_stop_drains_once_within_drain_time() {
     }
     .print();
 }
+
+/// How an abusive client sends its body.
+#[derive(Debug, Clone, Copy)]
+enum Abuse {
+    /// Announces `announced` bytes, sends `sent` of them at once, then nothing.
+    Unfinished { announced: usize, sent: usize },
+    /// Announces `announced` bytes and sends one every `every`.
+    Trickle { announced: usize, every: Duration },
+}
+
+/// One abusive client: connects, sends its head and what its `abuse` says, reports
+/// (through `started`) once its body has begun, and reads the answer (bounded).
+fn abuser(addr: SocketAddr, abuse: Abuse, started: std::sync::mpsc::Sender<()>) -> Answer {
+    use std::io::Read;
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        let _ = started.send(());
+        return Answer::Refused;
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let announced = match abuse {
+        Abuse::Unfinished { announced, .. } | Abuse::Trickle { announced, .. } => announced,
+    };
+    let head = format!(
+        "POST /v2/models/tiny/infer HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/octet-stream\r\nInference-Header-Content-Length: 0\r\n\
+         Content-Length: {announced}\r\n\r\n"
+    );
+    let _ = stream.write_all(head.as_bytes());
+    let mut answer = Vec::new();
+    match abuse {
+        Abuse::Unfinished { sent, .. } => {
+            // In pieces, stopping as soon as the server has answered (a refusal
+            // mid-body): writing on would only meet a closed socket.
+            let piece = vec![b'x'; 256 * 1024];
+            let mut left = sent;
+            let _ = stream.set_nonblocking(false);
+            while left > 0 {
+                let n = left.min(piece.len());
+                if stream.write_all(&piece[..n]).is_err() {
+                    break;
+                }
+                left -= n;
+                stream.set_nonblocking(true).unwrap();
+                let mut peek = [0u8; 1];
+                let answered = matches!(stream.peek(&mut peek), Ok(n) if n > 0);
+                stream.set_nonblocking(false).unwrap();
+                if answered {
+                    break;
+                }
+            }
+            let _ = started.send(());
+        }
+        Abuse::Trickle { every, .. } => {
+            let _ = started.send(());
+            // One byte at a time until the server answers or closes (bounded: the
+            // body timeout ends it long before `announced` bytes).
+            stream.set_read_timeout(Some(every)).unwrap();
+            for _ in 0..announced {
+                if stream.write_all(b"x").is_err() {
+                    break;
+                }
+                let mut buffer = [0u8; 4096];
+                match stream.read(&mut buffer) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        answer.extend_from_slice(&buffer[..n]);
+                        break;
+                    }
+                    Err(_) => {}
+                }
+            }
+            stream
+                .set_read_timeout(Some(Duration::from_secs(60)))
+                .unwrap();
+        }
+    }
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    match text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+    {
+        Some(status) => Answer::Status(status),
+        None => Answer::Lost,
+    }
+}
+
+/// Starts `count` abusers and waits (bounded) until each has begun its body.
+fn start_abusers(
+    addr: SocketAddr,
+    count: usize,
+    abuse: impl Fn(usize) -> Abuse,
+) -> Vec<std::thread::JoinHandle<Answer>> {
+    let (started, begun) = std::sync::mpsc::channel();
+    let threads: Vec<_> = (0..count)
+        .map(|i| {
+            let started = started.clone();
+            let abuse = abuse(i);
+            std::thread::Builder::new()
+                .stack_size(128 * 1024)
+                .spawn(move || abuser(addr, abuse, started))
+                .unwrap()
+        })
+        .collect();
+    for _ in 0..count {
+        begun
+            .recv_timeout(Duration::from_secs(60))
+            .expect("every abuser starts its body within 60 s");
+    }
+    threads
+}
+
+fn collect(threads: Vec<std::thread::JoinHandle<Answer>>) -> Outcome {
+    let mut outcome = Outcome::default();
+    for thread in threads {
+        outcome.add(thread.join().unwrap(), Duration::ZERO);
+    }
+    outcome
+}
+
+/// The process's resident set now and at its peak, bytes (`/proc/<pid>/status`).
+fn rss(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+#[test]
+fn hundreds_of_slow_and_unfinished_bodies_leave_a_good_client_served() {
+    let fixture = Fixture::new("", "body_timeout = \"3s\"\nmax_connections = 2048", |dir| {
+        sim_unit("sim0", &profile(dir, "p", 0.5), "")
+    });
+    let mut server = fixture.start(&[]);
+    server.wait_ready(fixture.addr);
+    let calm = run_clients(fixture.addr, 1, 100, false);
+    assert_eq!(calm.statuses.get(&200), Some(&100), "{calm:?}");
+    let abusers = start_abusers(fixture.addr, 300, |i| {
+        if i % 2 == 0 {
+            Abuse::Unfinished {
+                announced: 100_000,
+                sent: 1_000,
+            }
+        } else {
+            Abuse::Trickle {
+                announced: 100_000,
+                every: Duration::from_millis(200),
+            }
+        }
+    });
+    let during = run_clients(fixture.addr, 1, 100, false);
+    let abused = collect(abusers);
+    assert_eq!(during.statuses.get(&200), Some(&100), "{during:?}");
+    assert_eq!(abused.lost, 0, "{abused:?}");
+    assert_eq!(abused.refused, 0, "{abused:?}");
+    assert_eq!(abused.statuses.get(&408), Some(&300), "{abused:?}");
+    // The good client's latency stays bounded: its requests were never queued behind
+    // the abusers (generous bound for a shared 2-core machine).
+    assert!(during.p99() < Duration::from_secs(2), "{:?}", during.p99());
+    let ready = get(fixture.addr, "/v2/health/ready");
+    assert_eq!(ready.status, 200);
+    let status = server.terminate();
+    assert!(status.success(), "{}", server.log());
+    Row {
+        scenario: "300 slow bodies (150 unfinished, 150 trickling 1 B/200 ms), body_timeout 3 s",
+        sent: "300 × POST announcing 100 kB + a good client's 100 infers".into(),
+        outcome: &abused,
+        rss: "-".into(),
+        good_p99: format!(
+            "{:.1} ms (without abuse {:.1} ms)",
+            ms(during.p99()),
+            ms(calm.p99())
+        ),
+    }
+    .print();
+}
+
+#[test]
+fn many_large_unfinished_bodies_stay_within_the_memory_budget() {
+    let budget = 96usize << 20;
+    let fixture = Fixture::new(
+        "",
+        &format!(
+            "body_timeout = \"4s\"\nmax_body_bytes = {}\nmemory_budget_bytes = {budget}",
+            32usize << 20
+        ),
+        |dir| sim_unit("sim0", &profile(dir, "p", 0.5), ""),
+    );
+    let mut server = fixture.start(&[]);
+    server.wait_ready(fixture.addr);
+    let pid = server.child.id();
+    let calm = run_clients(fixture.addr, 1, 50, false);
+    let (before, _) = rss(pid);
+    // 16 clients announce 32 MiB each and send 30 MiB: 480 MiB if all were held.
+    let abusers = start_abusers(fixture.addr, 16, |_| Abuse::Unfinished {
+        announced: 32 << 20,
+        sent: 30 << 20,
+    });
+    let during = run_clients(fixture.addr, 1, 50, false);
+    let abused = collect(abusers);
+    let (_, peak) = rss(pid);
+    assert_eq!(abused.lost, 0, "{abused:?}");
+    assert_eq!(abused.answered(), 16, "{abused:?}");
+    assert!(
+        abused.statuses.get(&503).copied().unwrap_or(0) > 0,
+        "some are refused for the budget: {abused:?}"
+    );
+    assert!(
+        abused.statuses.keys().all(|s| [408, 503].contains(s)),
+        "{abused:?}"
+    );
+    assert_eq!(during.statuses.get(&200), Some(&50), "{during:?}");
+    // The peak stays within the budget (plus what the process held before and the
+    // kernel-to-user buffers in flight).
+    let grown = peak.saturating_sub(before);
+    assert!(
+        grown < budget as u64 + (32 << 20),
+        "RSS grew by {:.0} MiB, budget {:.0} MiB",
+        grown as f64 / MIB,
+        budget as f64 / MIB
+    );
+    let status = server.terminate();
+    assert!(status.success(), "{}", server.log());
+    Row {
+        scenario: "16 unfinished 32 MiB bodies (30 MiB sent each), budget 96 MiB",
+        sent: "16 × POST announcing 32 MiB + a good client's 50 infers".into(),
+        outcome: &abused,
+        rss: format!(
+            "{:.0} MiB before, peak {:.0} MiB (budget {:.0} MiB)",
+            before as f64 / MIB,
+            peak as f64 / MIB,
+            budget as f64 / MIB
+        ),
+        good_p99: format!(
+            "{:.1} ms (without abuse {:.1} ms)",
+            ms(during.p99()),
+            ms(calm.p99())
+        ),
+    }
+    .print();
+}
