@@ -49,7 +49,7 @@
 
 use std::time::Duration;
 
-use crate::policy::{Completion, Decision, Policy};
+use crate::policy::{Completion, Decision, Policy, SearchProgress};
 use crate::view::{ClusterView, QueueView};
 
 /// Tuning knobs of the search (all defaulted in the policy config).
@@ -461,8 +461,13 @@ impl Policy for Adaptive {
         }
     }
 
-    fn converged_after_batches(&self) -> Option<u64> {
-        self.converged_after()
+    fn search_progress(&self) -> Option<SearchProgress> {
+        Some(match self.converged_after() {
+            Some(after_batches) => SearchProgress::Converged { after_batches },
+            None => SearchProgress::Searching {
+                batches: self.completed - self.search_started_at,
+            },
+        })
     }
 
     fn on_completion(&mut self, view: &ClusterView, completion: &Completion) {

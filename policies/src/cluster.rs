@@ -66,6 +66,19 @@ struct UnitBook {
     quarantined_until: Option<Duration>,
     /// Taken out of service for good (its engine never loaded).
     offline: bool,
+    /// Times the unit has been quarantined since start.
+    quarantines: u64,
+}
+
+/// A unit's standing with the scheduler, for reports (why a unit got no work).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnitHealth {
+    /// Taken out of service for good: its engine failed to load.
+    pub offline: bool,
+    /// In quarantine now, after repeated failed batches.
+    pub quarantined: bool,
+    /// Times it has been quarantined since start.
+    pub quarantines: u64,
 }
 
 /// The mutable state of all units.
@@ -189,6 +202,7 @@ impl ClusterState {
             book.consecutive_failures += 1;
             if book.consecutive_failures >= self.rules.failures_to_quarantine {
                 book.quarantined_until = Some(now + self.rules.quarantine);
+                book.quarantines += 1;
                 book.consecutive_failures = self.rules.failures_to_quarantine - 1;
                 view.healthy = false;
             }
@@ -202,6 +216,16 @@ impl ClusterState {
     pub fn set_offline(&mut self, unit: usize, offline: bool) {
         self.books[unit].offline = offline;
         self.view.units[unit].healthy = !offline && self.books[unit].quarantined_until.is_none();
+    }
+
+    /// Unit `unit`'s standing at `now`: offline, quarantined, and how often it was.
+    pub fn health(&self, unit: usize, now: Duration) -> UnitHealth {
+        let book = &self.books[unit];
+        UnitHealth {
+            offline: book.offline,
+            quarantined: book.quarantined_until.is_some_and(|until| until > now),
+            quarantines: book.quarantines,
+        }
     }
 
     /// Replaces a unit's profile (after `mica profile` or a config reload).

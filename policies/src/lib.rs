@@ -28,13 +28,13 @@ pub mod unit;
 pub mod view;
 pub mod weighted;
 
-pub use cluster::{ClusterState, HealthRules, UnitSpec};
+pub use cluster::{ClusterState, HealthRules, UnitHealth, UnitSpec};
 pub use config::{build_policy, PolicyConfig};
 pub use contention::{ContentionConfig, ContentionModel, Load};
 pub use pccs::{Pccs, PccsParams};
-pub use policy::{Completion, Decision, Policy};
+pub use policy::{Completion, Decision, Policy, SearchProgress};
 pub use profile::{Profile, ProfileError, ProfileOrigin, ProfilePoint};
-pub use report::{ReportBuilder, RunReport, Stats, UnitStats};
+pub use report::{IdleReason, ReportBuilder, RunReport, Stats, UnitStats};
 pub use scheduler::{
     Action, DropReason, InvalidRequest, Queued, Rejected, Scheduler, SchedulerSettings,
 };

@@ -79,9 +79,47 @@ pub trait Policy: Send + Sync + Debug {
         None
     }
 
-    /// For a policy that searches online (`adaptive`): how many completed batches its
-    /// latest search took to converge, once it has. `None` for the others.
-    fn converged_after_batches(&self) -> Option<u64> {
+    /// For a policy that searches online (`adaptive`): where its latest search stands,
+    /// still searching or converged, and after how many completed batches. `None` for
+    /// the policies that do not search.
+    fn search_progress(&self) -> Option<SearchProgress> {
         None
+    }
+
+    /// For a policy that searches online: how many completed batches its latest search
+    /// took to converge, once it has. `None` for the others and while it searches.
+    fn converged_after_batches(&self) -> Option<u64> {
+        match self.search_progress()? {
+            SearchProgress::Converged { after_batches } => Some(after_batches),
+            SearchProgress::Searching { .. } => None,
+        }
+    }
+}
+
+/// Where an online search (`adaptive`'s active-set search) stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchProgress {
+    /// Still measuring candidates: what it runs now may not be its final choice.
+    Searching {
+        /// Completed batches since the search started.
+        batches: u64,
+    },
+    /// The search has settled on a set of units.
+    Converged {
+        /// Completed batches the search took.
+        after_batches: u64,
+    },
+}
+
+impl std::fmt::Display for SearchProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SearchProgress::Searching { batches } => {
+                write!(f, "still searching after {batches} completed batches")
+            }
+            SearchProgress::Converged { after_batches } => {
+                write!(f, "converged after {after_batches} completed batches")
+            }
+        }
     }
 }

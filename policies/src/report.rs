@@ -12,6 +12,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::UnitHealth;
+
 /// Figures for one unit or for the whole run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
@@ -68,6 +70,62 @@ pub struct UnitStats {
     /// The figures.
     #[serde(flatten)]
     pub stats: Stats,
+    /// Why the unit completed nothing in the measured window, when it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle: Option<IdleReason>,
+}
+
+/// Why a unit did no work in a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum IdleReason {
+    /// Healthy and ready the whole time, but the policy sent it no batch (it chose
+    /// other units as the better set, or had no work beyond what they took).
+    Policy {
+        /// The policy that kept it idle.
+        policy: String,
+    },
+    /// Its engine failed to load: out of service for the whole run.
+    Offline,
+    /// Taken out of service after repeated failed batches.
+    Quarantined {
+        /// Times it was quarantined since the service started.
+        times: u64,
+    },
+}
+
+impl IdleReason {
+    /// The reason for an idle unit of this standing under `policy`: offline first, then
+    /// quarantine, else the policy's choice.
+    pub fn of(health: &UnitHealth, policy: &str) -> Self {
+        if health.offline {
+            IdleReason::Offline
+        } else if health.quarantined || health.quarantines > 0 {
+            IdleReason::Quarantined {
+                times: health.quarantines.max(1),
+            }
+        } else {
+            IdleReason::Policy {
+                policy: policy.to_string(),
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for IdleReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IdleReason::Policy { policy } => write!(f, "kept idle by the policy ({policy})"),
+            IdleReason::Offline => write!(f, "offline: its engine failed to load"),
+            IdleReason::Quarantined { times: 1 } => {
+                write!(f, "quarantined after repeated failed batches")
+            }
+            IdleReason::Quarantined { times } => write!(
+                f,
+                "quarantined after repeated failed batches ({times} times)"
+            ),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -250,6 +308,7 @@ impl ReportBuilder {
                             engine: engine.clone(),
                             kind: kind.clone(),
                             stats: recorder.stats(seconds),
+                            idle: None,
                         },
                     )
                 })
@@ -259,6 +318,18 @@ impl ReportBuilder {
 }
 
 impl RunReport {
+    /// Says why each unit that completed nothing was idle, from its standing (`health`,
+    /// by unit id) at the end of the run.
+    pub fn explain_idle<'a>(&mut self, health: impl IntoIterator<Item = (&'a str, UnitHealth)>) {
+        for (id, health) in health {
+            if let Some(unit) = self.units.get_mut(id) {
+                if unit.stats.images == 0 {
+                    unit.idle = Some(IdleReason::of(&health, &self.policy));
+                }
+            }
+        }
+    }
+
     /// The report as a terminal table.
     pub fn render_table(&self) -> String {
         let mut out = String::new();
@@ -303,7 +374,16 @@ impl RunReport {
             );
         };
         for (id, unit) in &self.units {
-            row(&mut out, id, &unit.kind, &unit.engine, &unit.stats);
+            match &unit.idle {
+                Some(reason) => {
+                    let _ = writeln!(
+                        out,
+                        "{:<14} {:<12} {:<6} {:>10} idle: {reason}",
+                        id, unit.kind, unit.engine, "-"
+                    );
+                }
+                None => row(&mut out, id, &unit.kind, &unit.engine, &unit.stats),
+            }
         }
         row(&mut out, "total", "", "", &self.total);
         if self.failed_requests > 0 || self.rejected_requests > 0 {
@@ -357,5 +437,68 @@ mod tests {
             assert!(json["units"]["b"][key].is_number(), "units.b.{key}");
         }
         assert!(r.render_table().contains("SIMULATED"));
+    }
+
+    fn two_units_one_idle() -> RunReport {
+        let mut b = ReportBuilder::new(vec![
+            ("busy".into(), "amp".into(), "sim".into()),
+            ("idle".into(), "dla".into(), "sim".into()),
+        ]);
+        b.record_request(0, 4, Duration::from_millis(10), Duration::from_millis(1));
+        b.record_batch(0, 4);
+        b.finish("bench", "contention_aware", true, Duration::from_secs(1))
+    }
+
+    #[test]
+    fn an_idle_unit_says_why_instead_of_a_row_of_zeros() {
+        let cases = [
+            (
+                UnitHealth::default(),
+                "kept idle by the policy (contention_aware)",
+            ),
+            (
+                UnitHealth {
+                    offline: true,
+                    ..Default::default()
+                },
+                "offline: its engine failed to load",
+            ),
+            (
+                UnitHealth {
+                    quarantined: true,
+                    quarantines: 1,
+                    ..Default::default()
+                },
+                "quarantined after repeated failed batches",
+            ),
+            (
+                UnitHealth {
+                    quarantines: 3,
+                    ..Default::default()
+                },
+                "quarantined after repeated failed batches (3 times)",
+            ),
+        ];
+        for (health, text) in cases {
+            let mut r = two_units_one_idle();
+            r.explain_idle([("busy", health), ("idle", health)]);
+            // A unit that worked gets no reason, whatever its standing.
+            assert_eq!(r.units["busy"].idle, None);
+            let reason = r.units["idle"]
+                .idle
+                .clone()
+                .expect("the idle unit has a reason");
+            assert_eq!(reason.to_string(), text);
+            let table = r.render_table();
+            let line = table
+                .lines()
+                .find(|l| l.starts_with("idle "))
+                .expect("a row for the idle unit");
+            assert!(line.ends_with(&format!("idle: {text}")), "{line}");
+            assert!(!line.contains("0.00"), "{line}");
+            let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+            assert!(json["units"]["idle"]["idle"]["reason"].is_string());
+            assert!(json["units"]["busy"].get("idle").is_none());
+        }
     }
 }

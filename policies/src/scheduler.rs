@@ -15,7 +15,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use crate::cluster::{ClusterState, HealthRules, UnitSpec};
+use crate::cluster::{ClusterState, HealthRules, UnitHealth, UnitSpec};
 use crate::policy::{Completion, Decision, Policy};
 use crate::view::{ClusterView, QueueView, WaitingRequest};
 
@@ -344,6 +344,13 @@ impl<T> Scheduler<T> {
     /// Replaces the policy; queued and running work is untouched.
     pub fn set_policy(&mut self, policy: Box<dyn Policy>) {
         self.policy = policy;
+    }
+
+    /// Every unit's standing at `now` (offline, quarantined), in index order.
+    pub fn unit_health(&self, now: Duration) -> Vec<UnitHealth> {
+        (0..self.cluster.view().units.len())
+            .map(|unit| self.cluster.health(unit, now))
+            .collect()
     }
 
     /// The active policy.

@@ -25,7 +25,7 @@ use thiserror::Error;
 
 use crate::cluster::UnitSpec;
 use crate::contention::{ContentionConfig, ContentionModel, Load};
-use crate::policy::Policy;
+use crate::policy::{Policy, SearchProgress};
 use crate::report::{ReportBuilder, RunReport};
 use crate::scheduler::{Action, DropReason, Scheduler, SchedulerSettings};
 
@@ -88,6 +88,8 @@ pub struct SimulationOutcome {
     pub policy_errors: u64,
     /// Completed batches the policy's online search took, if it searches.
     pub converged_after_batches: Option<u64>,
+    /// Where the policy's online search stands at the end, if it searches.
+    pub search: Option<SearchProgress>,
     /// Events processed (arrivals, completions, wake-ups).
     pub events: u64,
 }
@@ -213,6 +215,7 @@ impl<'a> Sim<'a> {
                 expired: 0,
                 policy_errors: 0,
                 converged_after_batches: None,
+                search: None,
                 events: 0,
             },
             scheduled_wake: None,
@@ -293,6 +296,7 @@ impl<'a> Sim<'a> {
         }
         self.outcome.policy_errors = self.scheduler.policy_errors();
         self.outcome.converged_after_batches = self.scheduler.policy().converged_after_batches();
+        self.outcome.search = self.scheduler.policy().search_progress();
         let name = self.scheduler.policy().name();
         self.outcome.report = self.report.finish(
             "simulate",
@@ -300,6 +304,9 @@ impl<'a> Sim<'a> {
             true,
             self.config.duration - self.config.warmup,
         );
+        let health = self.scheduler.unit_health(self.now);
+        let ids = self.config.units.iter().map(|u| u.id.as_str());
+        self.outcome.report.explain_idle(ids.zip(health));
         Ok(self.outcome)
     }
 
