@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 use crate::liveness::{Liveness, StopGuard};
 use crate::metrics::DispatcherMetrics;
 use crate::responder::Responder;
-use crate::service::{InferError, InferRequest};
+use crate::service::{InferError, InferRequest, ServiceStatus};
 use crate::unit_actor::{RunBatch, UnitActor};
 
 /// A request in flight through the actors, with the channel its answer goes to.
@@ -91,6 +91,11 @@ pub struct SetPolicy {
     /// Seed for policies that randomize.
     pub seed: u64,
 }
+
+/// Query: where the scheduler stands now (each unit's health, the policy's search).
+#[derive(Message, Debug)]
+#[rtype(result = "ServiceStatus")]
+pub struct QueryStatus;
 
 /// Command: stop admitting, drain, answer the rest, stop.
 #[derive(Message)]
@@ -393,6 +398,26 @@ impl Handler<SetPolicy> for Dispatcher {
         self.scheduler.set_policy(policy);
         self.schedule(ctx);
         old.to_string()
+    }
+}
+
+impl Handler<QueryStatus> for Dispatcher {
+    type Result = actix::MessageResult<QueryStatus>;
+
+    fn handle(&mut self, _message: QueryStatus, _ctx: &mut Self::Context) -> Self::Result {
+        // The scheduler knows a unit is out of service; the dispatcher knows why: its
+        // engine failed to load, or a worker lost to a hung batch is being replaced.
+        let mut units = self.scheduler.unit_health(self.now());
+        for (index, unit) in units.iter_mut().enumerate() {
+            unit.offline = self.failed[index];
+            unit.replacing_worker = !self.failed[index] && !self.serving[index];
+        }
+        let policy = self.scheduler.policy();
+        actix::MessageResult(ServiceStatus {
+            policy: policy.name(),
+            search: policy.search_progress(),
+            units,
+        })
     }
 }
 

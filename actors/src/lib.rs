@@ -19,5 +19,6 @@ pub mod unit_actor;
 pub use batch_deadline::BatchDeadline;
 pub use liveness::Dead;
 pub use service::{
-    InferError, InferRequest, InferResponse, Service, ServiceSetup, StartError, UnitSetup,
+    InferError, InferRequest, InferResponse, Service, ServiceSetup, ServiceStatus, StartError,
+    UnitSetup,
 };

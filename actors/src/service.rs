@@ -12,12 +12,14 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, AsyncContext};
 use mica_engines::{ContentionHub, CustomEngineBuilder, EngineContext, EngineSpec};
-use mica_policies::{PolicyConfig, SchedulerSettings, UnitId, UnitSpec};
+use mica_policies::{
+    PolicyConfig, SchedulerSettings, SearchProgress, UnitHealth, UnitId, UnitSpec,
+};
 use thiserror::Error;
 use tokio::sync::{oneshot, watch};
 
 use crate::batch_deadline::BatchDeadline;
-use crate::dispatcher::{Dispatcher, SetPolicy, Shutdown, Submit};
+use crate::dispatcher::{Dispatcher, QueryStatus, SetPolicy, Shutdown, Submit};
 use crate::liveness::{Dead, Liveness};
 use crate::responder::Responder;
 use crate::unit_actor::UnitActor;
@@ -105,6 +107,18 @@ impl InferError {
     }
 }
 
+/// Where the scheduler stands, for reports: the policy, its online search if it
+/// searches, and each unit's health (offline, quarantined).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceStatus {
+    /// The active policy's config name.
+    pub policy: &'static str,
+    /// Where the policy's online search stands (`adaptive`); `None` if it does not search.
+    pub search: Option<SearchProgress>,
+    /// Every unit's standing, in index order.
+    pub units: Vec<UnitHealth>,
+}
+
 /// A unit to run: its scheduling description and the engine each stream gets.
 #[derive(Debug, Clone)]
 pub struct UnitSetup {
@@ -167,22 +181,20 @@ pub enum StartError {
 /// Loading progress shared between the stream workers and the handle.
 #[derive(Debug)]
 pub(crate) struct Readiness {
+    /// Workers that have neither loaded nor failed yet.
     pending: AtomicUsize,
     failed: watch::Sender<Option<StartError>>,
+    /// Set when every worker has loaded or failed (ready only if none failed).
     done: watch::Sender<bool>,
 }
 
 impl Readiness {
     pub(crate) fn worker_loaded(&self, result: Result<(), StartError>) {
-        match result {
-            Ok(()) => {
-                if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    self.done.send_replace(true);
-                }
-            }
-            Err(error) => {
-                self.failed.send_replace(Some(error));
-            }
+        if let Err(error) = result {
+            self.failed.send_replace(Some(error));
+        }
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.done.send_replace(true);
         }
     }
 }
@@ -369,6 +381,22 @@ impl Service {
         }
     }
 
+    /// Waits until every unit has loaded or failed to load; the first load failure, if
+    /// any. Unlike `wait_ready` it does not return at the first failure, so the units
+    /// that did load are warm when it returns (the failed ones are offline).
+    pub async fn wait_settled(&self) -> Result<(), StartError> {
+        let mut done = self.readiness.done.subscribe();
+        while !*done.borrow_and_update() {
+            if done.changed().await.is_err() {
+                break;
+            }
+        }
+        match self.readiness.failed.borrow().clone() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
     /// Largest batch any unit accepts.
     pub fn max_batch(&self) -> u32 {
         self.max_batch
@@ -384,6 +412,14 @@ impl Service {
     pub async fn set_policy(&self, policy: PolicyConfig, seed: u64) -> Result<String, InferError> {
         self.dispatcher
             .send(SetPolicy { policy, seed })
+            .await
+            .map_err(|_| InferError::ShuttingDown)
+    }
+
+    /// Where the scheduler stands now: the policy's search and each unit's health.
+    pub async fn status(&self) -> Result<ServiceStatus, InferError> {
+        self.dispatcher
+            .send(QueryStatus)
             .await
             .map_err(|_| InferError::ShuttingDown)
     }

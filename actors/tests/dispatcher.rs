@@ -11,7 +11,10 @@ use mica_engines::{
     EngineKind, EngineSpec,
 };
 use mica_policies::contention::NoContention;
-use mica_policies::{HealthRules, PolicyConfig, SchedulerSettings, UnitId, UnitKind, UnitSpec};
+use mica_policies::{
+    HealthRules, PolicyConfig, SchedulerSettings, SearchProgress, UnitHealth, UnitId, UnitKind,
+    UnitSpec,
+};
 
 /// What a scripted engine does with batch number `n` (counted per engine).
 #[derive(Clone, Copy, Debug)]
@@ -454,4 +457,47 @@ async fn a_dead_dispatcher_is_reported_and_no_request_hangs() {
     assert!(!errors.is_empty());
     assert!(service.alive().is_err(), "the dead dispatcher is seen");
     assert!(!service.is_ready(), "a dead service is not ready");
+}
+
+#[actix_rt::test]
+async fn status_names_the_offline_and_the_quarantined_units_and_the_search() {
+    let service = Service::start(setup(
+        &[Script::NeverLoads, Script::FailsEvery(1), Script::Works],
+        PolicyConfig::RoundRobin,
+        1024,
+    ))
+    .unwrap();
+    // Settles once every unit has loaded or failed: the failure is reported, the rest
+    // are warm.
+    let error = service.wait_settled().await.unwrap_err();
+    assert!(error.to_string().contains("u0"), "{error}");
+    let (ok, errors) = flood(&service, 200).await;
+    assert_eq!(ok + errors.len(), 200, "every request answered");
+    let status = service.status().await.unwrap();
+    assert_eq!(status.policy, "round_robin");
+    assert_eq!(status.search, None, "round_robin does not search");
+    assert!(status.units[0].offline, "{:?}", status.units[0]);
+    assert!(
+        !status.units[1].offline && status.units[1].quarantines > 0,
+        "a unit failing every batch is quarantined: {:?}",
+        status.units[1]
+    );
+    assert_eq!(status.units[2], UnitHealth::default());
+
+    let service = Service::start(setup(
+        &[Script::Works, Script::Works],
+        PolicyConfig::from_name("adaptive").unwrap(),
+        1024,
+    ))
+    .unwrap();
+    service.wait_settled().await.unwrap();
+    let (ok, _) = flood(&service, 100).await;
+    assert_eq!(ok, 100);
+    let status = service.status().await.unwrap();
+    assert!(
+        matches!(status.search, Some(SearchProgress::Searching { batches }) if batches > 0)
+            || matches!(status.search, Some(SearchProgress::Converged { .. })),
+        "adaptive reports its search: {:?}",
+        status.search
+    );
 }

@@ -79,6 +79,9 @@ pub struct UnitHealth {
     pub quarantined: bool,
     /// Times it has been quarantined since start.
     pub quarantines: u64,
+    /// Out of service while a stream worker lost to a hung batch is replaced (set by
+    /// the live dispatcher, which knows why a unit is out; never by the scheduler).
+    pub replacing_worker: bool,
 }
 
 /// The mutable state of all units.
@@ -225,6 +228,7 @@ impl ClusterState {
             offline: book.offline,
             quarantined: book.quarantined_until.is_some_and(|until| until > now),
             quarantines: book.quarantines,
+            replacing_worker: false,
         }
     }
 

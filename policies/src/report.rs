@@ -87,6 +87,8 @@ pub enum IdleReason {
     },
     /// Its engine failed to load: out of service for the whole run.
     Offline,
+    /// Out of service while a stream worker lost to a hung batch was replaced.
+    ReplacingWorker,
     /// Taken out of service after repeated failed batches.
     Quarantined {
         /// Times it was quarantined since the service started.
@@ -96,10 +98,12 @@ pub enum IdleReason {
 
 impl IdleReason {
     /// The reason for an idle unit of this standing under `policy`: offline first, then
-    /// quarantine, else the policy's choice.
+    /// a worker being replaced, then quarantine, else the policy's choice.
     pub fn of(health: &UnitHealth, policy: &str) -> Self {
         if health.offline {
             IdleReason::Offline
+        } else if health.replacing_worker {
+            IdleReason::ReplacingWorker
         } else if health.quarantined || health.quarantines > 0 {
             IdleReason::Quarantined {
                 times: health.quarantines.max(1),
@@ -117,6 +121,10 @@ impl std::fmt::Display for IdleReason {
         match self {
             IdleReason::Policy { policy } => write!(f, "kept idle by the policy ({policy})"),
             IdleReason::Offline => write!(f, "offline: its engine failed to load"),
+            IdleReason::ReplacingWorker => write!(
+                f,
+                "out of service: replacing a stream worker after a hung batch"
+            ),
             IdleReason::Quarantined { times: 1 } => {
                 write!(f, "quarantined after repeated failed batches")
             }
@@ -462,6 +470,13 @@ mod tests {
                     ..Default::default()
                 },
                 "offline: its engine failed to load",
+            ),
+            (
+                UnitHealth {
+                    replacing_worker: true,
+                    ..Default::default()
+                },
+                "out of service: replacing a stream worker after a hung batch",
             ),
             (
                 UnitHealth {
