@@ -37,6 +37,19 @@ pub trait ContentionModel: Send + Sync + Debug {
     /// Writes into `slowdowns` (cleared first) one factor ≥ 1 per entry of `loads`, in
     /// the same order: how many times longer that unit's batch takes than alone.
     fn slowdowns(&self, loads: &[Load], slowdowns: &mut Vec<f64>);
+
+    /// Throughput measured for exactly these units (indices, ascending) with every
+    /// stream busy at `batch`, if the model carries measurements (`mica calibrate`).
+    fn measured_img_s(&self, units: &[usize], batch: u32) -> Option<f64> {
+        let _ = (units, batch);
+        None
+    }
+
+    /// Relative error to allow a prediction for a set of units nobody measured
+    /// together (the calibration's held-out error; 0 when unknown).
+    fn uncertainty(&self) -> f64 {
+        0.0
+    }
 }
 
 /// Config of the contention model, chosen per platform.

@@ -360,6 +360,8 @@ pub fn fit(
     ContentionConfig::Calibrated(CalibratedParams {
         base: Box::new(base),
         pairs,
+        held_out_error: 0.0,
+        measured: Vec::new(),
     })
 }
 

@@ -28,6 +28,18 @@ pub struct PairTerm {
     pub added_slowdown: f64,
 }
 
+/// A set's throughput as `mica calibrate` measured it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeasuredSet {
+    /// Unit ids of the set.
+    pub units: Vec<String>,
+    /// Batch size every unit ran.
+    pub batch: u32,
+    /// Images per second of the whole set, every stream busy.
+    pub img_s: f64,
+}
+
 /// Parameters of the calibrated model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +49,13 @@ pub struct CalibratedParams {
     /// Pairwise corrections where the parametric model could not fit.
     #[serde(default)]
     pub pairs: Vec<PairTerm>,
+    /// Largest relative error of the fitted model on the runs it did not see: how far a
+    /// prediction for a set nobody measured may be off.
+    #[serde(default)]
+    pub held_out_error: f64,
+    /// The sets measured, for the policies to prefer over a prediction.
+    #[serde(default)]
+    pub measured: Vec<MeasuredSet>,
 }
 
 impl CalibratedParams {
@@ -46,6 +65,19 @@ impl CalibratedParams {
             return Err("base: a calibrated model cannot be the base of another".into());
         }
         self.base.validate().map_err(|e| format!("base: {e}"))?;
+        if !(self.held_out_error.is_finite() && (0.0..1.0).contains(&self.held_out_error)) {
+            return Err(format!(
+                "held_out_error must be in [0, 1), got {}",
+                self.held_out_error
+            ));
+        }
+        for (i, m) in self.measured.iter().enumerate() {
+            if m.units.is_empty() || m.batch == 0 || !(m.img_s.is_finite() && m.img_s >= 0.0) {
+                return Err(format!(
+                    "measured[{i}]: needs units, a batch of at least 1 and img_s >= 0"
+                ));
+            }
+        }
         for (i, pair) in self.pairs.iter().enumerate() {
             if pair.unit.is_empty() || pair.with.is_empty() {
                 return Err(format!("pairs[{i}]: unit and with must name units"));
@@ -73,6 +105,9 @@ pub struct Calibrated {
     base: Box<dyn ContentionModel>,
     /// `matrix[u][v]`, units by index in the list it was built for.
     matrix: Vec<Vec<f64>>,
+    /// Measured sets whose units are all in the list: (ascending indices, batch, img/s).
+    measured: Vec<(Vec<usize>, u32, f64)>,
+    uncertainty: f64,
 }
 
 impl Calibrated {
@@ -86,9 +121,21 @@ impl Calibrated {
                 matrix[u][v] = pair.added_slowdown;
             }
         }
+        let measured = params
+            .measured
+            .iter()
+            .filter_map(|m| {
+                let mut set: Vec<usize> =
+                    m.units.iter().map(|u| index(u)).collect::<Option<_>>()?;
+                set.sort_unstable();
+                Some((set, m.batch, m.img_s))
+            })
+            .collect();
         Self {
             base: params.base.build_for(ids),
             matrix,
+            measured,
+            uncertainty: params.held_out_error,
         }
     }
 }
@@ -111,6 +158,17 @@ impl ContentionModel for Calibrated {
                 .sum();
             *factor = (*factor * (1.0 + added)).max(1.0);
         }
+    }
+
+    fn measured_img_s(&self, units: &[usize], batch: u32) -> Option<f64> {
+        self.measured
+            .iter()
+            .find(|(set, b, _)| *b == batch && set.as_slice() == units)
+            .map(|(_, _, img_s)| *img_s)
+    }
+
+    fn uncertainty(&self) -> f64 {
+        self.uncertainty
     }
 }
 
@@ -145,6 +203,12 @@ mod tests {
                     added_slowdown: 0.5,
                 },
             ],
+            held_out_error: 0.03,
+            measured: vec![MeasuredSet {
+                units: vec!["b".into(), "a".into()],
+                batch: 8,
+                img_s: 120.0,
+            }],
         };
         let config = ContentionConfig::Calibrated(params);
         config.validate().unwrap();
@@ -156,6 +220,9 @@ mod tests {
         let mut out = Vec::new();
         model.slowdowns(&[cpu(0), cpu(1), cpu(2)], &mut out);
         assert_eq!(out, vec![2.0, 1.5, 1.0]);
+        assert_eq!(model.measured_img_s(&[0, 1], 8), Some(120.0));
+        assert_eq!(model.measured_img_s(&[0, 1], 4), None);
+        assert_eq!(model.uncertainty(), 0.03);
         // Without the ids the terms have nothing to refer to.
         config.build().slowdowns(&[cpu(0), cpu(1)], &mut out);
         assert_eq!(out, vec![1.0, 1.0]);

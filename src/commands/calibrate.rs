@@ -35,6 +35,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use mica_engines::{build_engine, BatchInput, EngineContext, EngineKind, EngineSpec};
 use mica_policies::fit::{self, FitSettings, Observation, ObservedUnit};
+use mica_policies::pairwise::MeasuredSet;
 use mica_policies::{
     simulate, ContentionConfig, Load, PolicyConfig, SchedulerSettings, SimulationConfig, UnitId,
     UnitSpec, Workload,
@@ -321,6 +322,28 @@ pub fn run(config: &Path, args: &CalibrateArgs) -> anyhow::Result<()> {
                 .fold(0.0, f64::max),
         }
     };
+    let held_out = summary(true);
+    let training = summary(false);
+    // The file carries what was measured and how sure the model is where nothing was:
+    // `contention_aware` and `slo` prefer a measured set over a prediction.
+    let mut after = after;
+    if let ContentionConfig::Calibrated(params) = &mut after {
+        params.held_out_error = if held_out.rows > 0 {
+            held_out.max_abs_after
+        } else {
+            training.max_abs_after
+        }
+        .min(0.5);
+        params.measured = measurements
+            .runs
+            .iter()
+            .map(|m| MeasuredSet {
+                units: m.units.clone(),
+                batch: m.batch,
+                img_s: (m.img_s.iter().sum::<f64>() * 10.0).round() / 10.0,
+            })
+            .collect();
+    }
     let report = Report {
         config: config.display().to_string(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
@@ -331,8 +354,8 @@ pub fn run(config: &Path, args: &CalibrateArgs) -> anyhow::Result<()> {
         complete,
         measuring_seconds: measurements.runs.iter().map(|m| m.seconds).sum(),
         before: before.clone(),
-        training: summary(false),
-        held_out: summary(true),
+        training,
+        held_out,
         best: best_per_batch(&measurements.runs, &args.batch_sizes),
         after: after.clone(),
         rows,
