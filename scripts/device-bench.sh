@@ -110,7 +110,9 @@ step "mica profile"
 # autotunes cuDNN for every power-of-two batch size up to max_batch (~1.5 s each), while
 # a fixed-batch run uses one size, autotuned by its first batches inside `mica bench`'s
 # own unmeasured warm-up (and `mica profile`'s per-size warm-up batches).
-sed -E 's/^\[\[units\]\]$/[[units]]\nwarmup_batches = 0/' "$config" >config/gpu-bench.toml
+sed -E -e 's/^(engine = \{ type = "torch".*), warmup_batches = [0-9]+/\1/' \
+    -e 's/^engine = \{ type = "torch"/engine = { type = "torch", warmup_batches = 0/' \
+    "$config" >config/gpu-bench.toml
 sed -E '/^profile *=/d' config/gpu-bench.toml >config/gpu-unprofiled.toml
 config=config/gpu-bench.toml
 profile() { # name units sizes batches warmup max_s

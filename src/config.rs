@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mica_engines::EngineKind;
+use mica_engines::{EngineSettings, UnitFacts};
 use mica_policies::{ContentionConfig, HealthRules, PolicyConfig, Profile, UnitKind};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -219,8 +219,10 @@ pub struct UnitConfig {
     pub id: String,
     /// Hardware kind: cpu, cuda_fp32, cuda_tf32, tensor_fp16, tensor_bf16, amp, dla.
     pub kind: UnitKind,
-    /// What runs it: `sim` (emulated from its profile), `null`, `torch`.
-    pub engine: EngineKind,
+    /// What runs it, with that engine's settings: `{ type = "sim", jitter = 0.02 }`
+    /// (emulated from its profile), `{ type = "null" }`, `{ type = "torch", model =
+    /// "..." }`.
+    pub engine: EngineSettings,
     /// DLA core number (kind `dla` only).
     #[serde(default)]
     pub core: Option<u8>,
@@ -233,21 +235,10 @@ pub struct UnitConfig {
     /// Largest batch the unit runs. Defaults to the profile's largest point, else 64.
     #[serde(default)]
     pub max_batch: Option<u32>,
-    /// Service-time profile file (required for `sim`; used by policies for any engine).
+    /// Service-time profile file (required for `sim`; used by policies, `mica
+    /// simulate` and `mica tune` for any engine).
     #[serde(default)]
     pub profile: Option<PathBuf>,
-    /// Model file (`torch`: a TorchScript file).
-    #[serde(default)]
-    pub model_path: Option<PathBuf>,
-    /// `sim`: relative jitter of service times (0.02 = ±2 %).
-    #[serde(default = "default_jitter")]
-    pub jitter: f64,
-    /// Real engines: capture CUDA graphs per batch size.
-    #[serde(default)]
-    pub cuda_graphs: bool,
-    /// Real engines: batches run at load before the unit is ready.
-    #[serde(default = "default_warmup_batches")]
-    pub warmup_batches: u32,
     /// Set false to keep the entry but not start the unit.
     #[serde(default = "default_true")]
     pub enabled: bool,
@@ -256,11 +247,12 @@ pub struct UnitConfig {
 fn default_streams() -> u32 {
     1
 }
-fn default_jitter() -> f64 {
-    0.02
-}
-fn default_warmup_batches() -> u32 {
-    3
+
+impl UnitConfig {
+    /// The GPU the unit runs on or falls back to: `device`, else 0; `None` for the CPU.
+    pub fn gpu_device(&self) -> Option<u32> {
+        (self.kind != UnitKind::Cpu).then_some(self.device.unwrap_or(0))
+    }
 }
 
 /// Largest batch any unit may be configured with.
@@ -396,12 +388,6 @@ impl LoadedConfig {
                     format!("must be between 1 and {MAX_STREAMS}, got {}", unit.streams),
                 ));
             }
-            if !(0.0..0.5).contains(&unit.jitter) {
-                return Err(error(
-                    key("jitter"),
-                    format!("must be in [0, 0.5), got {}", unit.jitter),
-                ));
-            }
             match (unit.kind, unit.core) {
                 (UnitKind::Dla, None) => {
                     return Err(error(
@@ -423,16 +409,6 @@ impl LoadedConfig {
             if unit.kind == UnitKind::Cpu && unit.device.is_some() {
                 return Err(error(key("device"), "a cpu unit has no GPU device".into()));
             }
-            if !unit.engine.is_built() {
-                return Err(error(
-                    key("engine"),
-                    format!(
-                        "engine {:?} is not built into this binary (rebuild with --features {})",
-                        unit.engine.as_str(),
-                        unit.engine.as_str()
-                    ),
-                ));
-            }
             let profile = match &unit.profile {
                 Some(p) => {
                     let resolved = resolve(p);
@@ -443,20 +419,15 @@ impl LoadedConfig {
                 }
                 None => None,
             };
-            if unit.engine == EngineKind::Sim && profile.is_none() {
-                return Err(error(
-                    key("profile"),
-                    "a sim unit needs a profile to emulate".into(),
-                ));
-            }
-            if let Some(model) = &unit.model_path {
-                unit.model_path = Some(resolve(model));
-            } else if unit.engine == EngineKind::Torch {
-                return Err(error(
-                    key("model_path"),
-                    "a torch unit needs a TorchScript model file".into(),
-                ));
-            }
+            let facts = UnitFacts {
+                kind: unit.kind,
+                dla_core: unit.core,
+                has_profile: profile.is_some(),
+            };
+            unit.engine
+                .validate(&facts)
+                .map_err(|e| error(key(&e.key), e.message))?;
+            unit.engine.resolve_paths(&resolve);
             let max_batch = unit
                 .max_batch
                 .unwrap_or_else(|| profile.as_ref().map_or(64, |p| p.max_batch().max(1)));
@@ -554,6 +525,21 @@ fn key_of(error: &config::ConfigError) -> String {
     // The config crate ends messages with "for key `a.b`" where it knows the key.
     text.rsplit_once("for key `")
         .and_then(|(_, rest)| rest.split_once('`'))
-        .map(|(key, _)| key.to_string())
+        .map(|(key, _)| dotted(key))
         .unwrap_or_else(|| "(structure)".to_string())
+}
+
+/// `units[0]engine` (as the config crate spells a key inside an array) as
+/// `units[0].engine`.
+fn dotted(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 4);
+    let mut after_index = false;
+    for c in key.chars() {
+        if after_index && c != '.' && c != '[' {
+            out.push('.');
+        }
+        after_index = c == ']';
+        out.push(c);
+    }
+    out
 }

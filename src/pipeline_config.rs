@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use mica_actors::pipeline::PipelineSetup;
 use mica_actors::pipeline_stage::{StageSetup, StageUnit};
-use mica_engines::{ContentionHub, EngineContext, EngineKind, EngineSpec};
+use mica_engines::{ContentionHub, EngineContext, EngineSpec};
 use mica_policies::pipeline::{
     stage_unit_profile, BlockTable, CpuSide, MappingOption, PipelineSpec, PipelineUnit, RoleUnits,
     StageProfile, StageSpec,
@@ -374,7 +374,7 @@ impl PipelineConfig {
 /// Stages are built as the config's units would run them: a `sim` unit emulates its
 /// stage's share of its profile (`stage_unit_profile`) in real time with the shared
 /// contention hub; a `torch` unit runs the stage's per-block TorchScript files
-/// (`<model_path>/block_<i>.pt`, written by `scripts/export_model.py --stages`) as one
+/// (`<engine.model>/block_<i>.pt`, written by `scripts/export_model.py --stages`) as one
 /// engine that chains them on its device. With a torch unit on a GPU, libtorch_cuda is
 /// loaded first.
 pub fn build_setup(
@@ -402,6 +402,7 @@ pub fn build_setup(
         stage.units.iter().all(|&u| {
             loaded.config.units[config_units[u]]
                 .engine
+                .kind()
                 .keeps_activations_on_device()
         })
     };
@@ -414,45 +415,29 @@ pub fn build_setup(
             let unit = &spec.units[u];
             let config_index = config_units[u];
             let config = &loaded.config.units[config_index];
-            let device = (unit.kind != UnitKind::Cpu).then_some(config.device.unwrap_or(0));
             let shares = StageProfile::new(&spec.table, unit.kind);
             let profile = Arc::new(stage_unit_profile(
                 &unit.profile,
                 &shares,
                 stage.blocks.clone(),
             ));
-            // A torch unit runs the stage's block files as one engine: the first as
-            // its model, the rest chained after it on the device (activations between
-            // blocks never leave the GPU); other engines the whole stage at once.
-            let mut block_files = Vec::new();
-            if config.engine == EngineKind::Torch {
-                let first = files[stage.blocks.start].start;
-                let last = files[stage.blocks.end - 1].end;
-                let dir = config.model_path.as_ref().ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "unit {}: a torch unit of a pipeline needs `model_path`, the folder \
-                         of block_<i>.pt files (scripts/export_model.py --stages)",
-                        unit.id
-                    )
-                })?;
-                block_files.extend((first..last).map(|b| dir.join(format!("block_{b}.pt"))));
-            }
+            // The engine names the stage's model files (torch: the block files, run
+            // as one engine chaining them on its device); emulating engines none.
+            let first = files[stage.blocks.start].start;
+            let last = files[stage.blocks.end - 1].end;
+            let models = config
+                .engine
+                .stage_models(first..last)
+                .map_err(|m| anyhow::anyhow!("unit {}: {m}", unit.id))?;
+            let base = crate::wiring::unit_engine_spec(loaded, config_index, stage.batch);
             let spec_for = |stream: u32| EngineSpec {
-                engine: config.engine,
-                unit: config_index,
-                unit_kind: unit.kind,
-                device,
-                stream,
-                max_batch: stage.batch,
                 input_shape: vec![input_len],
                 output_len,
-                profile: Some(Arc::clone(&profile)),
-                model_path: block_files.first().cloned(),
-                chained_models: block_files.iter().skip(1).cloned().collect(),
-                jitter: config.jitter,
-                seed: loaded.config.scheduler.seed,
-                cuda_graphs: config.cuda_graphs,
-                warmup_batches: config.warmup_batches,
+                ..base
+                    .clone()
+                    .with_stream(stream)
+                    .with_profile(Some(Arc::clone(&profile)))
+                    .with_models(models.clone())
             };
             let streams = (0..stage.streams).map(spec_for).collect();
             units.push(StageUnit {
@@ -489,7 +474,7 @@ pub fn build_setup(
 #[cfg(feature = "torch")]
 fn load_cuda_if_needed(loaded: &LoadedConfig, spec: &PipelineSpec, config_units: &[usize]) {
     let cuda = spec.units.iter().zip(config_units).any(|(unit, &c)| {
-        unit.kind != UnitKind::Cpu && loaded.config.units[c].engine == EngineKind::Torch
+        unit.kind != UnitKind::Cpu && loaded.config.units[c].engine.kind() == EngineKind::Torch
     });
     if cuda {
         if let Err(error) = mica_engines::torch::load_cuda() {

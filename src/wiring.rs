@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use mica_actors::{ServiceSetup, UnitSetup};
 use mica_engines::{ContentionHub, EngineKind, EngineSpec};
-use mica_policies::{PolicyConfig, SchedulerSettings, UnitId, UnitKind, UnitSpec};
+use mica_policies::{PolicyConfig, SchedulerSettings, UnitId, UnitSpec};
 
 use crate::config::{LoadedConfig, UnitConfig};
 
@@ -55,6 +55,24 @@ pub fn selected_units<'a>(
     }
 }
 
+/// The engine spec of stream 0 of the config's unit `config_index` running its whole
+/// model at batches up to `max_batch`: the one place a unit's config becomes an
+/// [`EngineSpec`] (pipeline stages narrow it to their blocks and shapes).
+pub fn unit_engine_spec(loaded: &LoadedConfig, config_index: usize, max_batch: u32) -> EngineSpec {
+    let config = &loaded.config;
+    let unit = &config.units[config_index];
+    EngineSpec::new(
+        unit.engine.clone(),
+        unit.kind,
+        max_batch,
+        config.model.input_shape.clone(),
+        config.model.output_len(),
+    )
+    .with_unit(config_index, unit.gpu_device(), unit.core)
+    .with_profile(loaded.profiles[config_index].clone())
+    .with_seed(config.scheduler.seed)
+}
+
 /// Builds the service setup for a run.
 pub fn service_setup(
     loaded: &LoadedConfig,
@@ -77,36 +95,18 @@ pub fn service_setup(
             unit.max_batch
                 .expect("resolved when the config was loaded; this is a bug")
         });
-        let device = match unit.kind {
-            UnitKind::Cpu => None,
-            _ => Some(unit.device.unwrap_or(0)),
-        };
+        let device = unit.gpu_device();
         let spec = UnitSpec {
             id: UnitId::new(&unit.id),
             kind: unit.kind,
             device,
-            simulated: unit.engine == EngineKind::Sim,
+            simulated: unit.engine.kind() == EngineKind::Sim,
             streams: unit.streams,
             max_batch,
             profile: profile.clone(),
         };
-        let engine = EngineSpec {
-            engine: unit.engine,
-            unit: position,
-            unit_kind: unit.kind,
-            device,
-            stream: 0,
-            max_batch,
-            input_shape: config.model.input_shape.clone(),
-            output_len: config.model.output_len(),
-            profile,
-            model_path: unit.model_path.clone(),
-            chained_models: Vec::new(),
-            jitter: unit.jitter,
-            seed: config.scheduler.seed,
-            cuda_graphs: unit.cuda_graphs,
-            warmup_batches: unit.warmup_batches,
-        };
+        let engine = unit_engine_spec(loaded, *config_index, max_batch)
+            .with_unit(position, device, unit.core);
         units.push(UnitSetup { spec, engine });
     }
     load_cuda_if_needed(&units);
@@ -168,7 +168,7 @@ fn dispatcher_panic_after() -> anyhow::Result<Option<u64>> {
 fn load_cuda_if_needed(units: &[UnitSetup]) {
     if units
         .iter()
-        .any(|u| u.engine.engine == EngineKind::Torch && u.spec.kind != UnitKind::Cpu)
+        .any(|u| u.engine.engine.kind() == EngineKind::Torch && u.spec.kind != UnitKind::Cpu)
     {
         if let Err(error) = mica_engines::torch::load_cuda() {
             tracing::warn!(%error, "libtorch_cuda could not be loaded; CUDA torch units will not load");

@@ -37,7 +37,7 @@ const CUDA_UNIT: &str = r#"
 [[units]]
 id = "cuda"
 kind = "cuda_fp32"
-engine = "sim"
+engine = { type = "sim" }
 profile = "profiles/orin-agx/cuda_fp32.toml"
 "#;
 
@@ -144,7 +144,7 @@ fn duplicate_ids_and_bad_ids() {
 #[test]
 fn sim_units_need_a_profile_that_exists_and_is_valid() {
     rejected(
-        "[[units]]\nid = \"c\"\nkind = \"cpu\"\nengine = \"sim\"\n",
+        "[[units]]\nid = \"c\"\nkind = \"cpu\"\nengine = { type = \"sim\" }\n",
         "units[0] (c).profile",
         "needs a profile",
     );
@@ -157,7 +157,7 @@ fn sim_units_need_a_profile_that_exists_and_is_valid() {
 
 #[test]
 fn dla_units_need_a_valid_core_and_others_have_none() {
-    let dla = "[[units]]\nid = \"d\"\nkind = \"dla\"\nengine = \"sim\"\nprofile = \"profiles/orin-agx/dla.toml\"\n";
+    let dla = "[[units]]\nid = \"d\"\nkind = \"dla\"\nengine = { type = \"sim\" }\nprofile = \"profiles/orin-agx/dla.toml\"\n";
     rejected(dla, "units[0] (d).core", "core = 0");
     rejected(&format!("{dla}core = 2\n"), "units[0] (d).core", "0 and 1");
     rejected(
@@ -170,11 +170,11 @@ fn dla_units_need_a_valid_core_and_others_have_none() {
 
 #[test]
 fn torch_units_need_a_model_or_the_feature() {
-    let torch = "[[units]]\nid = \"t\"\nkind = \"cpu\"\nengine = \"torch\"\n";
+    let torch = "[[units]]\nid = \"t\"\nkind = \"cpu\"\nengine = { type = \"torch\" }\n";
     let message = load(torch).unwrap_err();
-    assert!(message.contains("units[0] (t)"), "{message}");
+    assert!(message.contains("units[0] (t).engine."), "{message}");
     assert!(
-        message.contains("model_path") || message.contains("--features torch"),
+        message.contains("engine.model") || message.contains("--features torch"),
         "{message}"
     );
 }
@@ -216,4 +216,31 @@ fn environment_overrides_keys() {
     let loaded = load(CUDA_UNIT).unwrap();
     std::env::remove_var("MICA__SCHEDULER__SEED");
     assert_eq!(loaded.config.scheduler.seed, 777);
+}
+
+#[test]
+fn engine_settings_are_checked_by_their_engine() {
+    rejected(
+        &CUDA_UNIT.replace("{ type = \"sim\" }", "{ type = \"tensorflow\" }"),
+        "units",
+        "tensorflow",
+    );
+    rejected(
+        &CUDA_UNIT.replace("{ type = \"sim\" }", "{ type = \"sim\", jiter = 0.1 }"),
+        "units",
+        "jiter",
+    );
+    rejected(
+        &CUDA_UNIT.replace("{ type = \"sim\" }", "{ type = \"sim\", jitter = 0.7 }"),
+        "units[0] (cuda).engine.jitter",
+        "[0, 0.5)",
+    );
+    rejected(
+        &CUDA_UNIT.replace("{ type = \"sim\" }", "\"sim\""),
+        "units",
+        "engine",
+    );
+    let loaded =
+        load(&CUDA_UNIT.replace("{ type = \"sim\" }", "{ type = \"sim\", jitter = 0.1 }")).unwrap();
+    assert_eq!(loaded.config.units[0].engine.jitter(), 0.1);
 }

@@ -14,21 +14,17 @@ use std::sync::Arc;
 
 use mica_actors::pipeline::{Pipeline, PipelineSetup};
 use mica_actors::pipeline_stage::{StageSetup, StageUnit};
-use mica_engines::{ContentionHub, EngineContext, EngineKind, EngineSpec};
+use mica_engines::{ContentionHub, EngineContext, EngineSettings, EngineSpec, SimEngineConfig};
 use mica_policies::contention::NoContention;
 use mica_policies::{Profile, ProfileOrigin, ProfilePoint, UnitKind};
 
 fn spec(unit: usize, stream: u32, input: usize, output: usize, batch: u32) -> EngineSpec {
-    EngineSpec {
-        engine: EngineKind::Sim,
-        unit,
-        unit_kind: UnitKind::Cpu,
-        device: None,
-        stream,
-        max_batch: batch,
-        input_shape: vec![input],
-        output_len: output,
-        profile: Some(Arc::new(Profile {
+    let settings = EngineSettings::Sim(SimEngineConfig { jitter: 0.0 });
+    EngineSpec::new(settings, UnitKind::Cpu, batch, vec![input], output)
+        .with_unit(unit, None, None)
+        .with_stream(stream)
+        .with_seed(1)
+        .with_profile(Some(Arc::new(Profile {
             model: "test".into(),
             origin: ProfileOrigin::Calibrated,
             source: String::new(),
@@ -40,14 +36,7 @@ fn spec(unit: usize, stream: u32, input: usize, output: usize, batch: u32) -> En
                 bandwidth_gbps: 0.0,
                 source: String::new(),
             }],
-        })),
-        model_path: None,
-        chained_models: Vec::new(),
-        jitter: 0.0,
-        seed: 1,
-        cuda_graphs: false,
-        warmup_batches: 0,
-    }
+        })))
 }
 
 fn stage(

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use mica_actors::pipeline::{Pipeline, PipelineSetup};
 use mica_actors::pipeline_stage::{StageSetup, StageUnit};
-use mica_engines::{ContentionHub, EngineContext, EngineKind, EngineSpec};
+use mica_engines::{ContentionHub, EngineContext, EngineSettings, EngineSpec, TorchEngineConfig};
 use mica_policies::contention::NoContention;
 use mica_policies::UnitKind;
 use serve_support::{free_port, shipped_config, ChildServer};
@@ -43,23 +43,15 @@ fn stage_spec(manifest: &serde_json::Value, blocks: std::ops::Range<usize>) -> E
             .product()
     };
     let file = |block: usize| dir().join(manifest["blocks"][block]["file"].as_str().unwrap());
-    EngineSpec {
-        engine: EngineKind::Torch,
-        unit: 0,
-        unit_kind: UnitKind::Cpu,
-        device: None,
-        stream: 0,
-        max_batch: 4,
-        input_shape: vec![elems(blocks.start, "input_shape")],
-        output_len: elems(blocks.end - 1, "output_shape"),
-        profile: None,
-        model_path: Some(file(blocks.start)),
-        chained_models: (blocks.start + 1..blocks.end).map(file).collect(),
-        jitter: 0.0,
-        seed: 0,
+    let settings = EngineSettings::Torch(TorchEngineConfig {
+        model: Some(file(blocks.start)),
         cuda_graphs: false,
         warmup_batches: 0,
-    }
+    });
+    let input_shape = vec![elems(blocks.start, "input_shape")];
+    let output_len = elems(blocks.end - 1, "output_shape");
+    EngineSpec::new(settings, UnitKind::Cpu, 4, input_shape, output_len)
+        .with_models(blocks.map(file).collect())
 }
 
 #[test]

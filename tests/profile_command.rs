@@ -47,16 +47,15 @@ max_batch = 4
 [[units]]
 id = "gpu.sim"
 kind = "tensor_fp16"
-engine = "sim"
+engine = { type = "sim", jitter = 0.0 }
 device = 0
-jitter = 0.0
 max_batch = 4
 profile = "emulated.toml"
 
 [[units]]
 id = "null0"
 kind = "cpu"
-engine = "null"
+engine = { type = "null" }
 max_batch = 4
 "#,
     )

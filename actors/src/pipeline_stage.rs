@@ -391,7 +391,7 @@ mod tests {
     use std::sync::Arc;
 
     use mica_engines::{
-        BatchOutput, ContentionHub, DeviceActivation, EngineInfo, EngineKind, NullEngine,
+        BatchOutput, ContentionHub, DeviceActivation, EngineInfo, EngineSettings, NullEngine,
     };
     use mica_policies::contention::NoContention;
     use mica_policies::UnitKind;
@@ -459,23 +459,8 @@ mod tests {
     }
 
     fn spec(stream: u32) -> EngineSpec {
-        EngineSpec {
-            engine: EngineKind::Null,
-            unit: 0,
-            unit_kind: UnitKind::TensorFp16,
-            device: Some(0),
-            stream,
-            max_batch: 8,
-            input_shape: vec![2],
-            output_len: 2,
-            profile: None,
-            model_path: None,
-            chained_models: Vec::new(),
-            jitter: 0.0,
-            seed: 0,
-            cuda_graphs: false,
-            warmup_batches: 0,
-        }
+        EngineSpec::new(EngineSettings::Null, UnitKind::TensorFp16, 8, vec![2], 2)
+            .with_stream(stream)
     }
 
     fn stage(name: &str, step: f32, device_output: bool, seen: &Arc<AtomicU64>) -> StageSetup {

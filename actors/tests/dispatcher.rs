@@ -8,7 +8,7 @@ use std::time::Duration;
 use mica_actors::{BatchDeadline, InferError, InferRequest, Service, ServiceSetup, UnitSetup};
 use mica_engines::{
     check_input, BatchInput, BatchOutput, ContentionHub, Engine, EngineError, EngineInfo,
-    EngineKind, EngineSpec,
+    EngineSettings, EngineSpec,
 };
 use mica_policies::contention::NoContention;
 use mica_policies::{
@@ -108,23 +108,9 @@ fn setup_gated(
         .iter()
         .enumerate()
         .map(|(index, _)| {
-            let engine = EngineSpec {
-                engine: EngineKind::Null,
-                unit: index,
-                unit_kind: UnitKind::Cpu,
-                device: None,
-                stream: 0,
-                max_batch: 4,
-                input_shape: vec![2],
-                output_len: 2,
-                profile: None,
-                model_path: None,
-                chained_models: Vec::new(),
-                jitter: 0.0,
-                seed: 1,
-                cuda_graphs: false,
-                warmup_batches: 0,
-            };
+            let engine = EngineSpec::new(EngineSettings::Null, UnitKind::Cpu, 4, vec![2], 2)
+                .with_unit(index, None, None)
+                .with_seed(1);
             UnitSetup {
                 spec: UnitSpec {
                     id: UnitId::new(&format!("u{index}")),

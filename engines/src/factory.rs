@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::contention_hub::ContentionHub;
 use crate::engine::{Engine, EngineError};
 use crate::null::NullEngine;
+use crate::settings::EngineSettings;
 use crate::sim::{SimEngine, SimSettings};
 
 /// Which implementation runs a unit's batches.
@@ -51,17 +52,20 @@ impl EngineKind {
     }
 }
 
-/// Everything needed to create one engine instance (one per stream worker).
+/// Everything needed to create one engine instance (one per stream worker). Made by
+/// [`EngineSpec::new`] and its `with_*` methods, never as a literal.
 #[derive(Debug, Clone)]
 pub struct EngineSpec {
-    /// Implementation.
-    pub engine: EngineKind,
+    /// The engine and its settings (paths resolved).
+    pub engine: EngineSettings,
     /// Index of the unit among all configured units.
     pub unit: usize,
     /// The unit's kind (decides precision and device for real engines).
     pub unit_kind: UnitKind,
     /// GPU index (GPU units, DLA fallback); `None` for the CPU.
     pub device: Option<u32>,
+    /// DLA core (kind `dla`).
+    pub dla_core: Option<u8>,
     /// Which of the unit's streams this instance serves (0-based).
     pub stream: u32,
     /// Largest batch accepted.
@@ -72,23 +76,74 @@ pub struct EngineSpec {
     pub output_len: usize,
     /// The unit's profile (required by `sim`).
     pub profile: Option<Arc<Profile>>,
-    /// Model file (required by `torch`).
-    pub model_path: Option<PathBuf>,
-    /// `torch`: further model files run after `model_path`, in order, each on the
-    /// previous one's output, without leaving the device (a pipeline stage of several
-    /// blocks of a staged model). Empty for a whole network.
-    pub chained_models: Vec<PathBuf>,
-    /// `sim`: relative jitter of service times.
-    pub jitter: f64,
-    /// `sim`: seed of the jitter sequence.
+    /// The model files this instance runs, in order, each on the previous one's output
+    /// without leaving the device: one for a whole network, a pipeline stage's block
+    /// files for a stage (from [`EngineSettings::stage_models`]), none for `sim`/`null`.
+    pub models: Vec<PathBuf>,
+    /// Seed of the engine's randomness (`sim`: the jitter sequence).
     pub seed: u64,
-    /// Real engines: capture CUDA graphs per batch size where the model allows.
-    pub cuda_graphs: bool,
-    /// Real engines: batches run at load before the unit reports ready.
-    pub warmup_batches: u32,
 }
 
 impl EngineSpec {
+    /// The spec of stream 0 of unit 0 of kind `unit_kind` running `engine`'s whole
+    /// model: on GPU 0 unless the unit is a CPU, no profile, seed 0.
+    pub fn new(
+        engine: EngineSettings,
+        unit_kind: UnitKind,
+        max_batch: u32,
+        input_shape: Vec<usize>,
+        output_len: usize,
+    ) -> Self {
+        let models = engine.models();
+        Self {
+            engine,
+            unit: 0,
+            unit_kind,
+            device: (unit_kind != UnitKind::Cpu).then_some(0),
+            dla_core: None,
+            stream: 0,
+            max_batch,
+            input_shape,
+            output_len,
+            profile: None,
+            models,
+            seed: 0,
+        }
+    }
+
+    /// Placed as unit `unit` (its index among all configured units) on GPU `device`
+    /// (`None` for the CPU) and DLA core `dla_core`.
+    pub fn with_unit(mut self, unit: usize, device: Option<u32>, dla_core: Option<u8>) -> Self {
+        self.unit = unit;
+        self.device = device;
+        self.dla_core = dla_core;
+        self
+    }
+
+    /// For stream worker `stream`.
+    pub fn with_stream(mut self, stream: u32) -> Self {
+        self.stream = stream;
+        self
+    }
+
+    /// With the unit's profile.
+    pub fn with_profile(mut self, profile: Option<Arc<Profile>>) -> Self {
+        self.profile = profile;
+        self
+    }
+
+    /// With the seed of its randomness.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Running these model files in order instead of the settings' whole model.
+    pub fn with_models(mut self, models: Vec<PathBuf>) -> Self {
+        self.models = models;
+        self
+    }
+
     /// Input elements per image.
     pub fn input_len(&self) -> usize {
         self.input_shape.iter().product()
@@ -126,13 +181,13 @@ pub fn build_engine(
     if let Some(custom) = &context.custom {
         return custom(spec);
     }
-    match spec.engine {
-        EngineKind::Null => Ok(Box::new(NullEngine::new(
+    match &spec.engine {
+        EngineSettings::Null => Ok(Box::new(NullEngine::new(
             spec.max_batch,
             spec.input_len(),
             spec.output_len,
         ))),
-        EngineKind::Sim => {
+        EngineSettings::Sim(sim) => {
             let profile = spec.profile.clone().ok_or_else(|| {
                 EngineError::Load("the sim engine needs a profile for its unit".into())
             })?;
@@ -144,7 +199,7 @@ pub fn build_engine(
                     max_batch: spec.max_batch,
                     input_len: spec.input_len(),
                     output_len: spec.output_len,
-                    jitter: spec.jitter,
+                    jitter: sim.jitter,
                     seed: spec
                         .seed
                         .wrapping_mul(0x9E37_79B9_7F4A_7C15)
@@ -154,7 +209,7 @@ pub fn build_engine(
                 context.hub.clone(),
             )))
         }
-        EngineKind::Torch => build_torch(spec),
+        EngineSettings::Torch(_) => build_torch(spec),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod contention_hub;
 pub mod engine;
 pub mod factory;
 pub mod null;
+pub mod settings;
 pub mod sim;
 #[cfg(feature = "torch")]
 pub mod torch;
@@ -19,3 +20,4 @@ pub use engine::{
 };
 pub use factory::{build_engine, CustomEngineBuilder, EngineContext, EngineKind, EngineSpec};
 pub use null::NullEngine;
+pub use settings::{EngineSettings, SettingsError, SimEngineConfig, TorchEngineConfig, UnitFacts};

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use common::{relative_error, Fixture};
 use mica_engines::torch::TorchEngine;
 use mica_engines::{
-    build_engine, BatchInput, ContentionHub, Engine, EngineContext, EngineError, EngineKind,
-    EngineSpec,
+    build_engine, BatchInput, ContentionHub, Engine, EngineContext, EngineError, EngineSettings,
+    EngineSpec, TorchEngineConfig,
 };
 use mica_policies::contention::NoContention;
 use mica_policies::UnitKind;
@@ -33,27 +33,29 @@ fn fixture() -> Fixture {
 }
 
 fn spec(fixture: &Fixture, unit_kind: UnitKind) -> EngineSpec {
-    EngineSpec {
-        engine: EngineKind::Torch,
-        unit: 0,
-        unit_kind,
-        device: if unit_kind == UnitKind::Cpu {
-            None
-        } else {
-            Some(0)
-        },
-        stream: 0,
-        max_batch: 8,
-        input_shape: fixture.image_shape.clone(),
-        output_len: fixture.classes,
-        profile: None,
-        model_path: Some(fixture.model.clone()),
-        chained_models: Vec::new(),
-        jitter: 0.0,
-        seed: 0,
+    with_settings(fixture, unit_kind, |_| {})
+}
+
+/// The spec of `spec` with its torch settings changed by `change` (the model files
+/// follow the settings' model).
+fn with_settings(
+    fixture: &Fixture,
+    unit_kind: UnitKind,
+    change: impl FnOnce(&mut TorchEngineConfig),
+) -> EngineSpec {
+    let mut settings = TorchEngineConfig {
+        model: Some(fixture.model.clone()),
         cuda_graphs: false,
         warmup_batches: 1,
-    }
+    };
+    change(&mut settings);
+    EngineSpec::new(
+        EngineSettings::Torch(settings),
+        unit_kind,
+        8,
+        fixture.image_shape.clone(),
+        fixture.classes,
+    )
 }
 
 fn load_error(result: Result<TorchEngine, EngineError>) -> String {
@@ -209,15 +211,13 @@ fn a_model_that_disagrees_with_the_config_fails_clearly() {
 #[test]
 fn a_missing_model_file_is_a_load_error() {
     let fixture = fixture();
-    let mut missing = spec(&fixture, UnitKind::Cpu);
     let path = fixtures_dir().join("no_such_model.pt");
-    missing.model_path = Some(path.clone());
+    let missing = with_settings(&fixture, UnitKind::Cpu, |s| s.model = Some(path.clone()));
     let message = load_error(TorchEngine::load(&missing));
     assert!(message.contains("does not exist"), "{message}");
     assert!(message.contains(&path.display().to_string()), "{message}");
 
-    let mut unset = spec(&fixture, UnitKind::Cpu);
-    unset.model_path = None;
+    let unset = with_settings(&fixture, UnitKind::Cpu, |s| s.model = None);
     let message = load_error(TorchEngine::load(&unset));
     assert!(message.contains("TorchScript"), "{message}");
 }
@@ -225,10 +225,9 @@ fn a_missing_model_file_is_a_load_error() {
 #[test]
 fn a_file_that_is_not_torchscript_is_a_load_error() {
     let fixture = fixture();
-    let mut not_a_model = spec(&fixture, UnitKind::Cpu);
     // A JSON file: exists, but is no TorchScript archive.
     let path = fixtures_dir().join("tiny.json");
-    not_a_model.model_path = Some(path.clone());
+    let not_a_model = with_settings(&fixture, UnitKind::Cpu, |s| s.model = Some(path.clone()));
     let message = load_error(TorchEngine::load(&not_a_model));
     assert!(
         message.contains("cannot load TorchScript model"),
@@ -248,13 +247,11 @@ fn bad_specs_are_load_errors() {
     zero_batch.max_batch = 0;
     assert!(load_error(TorchEngine::load(&zero_batch)).contains("max_batch"));
 
-    let mut graphs = spec(&fixture, UnitKind::TensorFp16);
-    graphs.cuda_graphs = true;
+    let graphs = with_settings(&fixture, UnitKind::TensorFp16, |s| s.cuda_graphs = true);
     assert!(load_error(TorchEngine::load(&graphs)).contains("CUDA graphs"));
 
     // CUDA graphs mean nothing on the CPU: the switch is ignored there.
-    let mut cpu_graphs = spec(&fixture, UnitKind::Cpu);
-    cpu_graphs.cuda_graphs = true;
+    let cpu_graphs = with_settings(&fixture, UnitKind::Cpu, |s| s.cuda_graphs = true);
     assert!(TorchEngine::load(&cpu_graphs).is_ok());
 }
 

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use common::{relative_error, Fixture};
 use mica_engines::torch::TorchEngine;
-use mica_engines::{BatchInput, Engine, EngineKind, EngineSpec};
+use mica_engines::{BatchInput, Engine, EngineSettings, EngineSpec, TorchEngineConfig};
 use mica_policies::UnitKind;
 
 #[test]
@@ -57,23 +57,18 @@ fn resnet50_matches_pytorch() {
     }
     let mut failures = Vec::new();
     for (kind, file, tolerance) in units {
-        let spec = EngineSpec {
-            engine: EngineKind::Torch,
-            unit: 0,
-            unit_kind: kind,
-            device: (kind != UnitKind::Cpu).then_some(0),
-            stream: 0,
-            max_batch: fixture.images as u32,
-            input_shape: fixture.image_shape.clone(),
-            output_len: fixture.classes,
-            profile: None,
-            model_path: Some(dir.join(file)),
-            chained_models: Vec::new(),
-            jitter: 0.0,
-            seed: 0,
+        let settings = EngineSettings::Torch(TorchEngineConfig {
+            model: Some(dir.join(file)),
             cuda_graphs: false,
             warmup_batches: 1,
-        };
+        });
+        let spec = EngineSpec::new(
+            settings,
+            kind,
+            fixture.images as u32,
+            fixture.image_shape.clone(),
+            fixture.classes,
+        );
         let mut engine = TorchEngine::load(&spec).unwrap_or_else(|e| panic!("{kind}: {e}"));
         engine.warm_up().unwrap_or_else(|e| panic!("{kind}: {e}"));
         let output = engine

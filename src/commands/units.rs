@@ -21,7 +21,7 @@ pub fn run(config: &Path, as_json: bool) -> anyhow::Result<()> {
                     "id": unit.id,
                     "kind": unit.kind.as_str(),
                     "engine": unit.engine.as_str(),
-                    "simulated": unit.engine == mica_engines::EngineKind::Sim,
+                    "simulated": unit.engine.kind() == mica_engines::EngineKind::Sim,
                     "enabled": unit.enabled,
                     "streams": unit.streams,
                     "max_batch": unit.max_batch,
@@ -52,7 +52,7 @@ pub fn run(config: &Path, as_json: bool) -> anyhow::Result<()> {
         loaded.contention.build().name()
     );
     for (unit, profile) in loaded.config.units.iter().zip(&loaded.profiles) {
-        let simulated = if unit.engine == mica_engines::EngineKind::Sim {
+        let simulated = if unit.engine.kind() == mica_engines::EngineKind::Sim {
             " [SIMULATED]"
         } else {
             ""

@@ -82,7 +82,7 @@ pub fn simulation_config(
     let jitter = setup
         .units
         .iter()
-        .map(|u| u.engine.jitter)
+        .map(|u| u.engine.engine.jitter())
         .fold(0.0_f64, f64::max);
     Ok(SimulationConfig {
         units: setup.units.iter().map(|u| u.spec.clone()).collect(),

@@ -20,7 +20,7 @@ use image::RgbImage;
 use mica_actors::pipeline_stage::{StageSetup, StageUnit};
 use mica_engines::{
     check_input, BatchInput, BatchOutput, CustomEngineBuilder, Engine, EngineError, EngineInfo,
-    EngineKind, EngineSpec,
+    EngineSettings, EngineSpec,
 };
 use mica_policies::UnitKind;
 
@@ -60,23 +60,15 @@ fn frame(side: u32) -> RgbImage {
 }
 
 fn host_spec(stream: u32, input_len: usize, output_len: usize) -> EngineSpec {
-    EngineSpec {
-        engine: EngineKind::Null,
-        unit: usize::MAX,
-        unit_kind: UnitKind::Cpu,
-        device: None,
-        stream,
-        max_batch: 1,
-        input_shape: vec![input_len],
+    EngineSpec::new(
+        EngineSettings::Null,
+        UnitKind::Cpu,
+        1,
+        vec![input_len],
         output_len,
-        profile: None,
-        model_path: None,
-        chained_models: Vec::new(),
-        jitter: 0.0,
-        seed: 0,
-        cuda_graphs: false,
-        warmup_batches: 0,
-    }
+    )
+    .with_unit(usize::MAX, None, None)
+    .with_stream(stream)
 }
 
 fn host_stage(

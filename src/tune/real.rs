@@ -45,7 +45,7 @@ impl RealBackend {
             .resolved
             .config_units
             .iter()
-            .any(|&u| problem.loaded.config.units[u].engine == EngineKind::Sim);
+            .any(|&u| problem.loaded.config.units[u].engine.kind() == EngineKind::Sim);
         Ok(Self {
             loaded: problem.loaded.clone(),
             base: problem.base().clone(),

@@ -166,9 +166,15 @@ pub fn best_toml(
     }
     if let Some(units) = doc.get_mut("units").and_then(|v| v.as_array_mut()) {
         for unit in units.iter_mut().filter_map(|u| u.as_table_mut()) {
-            for key in ["profile", "model_path"] {
-                if let Some(v) = unit.get_mut(key) {
-                    absolute(v);
+            if let Some(v) = unit.get_mut("profile") {
+                absolute(v);
+            }
+            // The engine's own paths (its settings table).
+            if let Some(engine) = unit.get_mut("engine").and_then(|v| v.as_table_mut()) {
+                for key in mica_engines::EngineSettings::PATH_KEYS {
+                    if let Some(v) = engine.get_mut(*key) {
+                        absolute(v);
+                    }
                 }
             }
         }

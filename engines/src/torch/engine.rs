@@ -31,6 +31,7 @@ use crate::engine::{
     EngineInfo,
 };
 use crate::factory::EngineSpec;
+use crate::settings::EngineSettings;
 
 /// A TorchScript model instance on one unit.
 pub struct TorchEngine {
@@ -70,7 +71,14 @@ impl TorchEngine {
     /// [`Engine::warm_up`] before the unit reports ready.
     pub fn load(spec: &EngineSpec) -> Result<Self, EngineError> {
         let mode = RunMode::for_unit(spec.unit_kind, spec.device)?;
-        let model_path = spec.model_path.clone().ok_or_else(|| {
+        let EngineSettings::Torch(settings) = &spec.engine else {
+            return Err(EngineError::Load(format!(
+                "the torch engine cannot run {:?} settings",
+                spec.engine.as_str()
+            )));
+        };
+        let mut models = spec.models.iter();
+        let model_path = models.next().cloned().ok_or_else(|| {
             EngineError::Load("the torch engine needs `model` (a TorchScript file)".into())
         })?;
         if !model_path.is_file() {
@@ -91,7 +99,7 @@ impl TorchEngine {
         if spec.output_len == 0 {
             return Err(EngineError::Load("output_len must be at least 1".into()));
         }
-        if spec.cuda_graphs && mode.is_cuda() {
+        if settings.cuda_graphs && mode.is_cuda() {
             return Err(EngineError::Load(
                 "CUDA graphs are not available in the torch engine: tch 0.24 has no graph \
                  capture API and libtorch 2.11 exports no C function for it; set \
@@ -124,9 +132,7 @@ impl TorchEngine {
         };
 
         let module = load_module(&model_path, spec.unit_kind, &mode)?;
-        let chained = spec
-            .chained_models
-            .iter()
+        let chained = models
             .map(|path| {
                 if path.is_file() {
                     load_module(path, spec.unit_kind, &mode)
@@ -166,7 +172,7 @@ impl TorchEngine {
             synthetic: None,
             image_shape,
             stream,
-            warmup_batches: spec.warmup_batches,
+            warmup_batches: settings.warmup_batches,
         })
     }
 
