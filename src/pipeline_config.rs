@@ -474,7 +474,8 @@ pub fn build_setup(
 #[cfg(feature = "torch")]
 fn load_cuda_if_needed(loaded: &LoadedConfig, spec: &PipelineSpec, config_units: &[usize]) {
     let cuda = spec.units.iter().zip(config_units).any(|(unit, &c)| {
-        unit.kind != UnitKind::Cpu && loaded.config.units[c].engine.kind() == EngineKind::Torch
+        unit.kind != UnitKind::Cpu
+            && loaded.config.units[c].engine.kind() == mica_engines::EngineKind::Torch
     });
     if cuda {
         if let Err(error) = mica_engines::torch::load_cuda() {

@@ -166,10 +166,9 @@ fn dispatcher_panic_after() -> anyhow::Result<Option<u64>> {
 /// built.
 #[cfg(feature = "torch")]
 fn load_cuda_if_needed(units: &[UnitSetup]) {
-    if units
-        .iter()
-        .any(|u| u.engine.engine.kind() == EngineKind::Torch && u.spec.kind != UnitKind::Cpu)
-    {
+    if units.iter().any(|u| {
+        u.engine.engine.kind() == EngineKind::Torch && u.spec.kind != mica_policies::UnitKind::Cpu
+    }) {
         if let Err(error) = mica_engines::torch::load_cuda() {
             tracing::warn!(%error, "libtorch_cuda could not be loaded; CUDA torch units will not load");
         }

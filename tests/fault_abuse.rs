@@ -46,11 +46,12 @@ fn sim_unit(id: &str, profile: &Path, faults: &str) -> String {
     let faults = if faults.is_empty() {
         String::new()
     } else {
-        format!("faults = {faults}\n")
+        format!(", faults = {faults}")
     };
     format!(
-        "[[units]]\nid = \"{id}\"\nkind = \"cpu\"\nengine = \"sim\"\nstreams = 1\n\
-         max_batch = 8\njitter = 0.0\nprofile = \"{}\"\n{faults}\n",
+        "[[units]]\nid = \"{id}\"\nkind = \"cpu\"\n\
+         engine = {{ type = \"sim\", jitter = 0.0{faults} }}\nstreams = 1\n\
+         max_batch = 8\nprofile = \"{}\"\n\n",
         profile.display()
     )
 }
