@@ -171,7 +171,7 @@ pub fn run(config: &Path, args: &CalibrateArgs) -> anyhow::Result<()> {
     let all_sim = setup
         .units
         .iter()
-        .all(|u| u.engine.engine == EngineKind::Sim);
+        .all(|u| u.engine.engine.kind() == EngineKind::Sim);
     let virtual_time = all_sim && !args.real_time;
     let simulated = all_sim || setup.units.iter().any(|u| u.spec.simulated);
     std::fs::create_dir_all(&args.out)
@@ -575,7 +575,7 @@ impl Runner for Simulated<'_> {
             .config
             .units
             .iter()
-            .map(|u| u.jitter)
+            .map(|u| u.engine.jitter())
             .fold(0.0, f64::max);
         let config = SimulationConfig {
             units: units.clone(),
