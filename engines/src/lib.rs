@@ -7,6 +7,7 @@
 pub mod contention_hub;
 pub mod engine;
 pub mod factory;
+pub mod faults;
 pub mod null;
 pub mod settings;
 pub mod sim;
@@ -19,5 +20,6 @@ pub use engine::{
     EngineInfo,
 };
 pub use factory::{build_engine, CustomEngineBuilder, EngineContext, EngineKind, EngineSpec};
+pub use faults::{FaultInjector, FaultPlan};
 pub use null::NullEngine;
 pub use settings::{EngineSettings, SettingsError, SimEngineConfig, TorchEngineConfig, UnitFacts};

@@ -15,6 +15,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::contention_hub::ContentionHub;
 use crate::engine::{check_input, BatchInput, BatchOutput, Engine, EngineError, EngineInfo};
+use crate::faults::FaultInjector;
 
 /// Settings of one simulated engine instance.
 #[derive(Debug, Clone)]
@@ -36,6 +37,8 @@ pub struct SimSettings {
     pub jitter: f64,
     /// Seed of the jitter sequence.
     pub seed: u64,
+    /// Test tooling: faults to inject (`None` in service).
+    pub faults: Option<crate::faults::FaultPlan>,
 }
 
 /// A simulated unit.
@@ -45,13 +48,19 @@ pub struct SimEngine {
     profile: Arc<Profile>,
     hub: Arc<ContentionHub>,
     rng: ChaCha8Rng,
+    faults: Option<FaultInjector>,
 }
 
 impl SimEngine {
     /// An engine emulating `profile`, coupled to the others through `hub`.
     pub fn new(settings: SimSettings, profile: Arc<Profile>, hub: Arc<ContentionHub>) -> Self {
         let rng = ChaCha8Rng::seed_from_u64(settings.seed);
+        let faults = settings
+            .faults
+            .clone()
+            .map(|plan| FaultInjector::new(plan, settings.seed));
         Self {
+            faults,
             settings,
             profile,
             hub,
@@ -84,6 +93,9 @@ impl Engine for SimEngine {
 
     fn infer(&mut self, input: BatchInput<'_>) -> Result<BatchOutput, EngineError> {
         check_input(&self.info(), &input)?;
+        if let Some(faults) = &mut self.faults {
+            faults.inject()?;
+        }
         let work = self.service_time(input.images);
         let load = Load {
             unit: self.settings.unit,
@@ -162,6 +174,7 @@ mod tests {
                 output_len: 2,
                 jitter,
                 seed: 7,
+                faults: None,
             },
             Arc::new(profile),
             Arc::new(ContentionHub::new(Box::new(NoContention))),
