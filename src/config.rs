@@ -305,10 +305,17 @@ impl LoadedConfig {
                     .try_parsing(true),
             )
             .build()
-            .map_err(|e| error("(syntax)", e.to_string()))?;
-        let config: Config = raw
-            .try_deserialize()
-            .map_err(|e| error(&key_of(&e), e.to_string()))?;
+            .map_err(|e| error("(syntax)", without_source_lines(&e.to_string())))?;
+        let config: Config = raw.try_deserialize().map_err(|e| {
+            let key = key_of(&e);
+            // A bad value under [admin] may be the token itself: never echo it.
+            let message = if key.starts_with("admin") {
+                "invalid value (not shown: it may be a secret)".to_string()
+            } else {
+                without_source_lines(&e.to_string())
+            };
+            error(&key, message)
+        })?;
         Self::from_config(path, config)
     }
 
@@ -519,6 +526,22 @@ fn read_contention(path: &Path) -> Result<ContentionConfig, String> {
     toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// A parse error without the lines of the file it quotes (the TOML parser shows the
+/// offending line with a caret under it): the line may hold a secret such as the admin
+/// token, and the error goes to the log and to `mica check`'s output. The line and
+/// column numbers and the parser's explanation stay.
+fn without_source_lines(text: &str) -> String {
+    text.lines()
+        .filter(|line| {
+            let rest = line
+                .trim_start()
+                .trim_start_matches(|c: char| c.is_ascii_digit());
+            !rest.trim_start().starts_with('|')
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The key a deserialization error is about, when the `config` crate names one.
 fn key_of(error: &config::ConfigError) -> String {
     let text = error.to_string();
@@ -542,4 +565,29 @@ fn dotted(key: &str) -> String {
         out.push(c);
     }
     out
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    #[test]
+    fn syntax_errors_do_not_quote_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for text in [
+            "[admin]\ntoken = \"s3cr3t-value\n",
+            "[admin]\ntoken = s3cr3t-value\n",
+            "[admin]\ntoken = 12345678901234567890\n",
+        ] {
+            let path = dir.path().join("bad.toml");
+            std::fs::write(&path, text).unwrap();
+            let error = LoadedConfig::load(&path).unwrap_err().to_string();
+            assert!(!error.contains("s3cr3t"), "{error}");
+            assert!(!error.contains("1234567890"), "{error}");
+        }
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[admin]\ntoken = \"s3cr3t-value\n").unwrap();
+        let error = LoadedConfig::load(&path).unwrap_err().to_string();
+        assert!(error.contains("line 2"), "the position stays: {error}");
+    }
 }

@@ -56,6 +56,8 @@ struct Active {
     seed: u64,
     source: PolicySource,
     config: Config,
+    /// The admin token in effect (read at start; a new one needs a restart).
+    admin_token: Option<String>,
 }
 
 /// What `GET /v2/admin/policy` answers.
@@ -118,6 +120,7 @@ impl PolicyControl {
                 seed: loaded.config.scheduler.seed,
                 source,
                 config: loaded.config.clone(),
+                admin_token: crate::admin::token(loaded).ok().flatten(),
             }),
         }
     }
@@ -183,7 +186,13 @@ impl PolicyControl {
     /// Applies a freshly loaded config: its policy, resolved against its platform.
     async fn apply(&self, loaded: &LoadedConfig) -> Result<PolicyChange, SetPolicyError> {
         let mut active = self.active.lock().await;
-        let restart = keys_needing_restart(&active.config, &loaded.config);
+        let mut restart = keys_needing_restart(&active.config, &loaded.config);
+        // The token may live in a file whose contents changed under the same config.
+        if !restart.iter().any(|k| k.starts_with("admin"))
+            && crate::admin::token(loaded).ok().flatten() != active.admin_token
+        {
+            restart.push("admin.token (token_file contents)".into());
+        }
         if !restart.is_empty() {
             warn!(
                 keys = %restart.join(", "),
