@@ -19,7 +19,10 @@ use mica_policies::contention::NoContention;
 use mica_policies::{Profile, ProfileOrigin, ProfilePoint, UnitKind};
 
 fn spec(unit: usize, stream: u32, input: usize, output: usize, batch: u32) -> EngineSpec {
-    let settings = EngineSettings::Sim(SimEngineConfig { jitter: 0.0 });
+    let settings = EngineSettings::Sim(SimEngineConfig {
+        jitter: 0.0,
+        faults: None,
+    });
     EngineSpec::new(settings, UnitKind::Cpu, batch, vec![input], output)
         .with_unit(unit, None, None)
         .with_stream(stream)

@@ -204,7 +204,7 @@ pub fn build_engine(
                         .seed
                         .wrapping_mul(0x9E37_79B9_7F4A_7C15)
                         .wrapping_add((spec.unit as u64) << 16 | u64::from(spec.stream)),
-                    faults: None,
+                    faults: sim.faults.clone(),
                 },
                 profile,
                 context.hub.clone(),

@@ -13,12 +13,17 @@ pub struct SimEngineConfig {
     /// factor in `1 ± jitter` (0.02 = ±2 %).
     #[serde(default = "default_jitter")]
     pub jitter: f64,
+    /// Test tooling, never for service: faults to inject (fail, panic or hang every
+    /// n-th batch or with a seeded probability; `crate::faults`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faults: Option<crate::faults::FaultPlan>,
 }
 
 impl Default for SimEngineConfig {
     fn default() -> Self {
         Self {
             jitter: default_jitter(),
+            faults: None,
         }
     }
 }
@@ -35,6 +40,11 @@ impl SimEngineConfig {
                 "engine.jitter",
                 format!("must be in [0, 0.5), got {}", self.jitter),
             ));
+        }
+        if let Some(faults) = &self.faults {
+            faults
+                .validate("engine.faults")
+                .map_err(|(key, message)| SettingsError::new(key, message))?;
         }
         if !unit.has_profile {
             return Err(SettingsError::new(
