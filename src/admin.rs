@@ -100,12 +100,19 @@ impl Admin {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(bearer_credentials)
         else {
             return false;
         };
         constant_time_eq(given.trim().as_bytes(), self.token.as_bytes())
     }
+}
+
+/// The credentials of an `Authorization` value with the `Bearer` scheme, matched
+/// case-insensitively as RFC 7235 says auth schemes are.
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(credentials)
 }
 
 /// Compares without stopping at the first difference.
@@ -166,6 +173,15 @@ async fn put_policy(admin: Data<Admin>, request: HttpRequest, body: Bytes) -> Ht
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_credentials("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_credentials("bearer abc"), Some("abc"));
+        assert_eq!(bearer_credentials("BEARER abc"), Some("abc"));
+        assert_eq!(bearer_credentials("Basic abc"), None);
+        assert_eq!(bearer_credentials("Bearer"), None);
+    }
 
     #[test]
     fn token_rules() {

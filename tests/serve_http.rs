@@ -41,6 +41,11 @@ fn assert_still_serving(f: &Fixture) {
         String::from_utf8_lossy(&response.body)
     );
     assert_eq!(get(f.server.addr, "/v2/health/live").status, 200);
+    // Load balancers probe with HEAD too.
+    for path in ["/v2/health/live", "/v2/health/ready"] {
+        let head = serve_support::request(f.server.addr, "HEAD", path, &[], b"");
+        assert_eq!(head.status, 200, "HEAD {path}");
+    }
 }
 
 fn assert_error(response: &Response, status: u16, needle: &str) {

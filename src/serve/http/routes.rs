@@ -24,8 +24,8 @@ type Core = Data<Infer>;
 /// Registers every endpoint on an app.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(endpoint("/v2", Method::GET, server_metadata))
-        .service(endpoint("/v2/health/live", Method::GET, live))
-        .service(endpoint("/v2/health/ready", Method::GET, ready))
+        .service(endpoint("/v2/health/live", Method::GET, live).route(web::head().to(live)))
+        .service(endpoint("/v2/health/ready", Method::GET, ready).route(web::head().to(ready)))
         .service(endpoint(
             "/v2/repository/index",
             Method::POST,
