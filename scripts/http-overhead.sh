@@ -17,7 +17,7 @@ target="${CARGO_TARGET_DIR:-$repo_root/target}/release"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 mica_port=$(free_port); metrics_port=$(free_port); ceiling_port=$(free_port)
 
-MICA__SERVER__PORT=$mica_port MICA__METRICS__PORT=$metrics_port \
+MICA__SERVER__GRPC_PORT=0 MICA__SERVER__PORT=$mica_port MICA__METRICS__PORT=$metrics_port \
     "$target/mica" serve --config config/null.toml >/tmp/mica-overhead.log 2>&1 &
 mica=$!
 "$target/examples/http_ceiling" "127.0.0.1:$ceiling_port" >/dev/null 2>&1 &

@@ -87,7 +87,7 @@ fixture sys/kernel/debug/bpmp/debug/clk/nvdla0/rate 1600000000
 fixture sys/class/thermal/thermal_zone1/type GPU-therm
 fixture sys/class/thermal/thermal_zone1/temp 48500
 
-MICA__SERVER__PORT="$http_port" MICA__METRICS__PORT="$metrics_port" \
+MICA__SERVER__GRPC_PORT=0 MICA__SERVER__PORT="$http_port" MICA__METRICS__PORT="$metrics_port" \
     MICA_TELEMETRY_SYSFS_ROOT="$sysfs" RUST_LOG=info \
     "$binary" serve --config "$tmp/mica.toml" >"$tmp/mica.log" 2>&1 &
 mica_pid=$!

@@ -1,10 +1,11 @@
 //! mica: Multi-Instance inference on Concurrent Accelerators.
 //!
-//! The service crate: command line, config loading, HTTP server, metrics and the wiring
+//! The service crate: command line, config loading, HTTP and gRPC front ends, metrics and the wiring
 //! of policies, engines and actors into a running service.
 
 pub mod admin;
 pub mod bench;
+pub mod bench_grpc;
 pub mod bench_http;
 pub mod cli;
 pub mod commands;

@@ -69,7 +69,7 @@ impl Fixture {
              [scheduler]\npolicy = {{ type = \"least_loaded\" }}\nmax_queue_delay_us = 500\n\
              {scheduler}\n\n\
              [model]\nname = \"tiny\"\ninput_shape = [3, 4, 4]\noutput_shape = [5]\nmax_batch = 8\n\n\
-             [server]\naddress = \"127.0.0.1\"\nport = {port}\n{server}\n\n\
+             [server]\naddress = \"127.0.0.1\"\nport = {port}\ngrpc_port = 0\n{server}\n\n\
              [metrics]\naddress = \"127.0.0.1\"\nport = {metrics_port}\n\n{units}"
         );
         std::fs::write(dir.path().join("mica.toml"), text).unwrap();

@@ -34,7 +34,10 @@ fn config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
         .replace("\"profiles/", &format!("\"{root}/profiles/"))
         .replace(
             "port = 8000",
-            &format!("port = {port}\ndrain_time = \"10s\""),
+            &format!(
+                "port = {port}\ngrpc_port = {}\ndrain_time = \"10s\"",
+                free_port()
+            ),
         )
         .replace("port = 8002", &format!("port = {}", free_port()));
     assert!(

@@ -157,7 +157,11 @@ fn run_http(
         .map(|load| options(run, how, *load, stop, 42, "server's"))
         .collect();
     actix::System::new().block_on(async move {
-        let target: Target = std::rc::Rc::new(HttpTarget::connect(url, model).await?);
+        let target: Target = if crate::bench_grpc::is_grpc(url) {
+            std::rc::Rc::new(crate::bench_grpc::GrpcTarget::connect(url, model).await?)
+        } else {
+            std::rc::Rc::new(HttpTarget::connect(url, model).await?)
+        };
         let mut reports = Vec::new();
         for options in &all {
             let mut report = bench::run(&target, Vec::new(), options).await;

@@ -9,7 +9,7 @@ use super::error::ServeError;
 
 /// Little-endian FP32 values of the tensor `name`.
 pub fn fp32_from_le(bytes: &[u8], name: &str) -> Result<Vec<f32>, ServeError> {
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err(ServeError::bad_request(format!(
             "input {name:?}: {} bytes of FP32 binary data is not a multiple of 4",
             bytes.len()

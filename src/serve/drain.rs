@@ -10,6 +10,7 @@ use tokio::sync::watch;
 #[derive(Debug)]
 pub struct Drain {
     draining: AtomicBool,
+    begun: watch::Sender<bool>,
     deadline: watch::Sender<bool>,
 }
 
@@ -17,6 +18,7 @@ impl Default for Drain {
     fn default() -> Self {
         Self {
             draining: AtomicBool::new(false),
+            begun: watch::channel(false).0,
             deadline: watch::channel(false).0,
         }
     }
@@ -31,6 +33,13 @@ impl Drain {
     /// A shutdown begins.
     pub fn begin(&self) {
         self.draining.store(true, Ordering::Release);
+        self.begun.send_replace(true);
+    }
+
+    /// Resolves once a shutdown has begun (never, if none does): long-lived calls
+    /// (gRPC streams) take no new request from then on.
+    pub async fn begun(&self) {
+        wait_true(&self.begun).await;
     }
 
     /// The drain time is over.
@@ -40,10 +49,14 @@ impl Drain {
 
     /// Resolves once the drain time is over (never, if no shutdown begins).
     pub async fn deadline_passed(&self) {
-        let mut deadline = self.deadline.subscribe();
-        if deadline.wait_for(|passed| *passed).await.is_err() {
-            std::future::pending::<()>().await;
-        }
+        wait_true(&self.deadline).await;
+    }
+}
+
+async fn wait_true(flag: &watch::Sender<bool>) {
+    let mut flag = flag.subscribe();
+    if flag.wait_for(|set| *set).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -61,8 +74,12 @@ mod tests {
         runtime.block_on(async {
             let waiting = drain.deadline_passed();
             tokio::pin!(waiting);
+            let begun = drain.begun();
+            tokio::pin!(begun);
             assert!(futures::poll!(&mut waiting).is_pending());
+            assert!(futures::poll!(&mut begun).is_pending());
             drain.begin();
+            begun.await;
             assert!(drain.is_draining());
             assert!(futures::poll!(&mut waiting).is_pending());
             drain.deadline_reached();

@@ -15,6 +15,7 @@ pub mod budget;
 mod drain;
 mod error;
 mod frontend;
+pub mod grpc;
 pub mod http;
 mod infer;
 pub mod metrics;

@@ -7,6 +7,7 @@ use tracing::info;
 
 use super::backend::InferBackend;
 use super::frontend::{FrontEnd, FrontEnds};
+use super::grpc::GrpcFrontEnd;
 use super::http::HttpFrontEnd;
 use super::infer::{Infer, Protocol};
 use super::settings::{ModelSettings, ServerSettings};
@@ -25,7 +26,11 @@ pub fn start(
     backend: Arc<dyn InferBackend>,
 ) -> anyhow::Result<RunningServer> {
     let core = Arc::new(Infer::new(server, model, backend)?);
-    let ends: Vec<Box<dyn FrontEnd>> = vec![Box::new(HttpFrontEnd::start(server, core.clone())?)];
+    let mut ends: Vec<Box<dyn FrontEnd>> =
+        vec![Box::new(HttpFrontEnd::start(server, core.clone())?)];
+    if server.grpc_port != 0 {
+        ends.push(Box::new(GrpcFrontEnd::start(server, core.clone())?));
+    }
     info!(
         model = %model.name,
         preprocess_threads = core.preprocess_threads(),

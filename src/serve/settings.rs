@@ -19,7 +19,12 @@ pub struct ServerSettings {
     /// TCP port to listen on (0 picks a free one).
     #[serde(default = "default_port")]
     pub port: u16,
-    /// HTTP worker threads (each runs its own async executor).
+    /// TCP port of the gRPC front end (KServe v2 / Triton `GRPCInferenceService`) on
+    /// the same address; 0 turns gRPC off.
+    #[serde(default = "default_grpc_port")]
+    pub grpc_port: u16,
+    /// HTTP worker threads (each runs its own async executor); the gRPC front end
+    /// runs on as many threads.
     #[serde(default = "default_http_workers")]
     pub http_workers: usize,
     /// Largest request body accepted, in bytes; larger ones get 413.
@@ -71,6 +76,7 @@ impl Default for ServerSettings {
         Self {
             address: default_address(),
             port: default_port(),
+            grpc_port: default_grpc_port(),
             http_workers: default_http_workers(),
             max_body_bytes: default_max_body_bytes(),
             drain_time: default_drain_time(),
@@ -94,6 +100,12 @@ impl ServerSettings {
             return Err(format!(
                 "server.http_workers must be between 1 and 256, got {}",
                 self.http_workers
+            ));
+        }
+        if self.grpc_port != 0 && self.grpc_port == self.port {
+            return Err(format!(
+                "server.grpc_port must differ from server.port (both {})",
+                self.port
             ));
         }
         if self.max_body_bytes < 1024 {
@@ -152,6 +164,10 @@ fn default_address() -> IpAddr {
 
 fn default_port() -> u16 {
     8000
+}
+
+fn default_grpc_port() -> u16 {
+    8001
 }
 
 fn default_http_workers() -> usize {

@@ -158,10 +158,11 @@ pub fn test_model() -> ModelSettings {
     model
 }
 
-/// Server settings for tests: a free port, a small body limit, labels.
+/// Server settings for tests: a free port, gRPC off, a small body limit, labels.
 pub fn test_settings(labels: &std::path::Path) -> ServerSettings {
     ServerSettings {
         port: 0,
+        grpc_port: 0,
         http_workers: 2,
         max_body_bytes: 64 * 1024,
         drain_time: Duration::from_secs(5),
@@ -404,7 +405,8 @@ pub fn free_port() -> u16 {
 
 /// The shipped `config/<name>` written into `dir`: its relative paths (`profiles/…`,
 /// `../engines/…`) made absolute, the HTTP server on `port` with `server_extra` (more
-/// `[server]` lines) after it, the metrics listener on `metrics_port`.
+/// `[server]` lines) after it, gRPC off unless `server_extra` sets `grpc_port`, the
+/// metrics listener on `metrics_port`.
 pub fn shipped_config(
     name: &str,
     dir: &std::path::Path,
@@ -413,11 +415,19 @@ pub fn shipped_config(
     metrics_port: u16,
 ) -> std::path::PathBuf {
     let root = env!("CARGO_MANIFEST_DIR");
+    let grpc_off = if server_extra.contains("grpc_port") {
+        ""
+    } else {
+        "\ngrpc_port = 0"
+    };
     let text = std::fs::read_to_string(format!("{root}/config/{name}"))
         .unwrap()
         .replace("\"profiles/", &format!("\"{root}/config/profiles/"))
         .replace("\"../engines/", &format!("\"{root}/engines/"))
-        .replace("port = 8000", &format!("port = {port}\n{server_extra}"))
+        .replace(
+            "port = 8000",
+            &format!("port = {port}\n{server_extra}{grpc_off}"),
+        )
         .replace("port = 8002", &format!("port = {metrics_port}"));
     assert!(
         text.contains(&format!("port = {port}")),
