@@ -17,7 +17,7 @@ pub fn code_of(kind: ErrorKind) -> Code {
         ErrorKind::NotFound => Code::NotFound,
         ErrorKind::MethodNotAllowed | ErrorKind::Unimplemented => Code::Unimplemented,
         ErrorKind::TooLarge | ErrorKind::Overloaded => Code::ResourceExhausted,
-        ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
+        ErrorKind::DeadlineExceeded | ErrorKind::SlowClient => Code::DeadlineExceeded,
         ErrorKind::Unavailable => Code::Unavailable,
         ErrorKind::Internal => Code::Internal,
     }
