@@ -29,6 +29,18 @@ model in 4 blocks (stem, layer1, layer2, head; same weights as tiny_resnet.pt) i
 the fixtures folder's tiny_stages/ with the unsplit model's input and output, so that
 a pipeline run stage by stage can be checked against the unsplit model.
 
+AOTInductor packages (`--aoti SPEC[,SPEC...]`, needs a GPU for CUDA packages and a C++
+compiler): ResNet-50 (or the tiny model with `--tiny`) compiled ahead of time by
+torch._inductor.aoti_compile_and_package into `.pt2` packages the torch engine loads
+(`model = "....pt2"`). SPEC is `<precision>:<device>:<batch>[:<mode>]`, precision fp16,
+bf16 or fp32, device cuda or cpu, batch a number (a package for that batch size only:
+mica pads every batch to it) or `dyn<N>` (a dynamic batch dimension 1..N), mode
+`default` or `max-autotune` (Inductor's max_autotune, no CUDA graphs). Files:
+`resnet50_<precision>_<device>_b<batch>[_<mode>].pt2` (tiny: `tiny_<device>_...pt2`), each
+with metadata mica checks at load (mica_input_dtype, mica_compute, mica_batch,
+mica_max_batch). The FP16/BF16 packages take FP32 NCHW input and return FP32, like the
+TorchScript wrappers (the conversion is compiled in).
+
 Tensors are written as raw little-endian float32 (`.bin`, row-major) described by a
 JSON file with their shapes, so Rust reads them without extra dependencies.
 
@@ -344,6 +356,106 @@ def save_frozen(module: nn.Module, path: pathlib.Path) -> None:
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, frozen)")
 
 
+# ----------------------------------------------------------------- AOTInductor packages
+
+
+class Fp32Nchw(nn.Module):
+    """FP32 weights, FP32 NCHW in and out (fp32 packages)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def parse_aoti_spec(spec: str) -> dict:
+    """`<precision>:<device>:<batch>[:<mode>]` -> its parts (see the module doc)."""
+    parts = spec.split(":")
+    if len(parts) not in (3, 4):
+        raise ValueError(f"--aoti {spec!r}: expected <precision>:<device>:<batch>[:<mode>]")
+    precision, device, batch = parts[:3]
+    mode = parts[3] if len(parts) == 4 else "default"
+    if precision not in ("fp32", "fp16", "bf16"):
+        raise ValueError(f"--aoti {spec!r}: precision must be fp32, fp16 or bf16")
+    if device not in ("cuda", "cpu"):
+        raise ValueError(f"--aoti {spec!r}: device must be cuda or cpu")
+    if mode not in ("default", "max-autotune"):
+        raise ValueError(f"--aoti {spec!r}: mode must be default or max-autotune")
+    dynamic = batch.startswith("dyn")
+    number = int(batch[3:] if dynamic else batch)
+    if number < 1:
+        raise ValueError(f"--aoti {spec!r}: batch must be at least 1")
+    return {"precision": precision, "device": device, "batch": number, "dynamic": dynamic,
+            "mode": mode}
+
+
+def export_aoti(model: nn.Module, name: str, image: list[int], spec: dict,
+                out: pathlib.Path) -> pathlib.Path:
+    """Compiles `model` (FP32, eval) for one package spec and writes the package."""
+    import time
+
+    precision, device = spec["precision"], spec["device"]
+    wrapper = {"fp32": Fp32Nchw, "fp16": Fp16ChannelsLast, "bf16": Bf16ChannelsLast}[precision]
+    module = wrapper(copy_model(model)).to(device).eval()
+    batch = spec["batch"]
+    example_batch = min(batch, 64) if spec["dynamic"] else batch
+    # A dynamic dimension needs an example above 1 (torch.export specializes size 1).
+    example = torch.randn([max(example_batch, 2) if spec["dynamic"] else batch] + image,
+                          device=device)
+    dynamic_shapes = None
+    if spec["dynamic"]:
+        dynamic_shapes = {"x": {0: torch.export.Dim("batch", min=1, max=batch)}}
+    compute = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[precision]
+    tag = f"b{batch}" if not spec["dynamic"] else f"dyn{batch}"
+    suffix = "" if spec["mode"] == "default" else "_" + spec["mode"].replace("-", "")
+    path = out / f"{name}_{precision}_{device}_{tag}{suffix}.pt2"
+    configs = {
+        "aot_inductor.metadata": {
+            "mica_input_dtype": "float32",
+            "mica_compute": compute,
+            "mica_batch": "dynamic" if spec["dynamic"] else str(batch),
+            "mica_max_batch": str(batch),
+        },
+    }
+    if spec["mode"] == "max-autotune":
+        configs["max_autotune"] = True
+        configs["triton.cudagraphs"] = False
+    started = time.time()
+    with torch.no_grad():
+        program = torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes)
+        torch._inductor.aoti_compile_and_package(
+            program, package_path=str(path), inductor_configs=configs)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, {time.time() - started:.0f} s, "
+          f"{spec['mode']})")
+    return path
+
+
+def export_aoti_packages(specs: list[str], out: pathlib.Path, tiny: bool,
+                         weights: pathlib.Path | None) -> None:
+    parsed = [parse_aoti_spec(s) for s in specs]
+    out.mkdir(parents=True, exist_ok=True)
+    if tiny:
+        torch.manual_seed(SEED)
+        generator = torch.Generator().manual_seed(SEED)
+        model = TinyResNet()
+        randomize_batchnorm(model, generator)
+        name, image = "tiny", [3, 32, 32]
+    else:
+        import torchvision  # only needed here
+
+        torch.manual_seed(SEED)
+        model = torchvision.models.resnet50(weights=None)
+        if weights is not None:
+            model.load_state_dict(torch.load(str(weights), map_location="cpu",
+                                             weights_only=True))
+        name, image = "resnet50", [3, 224, 224]
+    model.eval()
+    for spec in parsed:
+        export_aoti(model, name, image, spec, out)
+
+
 def copy_model(model: nn.Module) -> nn.Module:
     import copy
 
@@ -366,9 +478,16 @@ def main() -> int:
     parser.add_argument("--stages", action="store_true",
                         help="export staged models (per-block TorchScript + manifest.json): "
                              "the tiny one into the fixtures folder, ResNet-50 into --out")
+    parser.add_argument("--aoti", metavar="SPEC[,SPEC...]",
+                        help="export only AOTInductor packages, e.g. fp16:cuda:64:max-autotune,"
+                             "fp16:cuda:dyn256 (see above); with --tiny, of the tiny model "
+                             "into --out")
     args = parser.parse_args()
 
     torch.set_grad_enabled(False)
+    if args.aoti:
+        export_aoti_packages(args.aoti.split(","), args.out, args.tiny, args.weights)
+        return 0
     if args.stages:
         export_tiny_stages(args.fixtures, args.tiny_batch)
         if args.tiny:

@@ -8,6 +8,12 @@
 # cuDNN, ...) are not fetched: CPU tests never load libtorch_cuda.so, and a GPU host has
 # them from its own PyTorch install.
 #
+# The CUDA runtime headers (cuda_runtime_api.h, cuda.h, crt/*.h: ~1 MB, from the
+# nvidia-cuda-runtime and nvidia-cuda-crt wheels) are unpacked into nvidia/cu13/include,
+# in a step of their own (own marker, so an existing cache gains them): libtorch's CUDA
+# headers (ATen/cuda/CUDAGraph.h) include them, and the torch feature compiles its CUDA
+# graph library against them (engines/build.rs).
+#
 # Usage: scripts/fetch-libtorch.sh [CACHE_DIR]
 #   CACHE_DIR defaults to $MICA_LIBTORCH_CACHE, else <repo>/.cache/libtorch.
 #   MICA_KEEP_WHEEL=1 keeps the downloaded wheel (for `pip install` of the same build).
@@ -19,6 +25,7 @@ readonly TORCH_VERSION="2.11.0"
 readonly PY_VERSION="3.12"
 readonly CUDART_VERSION="13.0.96"
 readonly CUPTI_VERSION="13.0.85"
+readonly CRT_VERSION="13.0.88"
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache_dir="${1:-${MICA_LIBTORCH_CACHE:-$repo_root/.cache/libtorch}}"
@@ -115,6 +122,55 @@ PY
         rm -rf "$wheel_dir"
     fi
     log "libtorch $TORCH_VERSION ready in $libtorch"
+fi
+
+headers_marker="$dest/.cuda-headers-$CUDART_VERSION"
+if [[ ! -f "$headers_marker" ]]; then
+    python="$(pick_python)"
+    headers_wheels="$cache_dir/.headers-wheels-$$"
+    headers_staging="$cache_dir/.headers-staging-$$"
+    rm -rf "$headers_wheels" "$headers_staging"
+    mkdir -p "$headers_wheels" "$headers_staging"
+    trap 'rm -rf "$headers_wheels" "$headers_staging"' EXIT
+    log "downloading the CUDA runtime headers (nvidia-cuda-runtime $CUDART_VERSION, nvidia-cuda-crt $CRT_VERSION)"
+    "$python" -m pip download --no-deps --only-binary=:all: \
+        --python-version "$PY_VERSION" \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_25_x86_64 \
+        --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        --dest "$headers_wheels" \
+        "nvidia-cuda-runtime==$CUDART_VERSION" "nvidia-cuda-crt==$CRT_VERSION" >&2
+    "$python" - "$headers_staging" "$headers_wheels"/*.whl <<'PY'
+import os
+import sys
+import zipfile
+
+staging, wheels = sys.argv[1], sys.argv[2:]
+count = 0
+for wheel in wheels:
+    with zipfile.ZipFile(wheel) as archive:
+        for info in archive.infolist():
+            if info.is_dir() or not info.filename.startswith("nvidia/cu13/include/"):
+                continue
+            target = os.path.join(staging, info.filename[len("nvidia/cu13/"):])
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with archive.open(info) as src, open(target, "wb") as dst:
+                dst.write(src.read())
+            count += 1
+print(f"[fetch-libtorch] extracted {count} CUDA header files", file=sys.stderr)
+PY
+    for header in cuda_runtime_api.h cuda.h crt/host_config.h; do
+        if [[ ! -f "$headers_staging/include/$header" ]]; then
+            log "error: $header missing from the NVIDIA wheels"
+            exit 1
+        fi
+    done
+    mkdir -p "$dest/nvidia/cu13"
+    rm -rf "$dest/nvidia/cu13/include"
+    mv "$headers_staging/include" "$dest/nvidia/cu13/include"
+    rm -rf "$headers_wheels" "$headers_staging"
+    trap - EXIT
+    touch "$headers_marker"
+    log "CUDA runtime headers ready in $dest/nvidia/cu13/include"
 fi
 
 echo "export LIBTORCH=$libtorch"

@@ -14,6 +14,9 @@ calls or machines do not compare). Configurations, each at every batch size:
                          (resnet50_fp16.pt, scripts/export_model.py), called from Python:
                          separates TorchScript from mica's own costs
   script_fp32_notf32     the same for resnet50_fp32.pt (cuda_fp32's file), TF32 off
+  half_cl_compile        half_cl through torch.compile (mode default), compiled per batch
+                         size (dynamic=False); not in `all` (compiling takes a minute)
+  half_cl_compile_mat    the same with mode="max-autotune-no-cudagraphs"; not in `all`
 
 Throughput: batches issued back to back for about `--seconds`, one synchronize at the end (PyTorch's
 best case: no per-batch wait), after warm-up; reported as images/s of the median of
@@ -101,6 +104,28 @@ class Graph(Eager):
         with torch.cuda.graph(graph):
             self.out = self.model(x)
         return graph.replay
+
+
+class Compiled(Eager):
+    """half_cl through torch.compile, one static compilation per batch size."""
+
+    def __init__(self, name, model, mode):
+        super().__init__(name, model, torch.float16, True, False, False)
+        self.mode = mode
+
+    def prepare(self, batch):
+        x = self.input(batch)
+        started = time.perf_counter()
+        compiled = torch.compile(self.model, mode=self.mode, dynamic=False)
+        compiled(x)  # compiles for this shape
+        torch.cuda.synchronize()
+        self.compile_s = getattr(self, "compile_s", {})
+        self.compile_s[str(batch)] = time.perf_counter() - started
+
+        def fn():
+            return compiled(x)
+
+        return fn
 
 
 class Script(Config):
@@ -197,6 +222,11 @@ def main() -> int:
         "half_cl_graph": lambda: Graph("half_cl_graph", fresh(), torch.float16, True,
                                        False, False),
     }
+    compiled = {
+        "half_cl_compile": lambda: Compiled("half_cl_compile", fresh(), "default"),
+        "half_cl_compile_mat": lambda: Compiled("half_cl_compile_mat", fresh(),
+                                                "max-autotune-no-cudagraphs"),
+    }
     if args.models is not None:
         fp16 = args.models / "resnet50_fp16.pt"
         fp32 = args.models / "resnet50_fp32.pt"
@@ -205,6 +235,7 @@ def main() -> int:
         if fp32.is_file():
             makers["script_fp32_notf32"] = lambda: Script("script_fp32_notf32", fp32, False)
     names = list(makers) if args.configs == "all" else args.configs.split(",")
+    makers.update(compiled)
 
     result = {
         "torch": torch.__version__,
@@ -240,6 +271,8 @@ def main() -> int:
             print(f"  {name:<26} batch {batch:>4}: {rate:10.1f} img/s", flush=True)
             del fn
         entry["seconds"] = time.perf_counter() - started
+        if hasattr(config, "compile_s"):
+            entry["compile_s"] = config.compile_s
         result["configs"][name] = entry
         del config
         torch.cuda.empty_cache()
@@ -249,7 +282,8 @@ def main() -> int:
     header = f"{'config':<26}" + "".join(f"{b:>9}" for b in sizes) + f"{'bs1 p50 ms':>12}"
     print(header)
     for name, entry in result["configs"].items():
-        row = "".join(f"{entry['throughput_img_s'][str(b)]:>9.0f}" for b in sizes)
+        row = "".join(f"{entry['throughput_img_s'].get(str(b), float('nan')):>9.0f}"
+                      for b in sizes)
         print(f"{name:<26}{row}{entry.get('batch1_latency_p50_ms', float('nan')):>12.3f}")
     return 0
 

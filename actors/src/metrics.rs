@@ -35,6 +35,9 @@ pub const QUEUE_WAIT_SECONDS: &str = "mica_queue_wait_seconds";
 pub const IN_FLIGHT_BATCHES: &str = "mica_in_flight_batches";
 /// Stream workers configured, per unit.
 pub const UNIT_STREAMS: &str = "mica_unit_streams";
+/// Device memory held by a stream worker's captured CUDA graphs (their private memory
+/// pool), per unit and stream; set once the worker has loaded.
+pub const CUDA_GRAPH_MEMORY_BYTES: &str = "mica_cuda_graph_memory_bytes";
 /// 1 while a unit takes batches: every engine loaded, not taken offline, not
 /// quarantined, no stream worker being replaced after a hung batch; else 0.
 pub const UNIT_HEALTHY: &str = "mica_unit_healthy";
@@ -131,6 +134,11 @@ pub fn describe() {
         IN_FLIGHT_BATCHES,
         Unit::Count,
         "Batches running now, per unit"
+    );
+    describe_gauge!(
+        CUDA_GRAPH_MEMORY_BYTES,
+        Unit::Bytes,
+        "Device memory held by a stream worker's CUDA graphs, per unit and stream"
     );
     describe_gauge!(
         UNIT_STREAMS,

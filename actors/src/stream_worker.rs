@@ -77,6 +77,14 @@ impl StreamWorker {
         }));
         match built {
             Ok(Ok(engine)) => {
+                if let Some(bytes) = engine.graph_memory_bytes() {
+                    let labels = [
+                        ("unit", self.unit.to_string()),
+                        ("stream", self.worker.to_string()),
+                    ];
+                    metrics::gauge!(crate::metrics::CUDA_GRAPH_MEMORY_BYTES, &labels)
+                        .set(bytes as f64);
+                }
                 self.engine = Some(engine);
                 Ok(())
             }

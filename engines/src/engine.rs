@@ -128,6 +128,12 @@ pub trait Engine: Send {
     /// Runs one batch, blocking until its output is ready.
     fn infer(&mut self, input: BatchInput<'_>) -> Result<BatchOutput, EngineError>;
 
+    /// Device memory held by the engine's captured CUDA graphs (their private memory
+    /// pool), once warm-up has captured them; `None` for engines without graphs.
+    fn graph_memory_bytes(&self) -> Option<u64> {
+        None
+    }
+
     /// Whether [`Engine::infer_activations`] works: the engine takes activations kept
     /// on a device and can leave its own there.
     fn keeps_activations_on_device(&self) -> bool {

@@ -223,6 +223,20 @@ fn a_missing_model_file_is_a_load_error() {
 }
 
 #[test]
+fn a_file_that_is_not_a_package_is_a_load_error_naming_it() {
+    let fixture = fixture();
+    let dir = std::env::temp_dir().join(format!("mica-torch-pt2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("not_a_package.pt2");
+    std::fs::write(&path, b"this is not a zip archive").expect("write");
+    let bad = with_settings(&fixture, UnitKind::Cpu, |s| s.model = Some(path.clone()));
+    let message = load_error(TorchEngine::load(&bad));
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(message.contains("AOTInductor package"), "{message}");
+    assert!(message.contains(&path.display().to_string()), "{message}");
+}
+
+#[test]
 fn a_file_that_is_not_torchscript_is_a_load_error() {
     let fixture = fixture();
     // A JSON file: exists, but is no TorchScript archive.
@@ -247,8 +261,16 @@ fn bad_specs_are_load_errors() {
     zero_batch.max_batch = 0;
     assert!(load_error(TorchEngine::load(&zero_batch)).contains("max_batch"));
 
+    // Asking for CUDA graphs is no longer an error of its own: a GPU unit kind fails
+    // here (no GPU) for the same reason as without graphs.
     let graphs = with_settings(&fixture, UnitKind::TensorFp16, |s| s.cuda_graphs = true);
-    assert!(load_error(TorchEngine::load(&graphs)).contains("CUDA graphs"));
+    let with_graphs = load_error(TorchEngine::load(&graphs));
+    let without = load_error(TorchEngine::load(&spec(&fixture, UnitKind::TensorFp16)));
+    if std::env::var("MICA_TORCH_TEST_CUDA").is_ok_and(|v| v == "1") {
+        panic!("tensor_fp16 must load on a GPU host: {with_graphs}");
+    }
+    assert_eq!(with_graphs, without);
+    assert!(!with_graphs.contains("CUDA graphs"), "{with_graphs}");
 
     // CUDA graphs mean nothing on the CPU: the switch is ignored there.
     let cpu_graphs = with_settings(&fixture, UnitKind::Cpu, |s| s.cuda_graphs = true);

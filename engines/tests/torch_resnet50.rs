@@ -6,7 +6,10 @@
 //! `scripts/export_model.py --out DIR --reference 8`, then
 //! `MICA_TORCH_MODELS=DIR cargo test -p mica-engines --features torch --test
 //! torch_resnet50 -- --ignored` (the CPU unit), with `MICA_TORCH_TEST_CUDA=1` on a GPU host
-//! for cuda_fp32, tensor_fp16, tensor_bf16 and amp as well.
+//! for cuda_fp32, tensor_fp16, tensor_bf16 and amp as well, each also replayed from CUDA
+//! graphs (`cuda_graphs = true`) at the full batch and at a partial one (padded to the
+//! next captured size). `MICA_TORCH_TEST_PACKAGES=kind:file.pt2,...` adds AOTInductor
+//! packages of that folder (scripts/export_model.py --aoti), with and without graphs.
 #![cfg(feature = "torch")]
 
 mod common;
@@ -50,16 +53,49 @@ fn resnet50_matches_pytorch() {
             ]);
         }
     }
-    if units.iter().any(|(kind, _, _)| *kind != UnitKind::Cpu) {
+    let cuda = std::env::var("MICA_TORCH_TEST_CUDA").is_ok_and(|v| v == "1");
+    let mut packages = Vec::new();
+    if let Ok(list) = std::env::var("MICA_TORCH_TEST_PACKAGES") {
+        for entry in list.split(',').filter(|e| !e.is_empty()) {
+            let (kind, file) = entry
+                .split_once(':')
+                .unwrap_or_else(|| panic!("MICA_TORCH_TEST_PACKAGES entry {entry}: kind:file"));
+            let kind = UnitKind::ALL
+                .into_iter()
+                .find(|k| k.as_str() == kind)
+                .unwrap_or_else(|| panic!("{entry}: unknown unit kind {kind}"));
+            let tolerance = match kind {
+                UnitKind::Cpu | UnitKind::CudaFp32 => 1e-5,
+                _ => 1e-2,
+            };
+            packages.push((kind, file.to_owned(), tolerance));
+        }
+    }
+    // (unit kind, file, tolerance, CUDA graphs, images in the batch)
+    let mut cases: Vec<(UnitKind, String, f64, bool, usize)> = Vec::new();
+    let partial = fixture.images.div_ceil(2).max(1) - usize::from(fixture.images > 2);
+    for (kind, file, tolerance) in units
+        .iter()
+        .map(|(k, f, t)| (*k, f.to_string(), *t))
+        .chain(packages)
+    {
+        cases.push((kind, file.clone(), tolerance, false, fixture.images));
+        if cuda && kind != UnitKind::Cpu {
+            cases.push((kind, file.clone(), tolerance, true, fixture.images));
+            cases.push((kind, file, tolerance, true, partial));
+        }
+    }
+    if cases.iter().any(|(kind, ..)| *kind != UnitKind::Cpu) {
         // libtorch decides once per process whether it has CUDA: load libtorch_cuda
         // before the CPU unit makes that decision without it.
         mica_engines::torch::load_cuda().unwrap_or_else(|e| panic!("libtorch_cuda: {e}"));
     }
     let mut failures = Vec::new();
-    for (kind, file, tolerance) in units {
+    let per_image = fixture.input_len();
+    for (kind, file, tolerance, graphs, images) in cases {
         let settings = EngineSettings::Torch(TorchEngineConfig {
-            model: Some(dir.join(file)),
-            cuda_graphs: false,
+            model: Some(dir.join(&file)),
+            cuda_graphs: graphs,
             warmup_batches: 1,
         });
         let spec = EngineSpec::new(
@@ -69,21 +105,36 @@ fn resnet50_matches_pytorch() {
             fixture.image_shape.clone(),
             fixture.classes,
         );
-        let mut engine = TorchEngine::load(&spec).unwrap_or_else(|e| panic!("{kind}: {e}"));
-        engine.warm_up().unwrap_or_else(|e| panic!("{kind}: {e}"));
-        let output = engine
-            .infer(BatchInput {
-                images: fixture.images as u32,
-                data: Some(&fixture.input),
-            })
-            .unwrap_or_else(|e| panic!("{kind}: {e}"));
-        let error = relative_error(&output.data, &fixture.expected);
-        println!(
-            "agreement {:<12} {file:<24} relative error {error:.3e} (limit {tolerance:e})",
-            kind.as_str()
+        let label = format!(
+            "{:<12} {file:<40} graphs {:<5} images {images}",
+            kind.as_str(),
+            graphs
         );
+        let mut engine = TorchEngine::load(&spec).unwrap_or_else(|e| panic!("{label}: {e}"));
+        engine.warm_up().unwrap_or_else(|e| panic!("{label}: {e}"));
+        if graphs {
+            let bytes = engine.graph_memory_bytes();
+            assert!(
+                bytes.is_some_and(|b| b > 0),
+                "{label}: no graph memory reported"
+            );
+            println!("graph memory {label}: {} bytes", bytes.unwrap_or(0));
+        }
+        // Twice: a replay must not keep anything of the previous batch.
+        let mut error = 0.0_f64;
+        for _ in 0..2 {
+            let output = engine
+                .infer(BatchInput {
+                    images: images as u32,
+                    data: Some(&fixture.input[..images * per_image]),
+                })
+                .unwrap_or_else(|e| panic!("{label}: {e}"));
+            let expected = &fixture.expected[..images * fixture.classes];
+            error = error.max(relative_error(&output.data, expected));
+        }
+        println!("agreement {label} relative error {error:.3e} (limit {tolerance:e})");
         if error.is_nan() || error >= tolerance {
-            failures.push(format!("{kind}: {error:e} >= {tolerance:e}"));
+            failures.push(format!("{label}: {error:e} >= {tolerance:e}"));
         }
     }
     assert!(failures.is_empty(), "{failures:?}");

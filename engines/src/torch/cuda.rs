@@ -15,13 +15,15 @@ use mica_policies::UnitKind;
 use parking_lot::Mutex;
 use tracing::info;
 
-use super::ffi::{self, TorchCuda};
+use super::ffi::{self, GraphShim, TorchCuda};
 use crate::engine::EngineError;
 
 /// The library file name.
 const LIBTORCH_CUDA: &str = "libtorch_cuda.so";
 
 static CUDA: OnceLock<Result<TorchCuda, String>> = OnceLock::new();
+
+static GRAPHS: OnceLock<Result<GraphShim, String>> = OnceLock::new();
 
 /// The TF32 setting claimed for this process, and the unit kind that claimed it.
 static TF32: Mutex<Option<(bool, UnitKind)>> = Mutex::new(None);
@@ -36,6 +38,25 @@ pub(crate) fn load() -> Result<&'static TorchCuda, EngineError> {
     CUDA.get_or_init(load_libtorch_cuda)
         .as_ref()
         .map_err(|e| EngineError::Load(e.clone()))
+}
+
+/// Held by a CUDA engine's warm-up (eager batches and graph capture): one at a time per
+/// process, so that no warm-up synchronizes the device while another captures.
+static WARM_UP: Mutex<()> = Mutex::new(());
+
+/// Takes the process-wide warm-up lock (see [`WARM_UP`]).
+pub(crate) fn warm_up_lock() -> parking_lot::MutexGuard<'static, ()> {
+    WARM_UP.lock()
+}
+
+/// The CUDA graph library (`cuda_graph_shim.cpp`), opened once per process after
+/// libtorch_cuda.so.
+pub(crate) fn graph_shim() -> Result<&'static GraphShim, EngineError> {
+    let cuda = load()?;
+    GRAPHS
+        .get_or_init(|| GraphShim::open(cuda))
+        .as_ref()
+        .map_err(|e| EngineError::Load(format!("CUDA graphs are unavailable: {e}")))
 }
 
 /// Loads libtorch_cuda.so (once per process) and checks that `device` exists.

@@ -1,6 +1,6 @@
-//! The `torch` engine: a TorchScript model run through libtorch (tch 0.24, libtorch
-//! 2.11.0) on the host CPU or one CUDA device, in the precision of its unit kind
-//! (see `mode.rs`).
+//! The `torch` engine: a TorchScript model or an AOTInductor package (`model.rs`) run
+//! through libtorch (tch 0.24, libtorch 2.11.0) on the host CPU or one CUDA device, in
+//! the precision of its unit kind (see `mode.rs`).
 //!
 //! Per instance (one per stream worker): its own CUDA stream from libtorch's pool, made
 //! current for the calling thread at every batch (so the engine may be built on one
@@ -13,19 +13,26 @@
 //! the next warmed-up size (powers of two and `max_batch`), so dynamic batching never
 //! meets a shape cuDNN has not autotuned yet (`run_size`).
 //!
-//! Not done: CUDA graphs (tch 0.24 has no capture API and libtorch 2.11's C shim exports
-//! none; asking for them is a load error), and a per-unit TF32 switch (process-wide in
-//! libtorch, see `cuda.rs`).
+//! **CUDA graphs** (`cuda_graphs = true`, every GPU unit kind): after warm-up, the
+//! model's forward at every warm-up size is captured into a graph (`graphs.rs`), largest
+//! first, all of one engine's graphs sharing one private memory pool; a static device
+//! input of `max_batch` images is what every graph reads. A batch then copies its input
+//! (pinned host -> device, on the instance's stream) into the static input's leading
+//! rows, replays the graph of its padded size and reads that graph's static output.
+//!
+//! Not done: a per-unit TF32 switch (process-wide in libtorch, see `cuda.rs`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use mica_policies::UnitKind;
-use tch::{CModule, Device, Kind, Tensor};
-use tracing::{debug, info, warn};
+use tch::{Device, Kind, Tensor};
+use tracing::{info, warn};
 
 use super::cuda;
-use super::ffi::{self, CudaStream};
-use super::mode::{weight_plan, RunMode, WeightPlan};
+use super::ffi::{self, CudaGraph, CudaStream};
+use super::graphs::{Captured, Graphs};
+use super::mode::RunMode;
+use super::model::Model;
 use crate::engine::{
     check_input, Activation, BatchInput, BatchOutput, DeviceActivation, Engine, EngineError,
     EngineInfo,
@@ -33,15 +40,15 @@ use crate::engine::{
 use crate::factory::EngineSpec;
 use crate::settings::EngineSettings;
 
-/// A TorchScript model instance on one unit.
+/// A model instance (TorchScript or AOTInductor package) on one unit.
 pub struct TorchEngine {
     info: EngineInfo,
     unit_kind: UnitKind,
     mode: RunMode,
     model_path: PathBuf,
-    module: CModule,
-    /// Models run after `module` on its output, on the device (a staged model's blocks).
-    chained: Vec<CModule>,
+    model: Model,
+    /// Models run after `model` on its output, on the device (a staged model's blocks).
+    chained: Vec<Model>,
     /// `[max_batch, ...input_shape]`, FP32, on the host (pinned for CUDA units).
     staging: Tensor,
     /// `[max_batch, ...input_shape]`, FP32, on the unit's device; made at the first
@@ -52,6 +59,10 @@ pub struct TorchEngine {
     /// The instance's own stream (CUDA units).
     stream: Option<CudaStream>,
     warmup_batches: u32,
+    /// Whether to capture CUDA graphs after warm-up (`cuda_graphs`, CUDA units).
+    want_graphs: bool,
+    /// The captured graphs, once warm-up has captured them.
+    graphs: Option<Graphs>,
 }
 
 impl std::fmt::Debug for TorchEngine {
@@ -62,6 +73,7 @@ impl std::fmt::Debug for TorchEngine {
             .field("model_path", &self.model_path)
             .field("info", &self.info)
             .field("stream", &self.stream)
+            .field("graphs", &self.graphs)
             .finish_non_exhaustive()
     }
 }
@@ -79,7 +91,11 @@ impl TorchEngine {
         };
         let mut models = spec.models.iter();
         let model_path = models.next().cloned().ok_or_else(|| {
-            EngineError::Load("the torch engine needs `model` (a TorchScript file)".into())
+            EngineError::Load(
+                "the torch engine needs `model` (a TorchScript file, or an AOTInductor \
+                 package .pt2)"
+                    .into(),
+            )
         })?;
         if !model_path.is_file() {
             return Err(EngineError::Load(format!(
@@ -99,13 +115,12 @@ impl TorchEngine {
         if spec.output_len == 0 {
             return Err(EngineError::Load("output_len must be at least 1".into()));
         }
-        if settings.cuda_graphs && mode.is_cuda() {
-            return Err(EngineError::Load(
-                "CUDA graphs are not available in the torch engine: tch 0.24 has no graph \
-                 capture API and libtorch 2.11 exports no C function for it; set \
-                 cuda_graphs = false for this unit"
-                    .into(),
-            ));
+        if settings.cuda_graphs && !mode.is_cuda() {
+            warn!(
+                unit = spec.unit,
+                unit_kind = %spec.unit_kind,
+                "cuda_graphs is ignored on a cpu unit"
+            );
         }
         let image_shape = spec
             .input_shape
@@ -131,11 +146,22 @@ impl TorchEngine {
             None => None,
         };
 
-        let module = load_module(&model_path, spec.unit_kind, &mode)?;
+        let model = Model::load(&model_path, spec.unit_kind, &mode)?;
+        if let Some(limit) = model.max_batch() {
+            if spec.max_batch > limit {
+                return Err(EngineError::Load(format!(
+                    "the AOTInductor package {} runs batches of at most {limit} images, but \
+                     the unit's max_batch is {}; lower max_batch or export the package for \
+                     a larger batch",
+                    model_path.display(),
+                    spec.max_batch
+                )));
+            }
+        }
         let chained = models
             .map(|path| {
                 if path.is_file() {
-                    load_module(path, spec.unit_kind, &mode)
+                    Model::load(path, spec.unit_kind, &mode)
                 } else {
                     Err(EngineError::Load(format!(
                         "chained model file {} does not exist",
@@ -154,6 +180,7 @@ impl TorchEngine {
             device = ?mode.device,
             stream = spec.stream,
             model = %model_path.display(),
+            cuda_graphs = settings.cuda_graphs && mode.is_cuda(),
             "torch engine loaded"
         );
         Ok(Self {
@@ -166,13 +193,15 @@ impl TorchEngine {
             unit_kind: spec.unit_kind,
             mode,
             model_path,
-            module,
+            model,
             chained,
             staging,
             synthetic: None,
             image_shape,
             stream,
             warmup_batches: settings.warmup_batches,
+            want_graphs: settings.cuda_graphs && mode.is_cuda(),
+            graphs: None,
         })
     }
 
@@ -196,21 +225,27 @@ impl TorchEngine {
                 self.upload_staging(images)
             }
             None => {
-                let synthetic = match &self.synthetic {
-                    Some(tensor) => tensor,
-                    None => {
-                        let full = self.batch_shape(i64::from(self.info.max_batch));
-                        let tensor =
-                            Tensor::f_randn(full.as_slice(), (Kind::Float, self.mode.device))
-                                .map_err(inference)?;
-                        self.synthetic.insert(tensor)
-                    }
-                };
-                let rows = synthetic.f_narrow(0, 0, images).map_err(inference)?;
+                let rows = self
+                    .synthetic()?
+                    .f_narrow(0, 0, images)
+                    .map_err(inference)?;
                 debug_assert_eq!(rows.size(), shape);
                 Ok(rows)
             }
         }
+    }
+
+    /// The synthetic input, `[max_batch, ...input_shape]` FP32 on the device, made at
+    /// the first call (random values). With CUDA graphs it is also the graphs' static
+    /// input.
+    fn synthetic(&mut self) -> Result<&Tensor, EngineError> {
+        if self.synthetic.is_none() {
+            let full = self.batch_shape(i64::from(self.info.max_batch));
+            let tensor = Tensor::f_randn(full.as_slice(), (Kind::Float, self.mode.device))
+                .map_err(inference)?;
+            self.synthetic = Some(tensor);
+        }
+        Ok(self.synthetic.as_ref().expect("set above"))
     }
 
     /// Queues one batch on the unit and returns its (device) output.
@@ -223,22 +258,16 @@ impl TorchEngine {
     /// Runs the model (and its chained blocks) on `input`, a batch of `images` on this
     /// engine's device, in any floating kind.
     fn run_modules(&self, images: i64, input: Tensor) -> Result<Tensor, EngineError> {
-        let input = if input.kind() == self.mode.compute {
-            input
-        } else {
-            input.f_to_kind(self.mode.compute).map_err(inference)?
-        };
-        let run = |module: &CModule, input: &Tensor| {
-            if self.mode.autocast {
-                tch::autocast(true, || module.forward_ts(&[input]))
-            } else {
-                module.forward_ts(&[input])
-            }
-        };
-        let mut output = run(&self.module, &input).map_err(inference)?;
+        let stream = self.stream.as_ref();
+        let mut output = self
+            .model
+            .forward(&input, &self.mode, stream)
+            .map_err(EngineError::Inference)?;
         // A chain of blocks stays on the device: each takes the previous one's output.
-        for module in &self.chained {
-            output = run(module, &output).map_err(inference)?;
+        for model in &self.chained {
+            output = model
+                .forward(&output, &self.mode, stream)
+                .map_err(EngineError::Inference)?;
         }
         let expected = [images, output_len_i64(self.info.output_len)?];
         let numel: i64 = output.size().iter().product();
@@ -258,9 +287,12 @@ impl TorchEngine {
     /// every new input shape is autotuned once, which takes from a tenth of a second to
     /// seconds, so a dynamically batched stream of odd sizes would stall on each new one.
     /// Padding costs at most the extra rows' compute; the padded rows' outputs are
-    /// dropped. On the CPU there is no autotuning: batches run at their own size.
+    /// dropped. On the CPU there is no autotuning: batches run at their own size. A
+    /// package compiled for one batch size runs every batch padded to it.
     fn run_size(&self, images: u32) -> u32 {
-        if self.mode.is_cuda() {
+        if let Some(fixed) = self.model.fixed_batch() {
+            fixed
+        } else if self.mode.is_cuda() {
             padded_batch(images, self.info.max_batch)
         } else {
             images
@@ -271,7 +303,15 @@ impl TorchEngine {
     fn run(&mut self, images: u32, data: Option<&[f32]>) -> Result<BatchOutput, EngineError> {
         let count = i64::from(images);
         let padded = i64::from(self.run_size(images));
-        let output = self.forward(padded, data)?;
+        let output = if self.graphs.is_some() {
+            if let Some(data) = data {
+                let host = self.staging.f_narrow(0, 0, count).map_err(inference)?;
+                ffi::fill_host_f32(&host, data).map_err(EngineError::Inference)?;
+            }
+            self.replay(padded, data.map(|_| count))?
+        } else {
+            self.forward(padded, data)?
+        };
         let values = match data {
             // Benchmark batches: the stream synchronization in `infer` is the wait.
             None => Vec::new(),
@@ -323,9 +363,116 @@ impl TorchEngine {
         Ok(values)
     }
 
-    /// Batch sizes run at warm-up (see [`warmup_sizes`]).
+    /// Batch sizes run at warm-up (see [`warmup_sizes`]); a fixed-batch package only
+    /// runs at its own size.
     fn warmup_sizes(&self) -> Vec<u32> {
-        warmup_sizes(self.info.max_batch)
+        match self.model.fixed_batch() {
+            Some(fixed) => vec![fixed],
+            None => warmup_sizes(self.info.max_batch),
+        }
+    }
+
+    /// Replays the graph of `padded` rows. With `staged`, first copies that many rows of
+    /// the staging buffer into the graphs' static input (pinned host -> device, queued on
+    /// the current stream). Returns the graph's static output, which the next replay of
+    /// any of this engine's graphs overwrites.
+    fn replay(&self, padded: i64, staged: Option<i64>) -> Result<Tensor, EngineError> {
+        let graphs = self
+            .graphs
+            .as_ref()
+            .ok_or_else(|| EngineError::Inference("no CUDA graphs captured".into()))?;
+        let captured = graphs.get(padded).ok_or_else(|| {
+            EngineError::Inference(format!("no CUDA graph was captured for {padded} images"))
+        })?;
+        if let Some(rows) = staged {
+            // Pinned host -> device asynchronously, then device -> static input (both
+            // queued on the stream; copy_ from a pinned host tensor would wait).
+            let uploaded = self.upload_staging(rows)?;
+            let mut target = graphs.input().f_narrow(0, 0, rows).map_err(inference)?;
+            target.f_copy_(&uploaded).map_err(inference)?;
+        }
+        captured.graph.replay().map_err(EngineError::Inference)?;
+        Ok(captured.output.shallow_clone())
+    }
+
+    /// Replays the graph of `input`'s rows after copying `input` (a device batch of
+    /// `padded` rows, any floating kind) into the static input.
+    fn replay_device(&self, padded: i64, input: &Tensor) -> Result<Tensor, EngineError> {
+        let graphs = self
+            .graphs
+            .as_ref()
+            .ok_or_else(|| EngineError::Inference("no CUDA graphs captured".into()))?;
+        let mut target = graphs.input().f_narrow(0, 0, padded).map_err(inference)?;
+        target.f_copy_(input).map_err(inference)?;
+        self.replay(padded, None)
+    }
+
+    /// Captures one CUDA graph per warm-up size, largest first, sharing one private
+    /// memory pool (the smaller graphs mostly fit in what the largest reserved). The
+    /// model must have run at each size already: cuDNN's autotuning cannot run inside a
+    /// capture.
+    fn capture_graphs(&mut self) -> Result<(), EngineError> {
+        let started = std::time::Instant::now();
+        let device = self
+            .stream
+            .as_ref()
+            .map(CudaStream::device)
+            .ok_or_else(|| {
+                EngineError::Load("CUDA graphs need a CUDA unit (this one has no stream)".into())
+            })?;
+        let shim = cuda::graph_shim()?;
+        let input = self.synthetic()?.shallow_clone();
+        let rows = output_len_i64(self.info.output_len)?;
+        let mut sizes = self.warmup_sizes();
+        sizes.sort_unstable_by(|a, b| b.cmp(a));
+        let mut captured: Vec<Captured> = Vec::with_capacity(sizes.len());
+        let mut reserved_before = 0_u64;
+        let _no_grad = tch::no_grad_guard();
+        for size in sizes {
+            let batch = i64::from(size);
+            let static_input = input.f_narrow(0, 0, batch).map_err(inference)?;
+            let share = captured.first().map(|c| &c.graph);
+            let (graph, output) = CudaGraph::capture(shim, device, share, || {
+                self.run_modules(batch, static_input)
+                    .and_then(|out| out.f_reshape([batch, rows]).map_err(inference))
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| {
+                EngineError::Load(format!(
+                    "cannot capture a CUDA graph of {} at batch {size}: {e} (set \
+                     cuda_graphs = false for this unit)",
+                    self.model_path.display()
+                ))
+            })?;
+            let (reserved, allocated) = graph.pool_bytes().map_err(EngineError::Load)?;
+            info!(
+                unit_kind = %self.unit_kind,
+                device,
+                batch = size,
+                pool_reserved_bytes = reserved,
+                pool_allocated_bytes = allocated,
+                graph_added_bytes = reserved.saturating_sub(reserved_before),
+                "captured cuda graph"
+            );
+            reserved_before = reserved;
+            captured.push(Captured {
+                size,
+                graph,
+                output,
+            });
+        }
+        // `on_stream` waits for the stream before warm-up reports the unit ready.
+        let graphs = Graphs::new(input, captured);
+        info!(
+            unit_kind = %self.unit_kind,
+            device,
+            graphs = graphs.len(),
+            pool_reserved_bytes = reserved_before,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "cuda graphs captured"
+        );
+        self.graphs = Some(graphs);
+        Ok(())
     }
 
     /// The batch of `inputs` on this engine's device, `padded` rows, in the shape the
@@ -422,13 +569,19 @@ impl TorchEngine {
         // reads them, and a freed block of the caching allocator is reused in stream
         // order on its own device.
         let input = self.activations_input(inputs, padded)?;
-        let output = self.run_modules(padded, input)?;
+        let replayed = self.graphs.is_some();
+        let output = if replayed {
+            self.replay_device(padded, &input)?
+        } else {
+            self.run_modules(padded, input)?
+        };
         let rows = output_len_i64(self.info.output_len)?;
         let output = output.f_reshape([padded, rows]).map_err(inference)?;
         if output_on_device {
             // On the host a model that returns (a view of) its input would hand over the
-            // staging rows, which the next batch overwrites: copy those.
-            let output = if self.aliases_staging(&output) {
+            // staging rows, which the next batch overwrites: copy those. A graph's static
+            // output is overwritten by the next replay: copy it too.
+            let output = if replayed || self.aliases_staging(&output) {
                 output.f_detach_copy().map_err(inference)?
             } else {
                 output
@@ -458,22 +611,40 @@ impl Engine for TorchEngine {
     }
 
     fn warm_up(&mut self) -> Result<(), EngineError> {
-        if self.warmup_batches == 0 {
-            return Ok(());
-        }
-        let started = std::time::Instant::now();
-        for images in self.warmup_sizes() {
-            for _ in 0..self.warmup_batches {
-                self.infer(BatchInput { images, data: None })?;
+        // While one worker captures, another worker's warm-up (cuDNN autotuning, the
+        // allocator growing) may synchronize the device, which invalidates the capture
+        // (seen on the H200 as CUDNN_STATUS_EXECUTION_FAILED): CUDA warm-ups of one
+        // process run one at a time.
+        let _one_at_a_time = self.mode.is_cuda().then(cuda::warm_up_lock);
+        // Graphs are captured after the model has run at each size (cuDNN autotuning,
+        // cuBLAS workspaces and lazy initialization happen outside the capture).
+        let batches = if self.want_graphs {
+            self.warmup_batches.max(MIN_WARMUP_BEFORE_CAPTURE)
+        } else {
+            self.warmup_batches
+        };
+        if batches > 0 {
+            let started = std::time::Instant::now();
+            for images in self.warmup_sizes() {
+                for _ in 0..batches {
+                    self.infer(BatchInput { images, data: None })?;
+                }
             }
+            info!(
+                unit_kind = %self.unit_kind,
+                device = ?self.mode.device,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "torch engine warmed up"
+            );
         }
-        info!(
-            unit_kind = %self.unit_kind,
-            device = ?self.mode.device,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "torch engine warmed up"
-        );
+        if self.want_graphs && self.graphs.is_none() {
+            self.on_stream(Self::capture_graphs)?;
+        }
         Ok(())
+    }
+
+    fn graph_memory_bytes(&self) -> Option<u64> {
+        self.graphs.as_ref().and_then(Graphs::pool_reserved_bytes)
     }
 
     fn infer(&mut self, input: BatchInput<'_>) -> Result<BatchOutput, EngineError> {
@@ -517,6 +688,10 @@ impl TorchEngine {
     }
 }
 
+/// Eager batches per size before CUDA graphs are captured, whatever `warmup_batches`
+/// says (the first autotunes cuDNN, the second runs as the capture will).
+const MIN_WARMUP_BEFORE_CAPTURE: u32 = 2;
+
 /// Batch sizes run at warm-up: powers of two below `max_batch`, and `max_batch` (cuDNN
 /// autotunes each new shape once; the caching allocator grows to the largest).
 fn warmup_sizes(max_batch: u32) -> Vec<u32> {
@@ -539,43 +714,6 @@ fn inference(e: tch::TchError) -> EngineError {
 
 fn output_len_i64(len: usize) -> Result<i64, EngineError> {
     i64::try_from(len).map_err(|_| EngineError::Inference("output_len too large".into()))
-}
-
-/// Loads the TorchScript file onto the unit's device and fits its weights to the unit.
-fn load_module(path: &Path, unit: UnitKind, mode: &RunMode) -> Result<CModule, EngineError> {
-    let mut module = CModule::load_on_device(path, mode.device).map_err(|e| {
-        EngineError::Load(format!(
-            "cannot load TorchScript model {}: {e}",
-            path.display()
-        ))
-    })?;
-    module
-        .f_set_eval()
-        .map_err(|e| EngineError::Load(format!("cannot set {} to eval: {e}", path.display())))?;
-    let parameters = module.named_parameters().map_err(|e| {
-        EngineError::Load(format!(
-            "cannot list the parameters of {}: {e}",
-            path.display()
-        ))
-    })?;
-    let weights = parameters
-        .iter()
-        .filter_map(|(_, p)| p.f_kind().ok())
-        .find(|k| matches!(k, Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double));
-    match weight_plan(unit, mode.compute, weights)? {
-        WeightPlan::AsIs => {}
-        WeightPlan::Convert => {
-            warn!(
-                model = %path.display(),
-                unit_kind = %unit,
-                "converting FP32 weights at load (NCHW); the channels-last wrapper models of \
-                 scripts/export_model.py are faster"
-            );
-            module.to(mode.device, mode.compute, false);
-        }
-    }
-    debug!(model = %path.display(), parameters = parameters.len(), "model loaded");
-    Ok(module)
 }
 
 /// The host staging buffer: page-locked for CUDA units (so host-to-device copies can be

@@ -237,3 +237,310 @@ pub(crate) fn fill_host_f32(dst: &Tensor, data: &[f32]) -> Result<(), String> {
     }
     Ok(())
 }
+
+// ------------------------------------------------------------------ CUDA graphs
+
+/// The CUDA graph library built by `build.rs` from `cuda_graph_shim.cpp`, embedded.
+static CUDA_GRAPH_LIBRARY: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/libmica_torch_cuda_graph.so"));
+
+/// The ABI version `cuda_graph_shim.cpp` reports.
+const CUDA_GRAPH_ABI: c_int = 1;
+
+/// An opaque `mica_cuda_graph*` of the graph library.
+#[repr(C)]
+struct RawGraph {
+    _private: [u8; 0],
+}
+
+type GraphAbiVersion = unsafe extern "C" fn() -> c_int;
+type GraphBegin =
+    unsafe extern "C" fn(c_int, *mut RawGraph, *mut *mut RawGraph, *mut c_char, usize) -> c_int;
+type GraphCall = unsafe extern "C" fn(*mut RawGraph, *mut c_char, usize) -> c_int;
+type GraphPoolBytes =
+    unsafe extern "C" fn(*mut RawGraph, *mut u64, *mut u64, *mut c_char, usize) -> c_int;
+type GraphFree = unsafe extern "C" fn(*mut RawGraph);
+
+/// The CUDA graph library, opened once libtorch_cuda.so is loaded, kept for the life of
+/// the process.
+pub(crate) struct GraphShim {
+    begin: GraphBegin,
+    end: GraphCall,
+    replay: GraphCall,
+    pool_bytes: GraphPoolBytes,
+    free: GraphFree,
+    /// Never dropped (the value lives in a `static`): the function pointers point into it.
+    _library: Library,
+}
+
+impl std::fmt::Debug for GraphShim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphShim").finish_non_exhaustive()
+    }
+}
+
+impl GraphShim {
+    /// Opens the embedded library from an anonymous in-memory file (`memfd_create`: no
+    /// file on disk, nothing to clean up). Call only after `TorchCuda::open`: the library
+    /// needs libtorch_cuda.so, which the dynamic loader then finds already loaded.
+    pub(crate) fn open(_cuda: &'static TorchCuda) -> Result<Self, String> {
+        use std::io::Write;
+        use std::os::fd::FromRawFd;
+
+        let name = c"mica_torch_cuda_graph";
+        // SAFETY: `name` is a NUL-terminated string; memfd_create returns a new file
+        // descriptor or -1, and touches no memory of ours.
+        let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(format!(
+                "memfd_create failed: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns; the File closes it.
+        let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+        file.write_all(CUDA_GRAPH_LIBRARY)
+            .map_err(|e| format!("cannot write the CUDA graph library: {e}"))?;
+        let path = format!("/proc/self/fd/{fd}");
+        // SAFETY: the library's static initializers are those of a C++ shared object
+        // that only defines functions (no global state beyond libstdc++'s); its
+        // dependencies (libtorch_cuda.so, libc10_cuda.so, ...) are already loaded, so
+        // loading runs no other initializer. It stays loaded for the process.
+        let library = unsafe { Library::new(&path) }
+            .map_err(|e| format!("cannot load the CUDA graph library: {e}"))?;
+        drop(file);
+        // SAFETY: every type matches the declaration in cuda_graph_shim.cpp (checked by
+        // the ABI version below); the pointers stay valid since `library` is kept with
+        // them and never unloaded.
+        unsafe {
+            let version = *library
+                .get::<GraphAbiVersion>(b"mica_cuda_graph_abi_version\0")
+                .map_err(|e| e.to_string())?;
+            let found = version();
+            if found != CUDA_GRAPH_ABI {
+                return Err(format!(
+                    "the CUDA graph library has ABI version {found}, expected {CUDA_GRAPH_ABI}"
+                ));
+            }
+            Ok(Self {
+                begin: *library
+                    .get::<GraphBegin>(b"mica_cuda_graph_begin\0")
+                    .map_err(|e| e.to_string())?,
+                end: *library
+                    .get::<GraphCall>(b"mica_cuda_graph_end\0")
+                    .map_err(|e| e.to_string())?,
+                replay: *library
+                    .get::<GraphCall>(b"mica_cuda_graph_replay\0")
+                    .map_err(|e| e.to_string())?,
+                pool_bytes: *library
+                    .get::<GraphPoolBytes>(b"mica_cuda_graph_pool_bytes\0")
+                    .map_err(|e| e.to_string())?,
+                free: *library
+                    .get::<GraphFree>(b"mica_cuda_graph_free\0")
+                    .map_err(|e| e.to_string())?,
+                _library: library,
+            })
+        }
+    }
+}
+
+/// Runs a shim call that reports errors through a message buffer.
+fn with_message(call: impl FnOnce(*mut c_char, usize) -> c_int) -> Result<c_int, String> {
+    let mut message = [0 as c_char; 1024];
+    let status = call(message.as_mut_ptr(), message.len());
+    if status == 0 {
+        return Ok(0);
+    }
+    // SAFETY: the shims NUL-terminate the buffer on every error path, and the buffer was
+    // zeroed before the call, so it always holds a NUL within its length.
+    let text = unsafe { CStr::from_ptr(message.as_ptr()) };
+    let text = text.to_string_lossy();
+    // libtorch's messages end with a C++ backtrace: keep the first lines.
+    let short: Vec<&str> = text.lines().take(3).collect();
+    Err(short.join(" | "))
+}
+
+/// One captured CUDA graph (libtorch's `at::cuda::CUDAGraph`) and its private memory
+/// pool (possibly shared with the other graphs of the same engine).
+#[derive(Debug)]
+pub(crate) struct CudaGraph {
+    raw: NonNull<RawGraph>,
+    shim: &'static GraphShim,
+}
+
+// SAFETY: a graph is a host object of libtorch's; it is used by one thread at a time
+// (the engine owns it) and replays on the calling thread's current stream.
+unsafe impl Send for CudaGraph {}
+
+impl CudaGraph {
+    /// Captures what `body` queues on the calling thread's current stream of `device`
+    /// (a pool stream, never the default one) into a graph. Allocations `body` makes on
+    /// that stream come from a private pool: `share`'s, or a new one. If `body` fails,
+    /// the capture is dropped and its error returned.
+    pub(crate) fn capture<T>(
+        shim: &'static GraphShim,
+        device: i32,
+        share: Option<&CudaGraph>,
+        body: impl FnOnce() -> Result<T, String>,
+    ) -> Result<(Self, T), String> {
+        let mut raw: *mut RawGraph = std::ptr::null_mut();
+        let share = share.map_or(std::ptr::null_mut(), |g| g.raw.as_ptr());
+        // SAFETY: `share` is null or a live graph of this shim; `raw` is a valid
+        // out-pointer; the message buffer is writable for its length.
+        with_message(|msg, len| unsafe { (shim.begin)(device, share, &mut raw, msg, len) })?;
+        let raw = NonNull::new(raw).ok_or("mica_cuda_graph_begin returned no graph")?;
+        let graph = Self { raw, shim };
+        // On an error, dropping `graph` ends the capture and frees it.
+        let value = body()?;
+        // SAFETY: `graph.raw` is a live graph whose capture is under way.
+        with_message(|msg, len| unsafe { (shim.end)(graph.raw.as_ptr(), msg, len) })?;
+        Ok((graph, value))
+    }
+
+    /// Launches the graph on the calling thread's current stream of its device.
+    pub(crate) fn replay(&self) -> Result<(), String> {
+        // SAFETY: `raw` is a live, instantiated graph of this shim.
+        with_message(|msg, len| unsafe { (self.shim.replay)(self.raw.as_ptr(), msg, len) })
+            .map(|_| ())
+    }
+
+    /// Bytes reserved by the graph's memory pool, and bytes of it in live tensors.
+    pub(crate) fn pool_bytes(&self) -> Result<(u64, u64), String> {
+        let (mut reserved, mut allocated) = (0_u64, 0_u64);
+        // SAFETY: `raw` is a live graph; both out-pointers are to live `u64`s.
+        with_message(|msg, len| unsafe {
+            (self.shim.pool_bytes)(self.raw.as_ptr(), &mut reserved, &mut allocated, msg, len)
+        })?;
+        Ok((reserved, allocated))
+    }
+}
+
+impl Drop for CudaGraph {
+    fn drop(&mut self) {
+        // SAFETY: `raw` came from mica_cuda_graph_begin and is freed exactly once, here.
+        unsafe { (self.shim.free)(self.raw.as_ptr()) }
+    }
+}
+
+// --------------------------------------------------------- AOTInductor packages
+
+extern "C" {
+    fn mica_aoti_load(
+        path: *const c_char,
+        device: c_int,
+        out: *mut *mut RawPackage,
+        error: *mut c_char,
+        error_len: usize,
+    ) -> c_int;
+    fn mica_aoti_metadata(
+        package: *mut RawPackage,
+        key: *const c_char,
+        value: *mut c_char,
+        value_len: usize,
+    ) -> c_int;
+    fn mica_aoti_run(
+        package: *mut RawPackage,
+        input: *const c_void,
+        stream: *mut c_void,
+        output: *mut *mut c_void,
+        error: *mut c_char,
+        error_len: usize,
+    ) -> c_int;
+    fn mica_aoti_free(package: *mut RawPackage);
+}
+
+/// An opaque `mica_aoti_package*` of the shim.
+#[repr(C)]
+struct RawPackage {
+    _private: [u8; 0],
+}
+
+/// An AOTInductor package (`.pt2`) loaded through libtorch's
+/// `torch::inductor::AOTIModelPackageLoader`.
+#[derive(Debug)]
+pub(crate) struct AotiPackage {
+    raw: NonNull<RawPackage>,
+}
+
+// SAFETY: the loader is a host object; the engine that owns it uses it from one thread at
+// a time (libtorch's runner takes its own lock around each run).
+unsafe impl Send for AotiPackage {}
+
+impl AotiPackage {
+    /// Loads the package at `path` for CUDA device `device`, or for the CPU (`None`).
+    pub(crate) fn load(path: &Path, device: Option<i32>) -> Result<Self, String> {
+        use std::os::unix::ffi::OsStrExt;
+        let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| "the path holds a NUL byte".to_owned())?;
+        let mut raw: *mut RawPackage = std::ptr::null_mut();
+        // SAFETY: `c_path` is NUL-terminated and outlives the call; `raw` is a valid
+        // out-pointer; the shim catches every C++ exception.
+        with_message(|msg, len| unsafe {
+            mica_aoti_load(c_path.as_ptr(), device.unwrap_or(-1), &mut raw, msg, len)
+        })?;
+        let raw = NonNull::new(raw).ok_or("mica_aoti_load returned no package")?;
+        Ok(Self { raw })
+    }
+
+    /// The package's metadata value for `key`, if it has one.
+    pub(crate) fn metadata(&self, key: &str) -> Result<Option<String>, String> {
+        let c_key = std::ffi::CString::new(key).map_err(|_| "NUL in key".to_owned())?;
+        let mut value = [0 as c_char; 512];
+        // SAFETY: `raw` is a live package; `c_key` is NUL-terminated; `value` is a
+        // zeroed, writable buffer of the length passed, NUL-terminated by the shim.
+        let status = unsafe {
+            mica_aoti_metadata(
+                self.raw.as_ptr(),
+                c_key.as_ptr(),
+                value.as_mut_ptr(),
+                value.len(),
+            )
+        };
+        // SAFETY: as above: the buffer always holds a NUL within its length.
+        let text = unsafe { CStr::from_ptr(value.as_ptr()) }
+            .to_string_lossy()
+            .into_owned();
+        match status {
+            0 => Ok(Some(text)),
+            2 => Ok(None),
+            _ => Err(text),
+        }
+    }
+
+    /// Runs the package on `input` on `stream` (None: the current stream; CPU packages
+    /// ignore it) and returns its one output tensor.
+    pub(crate) fn run(
+        &self,
+        input: &Tensor,
+        stream: Option<&CudaStream>,
+    ) -> Result<Tensor, String> {
+        let stream = stream.map_or(std::ptr::null_mut(), |s| s.raw.as_ptr());
+        let mut output: *mut c_void = std::ptr::null_mut();
+        // SAFETY: tch's tensor handle is an `at::Tensor*` (torch-sys: `typedef
+        // torch::Tensor *tensor`), live for the call since `input` is borrowed; `stream`
+        // is null or a libtorch pool stream; `output` is a valid out-pointer.
+        with_message(|msg, len| unsafe {
+            mica_aoti_run(
+                self.raw.as_ptr(),
+                input.as_ptr().cast::<c_void>(),
+                stream,
+                &mut output,
+                msg,
+                len,
+            )
+        })?;
+        if output.is_null() {
+            return Err("the package returned no tensor".to_owned());
+        }
+        // SAFETY: the shim returned a fresh `new at::Tensor` that nobody else owns; tch
+        // takes it and frees it with `delete` when the Tensor drops.
+        Ok(unsafe { Tensor::from_ptr(output.cast()) })
+    }
+}
+
+impl Drop for AotiPackage {
+    fn drop(&mut self) {
+        // SAFETY: `raw` came from mica_aoti_load and is freed exactly once, here.
+        unsafe { mica_aoti_free(self.raw.as_ptr()) }
+    }
+}

@@ -1,11 +1,16 @@
-//! The `torch` engine (feature `torch`): TorchScript models through libtorch 2.11.0
-//! (tch 0.24) on the CPU and on CUDA devices, in each unit kind's precision.
+//! The `torch` engine (feature `torch`): TorchScript models and AOTInductor packages
+//! through libtorch 2.11.0 (tch 0.24) on the CPU and on CUDA devices, in each unit
+//! kind's precision, optionally replayed from CUDA graphs.
 //!
-//! - `engine.rs`: [`TorchEngine`], loading, warm-up, batches.
+//! - `engine.rs`: [`TorchEngine`], loading, warm-up, graph capture, batches.
+//! - `model.rs`: the model formats (TorchScript, `.pt2` packages) behind one `Model`.
+//! - `graphs.rs`: one instance's captured CUDA graphs and their static buffers.
 //! - `mode.rs`: what each unit kind means for device, precision and autocast.
-//! - `cuda.rs`: process-wide CUDA state (libtorch_cuda loading, TF32, cuDNN autotuning).
-//! - `ffi.rs`: every `unsafe` (libtorch_cuda's stream functions, the TF32 shim, the
-//!   staging-buffer copy); `shim.cpp` is the C++ side, built by `build.rs`.
+//! - `cuda.rs`: process-wide CUDA state (libtorch_cuda loading, the CUDA graph library,
+//!   TF32, cuDNN autotuning).
+//! - `ffi.rs`: every `unsafe` (libtorch_cuda's stream functions, the TF32 and package
+//!   shim, the CUDA graph library, the staging-buffer copy); `shim.cpp` and
+//!   `cuda_graph_shim.cpp` are the C++ side, built by `build.rs`.
 //!
 //! Building needs `LIBTORCH` (see `scripts/fetch-libtorch.sh`); running needs libtorch's
 //! `lib/` folder in `LD_LIBRARY_PATH`.
@@ -13,7 +18,9 @@
 mod cuda;
 mod engine;
 mod ffi;
+mod graphs;
 mod mode;
+mod model;
 
 pub use engine::TorchEngine;
 

@@ -1,0 +1,303 @@
+#!/usr/bin/env bash
+# One device run of issue 17 (CUDA graphs and AOTInductor packages in the torch engine),
+# everything in ONE call so that mica's figures and PyTorch's come from the same machine
+# and the same lease:
+#
+#   1. environment; export ResNet-50 (random weights, seeded): TorchScript FP32 (for the
+#      FP32 reference output) and FP16 (the half channels-last wrapper tensor_fp16 runs)
+#   2. agreement: the carried test binary of engines/tests/torch_resnet50.rs, every GPU
+#      unit kind plain and replayed from CUDA graphs (full and partial batch)
+#   3. PyTorch reference (torch_reference.py): half_cl eager, half_cl_graph (CUDA-graph
+#      replay) and script_half_cl at 1, 8, 32, 64, 256, batch-1 p50
+#   4. mica bench, tensor_fp16 with cuda_graphs = true (and without, for the before
+#      figure) at 1, 8, 32, 64; batch-1 p50 at concurrency 1; one-image requests at
+#      concurrency 256 (dynamic batching) vs fixed batch 256
+#   5. PyTorch torch.compile references at 64 and 256 (default, max-autotune-no-cudagraphs)
+#   6. AOTInductor packages (export_model.py --aoti): FP16 at batch 64 and 256,
+#      max-autotune; mica bench of each (plain and with CUDA graphs) and agreement
+#   7. a dynamic-batch package (1..256, default mode): loads? agrees? speed at 64/256
+#   8. the tiny model's CPU package (the CI fixture engines/tests/fixtures/
+#      tiny_fp32_cpu_dyn8.pt2), returned under $OUT/fixtures/
+#   9. device_graphs_report.py: results.json + summary.md under $OUT (table printed last)
+# Steps that would start after the time budget are skipped and reported as such; `part`
+# selects steps for a second call (all | graphs | compiled).
+#
+# Usage (on the GPU machine, from the repository root, the scripts carried in
+# .device-graphs/ with the binaries):
+#   bash .device-graphs/device-graphs.sh [all|graphs|compiled]
+# Needs in .device-graphs/: mica (stripped release binary, --features torch),
+# torch_resnet50 (stripped test binary), export_model.py, torch_reference.py,
+# device_graphs_report.py, device-common.sh, this script.
+# Environment: OUT, MICA_GRAPHS_BUDGET_S (default 470), PYTHON.
+set -uo pipefail
+
+part="${1:-all}"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=scripts/device-common.sh
+source "$here/device-common.sh"
+device_start device-graphs "${MICA_GRAPHS_BUDGET_S:-470}"
+# device-common.sh takes the repository root to be the folder above this script's.
+# Binaries beside this script when carried (.device-graphs/), else in .device/.
+bin="$here/mica"
+agreement_bin="$here/torch_resnet50"
+if [[ ! -x $bin ]]; then bin="$repo_root/.device/mica"; fi
+if [[ ! -x $agreement_bin ]]; then agreement_bin="$repo_root/.device/torch_resnet50"; fi
+mkdir -p "$work/runs" "$out/runs" models config
+seconds_since() { # start in ns (date +%s%N) -> seconds with 3 decimals
+    local ns=$(($(date +%s%N) - $1))
+    printf '%d.%03d' $((ns / 1000000000)) $((ns / 1000000 % 1000))
+}
+want() { [[ $part == all || $part == "$1" ]]; }
+gated() { # name: false (and a note) once over budget
+    if over_budget; then
+        echo "skipped $1 (time budget, $(elapsed) s)" | tee -a "$out/skipped.txt"
+        return 1
+    fi
+}
+
+step "environment (part $part)"
+for f in "$bin" "$agreement_bin"; do
+    if [[ ! -x "$f" ]]; then
+        echo "error: $f is missing: build it and carry .device-graphs/" >&2
+        exit 1
+    fi
+done
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit \
+    --format=csv,noheader | tee "$out/gpu.txt"
+cores="$(nproc --all)"
+torch_dir="$("$python" -c 'import torch,os;print(os.path.dirname(torch.__file__))')"
+"$python" -c 'import torch,torchvision;print("torch",torch.__version__,"torchvision",torchvision.__version__,"cuda",torch.version.cuda,"cudnn",torch.backends.cudnn.version())' |
+    tee "$out/torch.txt"
+export LD_LIBRARY_PATH="$torch_dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export RUST_LOG="${RUST_LOG:-warn,mica_engines::torch=info}"
+export TORCHINDUCTOR_CACHE_DIR="$work/inductor-cache"
+echo "cores: $cores  LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+"$bin" --version
+
+step "export ResNet-50 TorchScript (FP32 + reference, FP16 wrapper)"
+"$python" -W ignore - "$here" <<'PY'
+import pathlib, sys
+sys.path.insert(0, sys.argv[1])
+import torch, torchvision
+import export_model as e
+
+torch.set_grad_enabled(False)
+out = pathlib.Path("models")
+torch.manual_seed(e.SEED)
+model = torchvision.models.resnet50(weights=None).eval()
+fp32 = e.save_script(model, out / "resnet50_fp32.pt")
+e.save_script(e.Fp16ChannelsLast(e.copy_model(model)), out / "resnet50_fp16.pt")
+generator = torch.Generator().manual_seed(e.SEED)
+inputs = torch.randn(8, 3, 224, 224, generator=generator)
+e.write_reference(out, "resnet50", "resnet50_fp32.pt", fp32, inputs, {"classes": 1000})
+PY
+
+# The units: tensor_fp16 with and without graphs; packages added by step 6.
+write_config() { # extra units appended from $work/extra-units.toml
+    cat >config/device-graphs.toml <<'TOML'
+[platform]
+name = "device tool GPU (torch engine, issue 17)"
+
+[scheduler]
+policy = { type = "round_robin" }
+max_queue_delay_us = 1000
+queue_capacity = 8192
+priority_levels = 2
+seed = 42
+
+[model]
+name = "resnet50"
+input_shape = [3, 224, 224]
+output_shape = [1000]
+max_batch = 256
+
+[server]
+address = "127.0.0.1"
+port = 8000
+
+[metrics]
+address = "127.0.0.1"
+port = 8002
+
+[[units]]
+id = "tensor_fp16"
+kind = "tensor_fp16"
+engine = "torch"
+device = 0
+streams = 2
+max_batch = 256
+model_path = "../models/resnet50_fp16.pt"
+warmup_batches = 2
+
+[[units]]
+id = "tensor_fp16_graphs"
+kind = "tensor_fp16"
+engine = "torch"
+device = 0
+streams = 2
+max_batch = 256
+model_path = "../models/resnet50_fp16.pt"
+cuda_graphs = true
+warmup_batches = 2
+TOML
+    if [[ -f "$work/extra-units.toml" ]]; then cat "$work/extra-units.toml" >>config/device-graphs.toml; fi
+}
+write_config
+config=config/device-graphs.toml
+
+bench() { # name units batch(- for one-image requests) concurrency duration_s warmup_s
+    local name=$1 units=$2 batch=$3 conc=$4 dur=$5 warm=$6
+    gated "bench $name" || return 0
+    local cmd=("$bin" bench --config "$config" --units "$units" --concurrency "$conc"
+        --duration "${dur}s" --warmup "${warm}s" --json --no-progress)
+    if [[ $batch != - ]]; then cmd+=(--batch-size "$batch"); fi
+    printf '%s\n' "${cmd[*]}" >"$out/runs/$name.cmd"
+    local t0=$(date +%s%N)
+    "${cmd[@]}" >"$out/runs/$name.json" 2>"$out/runs/$name.err"
+    local rc=$?
+    local wall=$(seconds_since "$t0")
+    echo "$rc $wall" >"$out/runs/$name.rc"
+    "$python" - "$out/runs/$name.json" "$name" "$rc" "$wall" <<'PY'
+import json, sys
+path, name, rc, wall = sys.argv[1:]
+try:
+    r = json.load(open(path))
+    t = r["total"]
+    print(f"  {name:<36} {t['throughput_img_s']:9.1f} img/s  p50 {t['p50_ms']:8.3f} ms  "
+          f"failed {r['failed_requests']}  ({float(wall):.1f}s)")
+except Exception as e:
+    print(f"  {name:<36} FAILED rc={rc} ({e}); see {path[:-5]}.err")
+PY
+    if [[ $rc -ne 0 ]]; then tail -n 5 "$out/runs/$name.err" | sed 's/^/    /'; fi
+    grep -h "captured cuda graph\|cuda graphs captured" "$out/runs/$name.err" | head -n 3 | sed 's/^/    /'
+}
+
+agreement() { # name, env assignments...
+    local name=$1
+    shift
+    gated "agreement $name" || return 0
+    env MICA_TORCH_MODELS="$repo_root/models" "$@" \
+        "$agreement_bin" --ignored --nocapture --test-threads 1 >"$out/agreement-$name.txt" 2>&1
+    echo "exit $?" >>"$out/agreement-$name.txt"
+    grep -E "^agreement|^graph memory|test result|panicked|^exit" "$out/agreement-$name.txt"
+}
+
+if want graphs; then
+    step "agreement: every GPU unit kind, plain and with CUDA graphs"
+    agreement graphs MICA_TORCH_TEST_CUDA=1
+
+    step "PyTorch reference: eager, CUDA-graph replay, TorchScript (1..256)"
+    gated "reference-graphs" &&
+        "$python" -W ignore "$here/torch_reference.py" --batch-sizes 1,8,32,64,256 \
+            --configs half_cl,half_cl_graph,script_half_cl --seconds 0.2 --models models \
+            --out "$out/reference-graphs.json" 2>&1 | tail -n 5
+
+    step "mica bench: tensor_fp16 with CUDA graphs"
+    for b in 1 8 32 64; do
+        bench "graphs-b$b" tensor_fp16_graphs "$b" 8 2 1
+    done
+    bench graphs-latency-b1 tensor_fp16_graphs 1 1 2 1
+
+    step "mica bench: one-image requests at concurrency 256 vs fixed batch 256"
+    bench graphs-b256 tensor_fp16_graphs 256 8 2 1
+    bench graphs-dynamic-c256 tensor_fp16_graphs - 256 3 1
+
+    step "mica bench: tensor_fp16 without graphs (the before figures)"
+    bench plain-b1 tensor_fp16 1 8 2 1
+    bench plain-latency-b1 tensor_fp16 1 1 2 1
+    bench plain-b8 tensor_fp16 8 8 2 1
+fi
+
+if want compiled; then
+    step "PyTorch reference: torch.compile default and max-autotune-no-cudagraphs (64, 256)"
+    gated "reference-compile" &&
+        "$python" -W ignore "$here/torch_reference.py" --batch-sizes 64,256 \
+            --configs half_cl,half_cl_graph,half_cl_compile,half_cl_compile_mat --seconds 0.2 \
+            --latency-iters 10 --out "$out/reference-compile.json" 2>&1 | grep -v Warning | tail -n 6
+
+    step "AOTInductor packages: FP16, batch 64 and 256, max-autotune"
+    packages=()
+    for b in 64 256; do
+        gated "aoti-b$b" || continue
+        "$python" -W ignore "$here/export_model.py" --out models \
+            --aoti "fp16:cuda:$b:max-autotune" 2>&1 | grep -E "wrote|Error|error" | tail -n 3
+        file="resnet50_fp16_cuda_b${b}_maxautotune.pt2"
+        if [[ -f "models/$file" ]]; then
+            packages+=("tensor_fp16:$file")
+            cat >>"$work/extra-units.toml" <<TOML
+
+[[units]]
+id = "aot_b$b"
+kind = "tensor_fp16"
+engine = "torch"
+device = 0
+streams = 2
+max_batch = $b
+model_path = "../models/$file"
+warmup_batches = 2
+
+[[units]]
+id = "aot_b${b}_graphs"
+kind = "tensor_fp16"
+engine = "torch"
+device = 0
+streams = 2
+max_batch = $b
+model_path = "../models/$file"
+cuda_graphs = true
+warmup_batches = 2
+TOML
+        fi
+    done
+    write_config
+    step "mica bench: the packages"
+    for b in 64 256; do
+        if grep -q "id = \"aot_b$b\"" "$config"; then
+            bench "aot-b$b" "aot_b$b" "$b" 8 2 1
+            bench "aot-graphs-b$b" "aot_b${b}_graphs" "$b" 8 2 1
+        fi
+    done
+    if [[ ${#packages[@]} -gt 0 ]]; then
+        step "agreement: the packages, plain and with CUDA graphs"
+        agreement packages MICA_TORCH_TEST_CUDA=0 \
+            MICA_TORCH_TEST_PACKAGES="$(IFS=,; echo "${packages[*]}")"
+    fi
+
+    step "a dynamic-batch package (1..256, default mode)"
+    if gated "aoti-dyn256"; then
+        "$python" -W ignore "$here/export_model.py" --out models \
+            --aoti "fp16:cuda:dyn256" 2>&1 | grep -E "wrote|Error|error" | tail -n 3
+        if [[ -f models/resnet50_fp16_cuda_dyn256.pt2 ]]; then
+            cat >>"$work/extra-units.toml" <<'TOML'
+
+[[units]]
+id = "aot_dyn"
+kind = "tensor_fp16"
+engine = "torch"
+device = 0
+streams = 2
+max_batch = 256
+model_path = "../models/resnet50_fp16_cuda_dyn256.pt2"
+warmup_batches = 1
+TOML
+            write_config
+            agreement dynamic MICA_TORCH_TEST_CUDA=0 \
+                MICA_TORCH_TEST_PACKAGES=tensor_fp16:resnet50_fp16_cuda_dyn256.pt2
+            bench aot-dyn-b64 aot_dyn 64 8 2 1
+            bench aot-dyn-b256 aot_dyn 256 8 2 1
+        fi
+    fi
+
+    step "the tiny model's CPU package (CI fixture)"
+    if gated "tiny-cpu-package"; then
+        mkdir -p "$out/fixtures"
+        ATEN_CPU_CAPABILITY=avx2 "$python" -W ignore "$here/export_model.py" \
+            --tiny --out "$out/fixtures" --aoti fp32:cpu:dyn8 2>&1 | grep -E "wrote|Error|error" | tail -n 3
+    fi
+fi
+
+cp config/device-graphs.toml "$out/" 2>/dev/null || true
+step "report"
+"$python" "$here/device_graphs_report.py" --out "$out" --elapsed "$(elapsed)"
+step "done in $(elapsed) s"
+device_finish
