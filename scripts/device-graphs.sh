@@ -122,23 +122,18 @@ port = 8002
 [[units]]
 id = "tensor_fp16"
 kind = "tensor_fp16"
-engine = "torch"
 device = 0
 streams = 2
 max_batch = 256
-model_path = "../models/resnet50_fp16.pt"
-warmup_batches = 2
+engine = { type = "torch", model = "../models/resnet50_fp16.pt", warmup_batches = 2 }
 
 [[units]]
 id = "tensor_fp16_graphs"
 kind = "tensor_fp16"
-engine = "torch"
 device = 0
 streams = 2
 max_batch = 256
-model_path = "../models/resnet50_fp16.pt"
-cuda_graphs = true
-warmup_batches = 2
+engine = { type = "torch", model = "../models/resnet50_fp16.pt", cuda_graphs = true, warmup_batches = 2 }
 TOML
     if [[ -f "$work/extra-units.toml" ]]; then cat "$work/extra-units.toml" >>config/device-graphs.toml; fi
 }
@@ -211,7 +206,7 @@ fi
 if want compiled; then
     step "PyTorch reference: torch.compile default and max-autotune-no-cudagraphs (64, 256)"
     gated "reference-compile" &&
-        "$python" -W ignore "$here/torch_reference.py" --batch-sizes 64,256 \
+        timeout 240 "$python" -W ignore "$here/torch_reference.py" --batch-sizes 64,256 \
             --configs half_cl,half_cl_graph,half_cl_compile,half_cl_compile_mat --seconds 0.2 \
             --latency-iters 10 --out "$out/reference-compile.json" 2>&1 | grep -v Warning | tail -n 6
 
@@ -229,23 +224,18 @@ if want compiled; then
 [[units]]
 id = "aot_b$b"
 kind = "tensor_fp16"
-engine = "torch"
 device = 0
 streams = 2
 max_batch = $b
-model_path = "../models/$file"
-warmup_batches = 2
+engine = { type = "torch", model = "../models/$file", warmup_batches = 2 }
 
 [[units]]
 id = "aot_b${b}_graphs"
 kind = "tensor_fp16"
-engine = "torch"
 device = 0
 streams = 2
 max_batch = $b
-model_path = "../models/$file"
-cuda_graphs = true
-warmup_batches = 2
+engine = { type = "torch", model = "../models/$file", cuda_graphs = true, warmup_batches = 2 }
 TOML
         fi
     done
@@ -273,12 +263,10 @@ TOML
 [[units]]
 id = "aot_dyn"
 kind = "tensor_fp16"
-engine = "torch"
 device = 0
 streams = 2
 max_batch = 256
-model_path = "../models/resnet50_fp16_cuda_dyn256.pt2"
-warmup_batches = 1
+engine = { type = "torch", model = "../models/resnet50_fp16_cuda_dyn256.pt2", warmup_batches = 1 }
 TOML
             write_config
             agreement dynamic MICA_TORCH_TEST_CUDA=0 \
