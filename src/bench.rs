@@ -17,7 +17,7 @@ use mica_actors::{InferError, InferRequest};
 use std::sync::Arc;
 
 use crate::serve::InferBackend;
-use mica_policies::{ReportBuilder, RunReport};
+use mica_policies::{ReportBuilder, RunReport, UnitSpec};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -62,6 +62,29 @@ pub struct BenchOptions {
     pub seed: u64,
     /// Policy name for the report.
     pub policy: String,
+}
+
+/// Clients `mica bench --url` runs when given no load (it does not read the remote
+/// server's config, so it cannot size the load to its units).
+pub const HTTP_DEFAULT_CONCURRENCY: usize = 16;
+
+/// Full batches in flight per stream that the default load keeps: one running and one
+/// formed and waiting, so a stream that finishes starts its next full batch at once.
+pub const DEFAULT_BATCHES_PER_STREAM: u32 = 2;
+
+/// The closed-loop clients `mica bench` and `mica simulate` run when given no load:
+/// enough to keep every stream of every unit busy at its maximum batch, with the next
+/// full batch already waiting — `DEFAULT_BATCHES_PER_STREAM` × Σ over units of
+/// streams × max_batch images in flight, in requests of `images_per_request` images
+/// (rounded up, at least 1 client).
+pub fn saturating_concurrency(units: &[UnitSpec], images_per_request: u32) -> usize {
+    let images: u64 = units
+        .iter()
+        .map(|u| u64::from(u.streams.max(1)) * u64::from(u.max_batch.max(1)))
+        .sum::<u64>()
+        * u64::from(DEFAULT_BATCHES_PER_STREAM);
+    let clients = images.div_ceil(u64::from(images_per_request.max(1))).max(1);
+    usize::try_from(clients).unwrap_or(usize::MAX)
 }
 
 /// Unit descriptions for the report: (id, kind, engine).

@@ -49,7 +49,11 @@ pub struct RunArgs {
     /// Without it requests carry one image and the dynamic batcher forms batches.
     #[arg(long)]
     pub batch_size: Option<u32>,
-    /// Closed loop: this many clients, each with one request outstanding.
+    /// Closed loop: this many clients, each with one request outstanding. Without it
+    /// (and without --rate) the load keeps every unit busy at its maximum batch: as many
+    /// clients as 2 × Σ over units of streams × max_batch images need (one full batch
+    /// running and one waiting per stream), in requests of --batch-size images; 528 for
+    /// config/orin-agx-sim.toml. With --url the server's units are unknown: 16.
     #[arg(long, conflicts_with = "rate")]
     pub concurrency: Option<usize>,
     /// Open loop: Poisson arrivals at this many requests per second.
@@ -69,7 +73,10 @@ pub struct RunArgs {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Offer load to the configured units in-process and report throughput and latency.
+    /// Offer load to the configured units in-process and report throughput and latency,
+    /// then the run in context: the static baseline (round_robin over all the run's
+    /// units) and the best single unit for the same load, predicted by the simulator
+    /// (or measured, --compare), and whether a searching policy has converged.
     Bench {
         /// The config.
         #[command(flatten)]
@@ -97,6 +104,12 @@ pub enum Command {
         /// one summary line each.
         #[arg(long, value_delimiter = ',', conflicts_with_all = ["concurrency", "rate"])]
         sweep: Option<Vec<usize>>,
+        /// Measure the report's context lines instead of predicting them: the static
+        /// baseline (round_robin over all the run's units) and each unit alone run
+        /// through the service for 3 s each (after 1 s of warm-up), with the same load.
+        /// Without it the simulator predicts them in the same process (instant).
+        #[arg(long, conflicts_with = "sweep")]
+        compare: bool,
     },
     /// Serve inference over HTTP (KServe v2 / Triton protocol) until SIGTERM/SIGINT.
     Serve {

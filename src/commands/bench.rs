@@ -4,13 +4,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use mica_actors::Service;
-use mica_policies::PolicyConfig;
+use mica_actors::{Service, ServiceSetup};
+use mica_policies::{PolicyConfig, UnitSpec};
 
 use crate::bench::{self, BenchOptions, Load, Stop, Target};
+use crate::bench_context::{Context, Setting, Source};
 use crate::bench_http::HttpTarget;
 use crate::cli::RunArgs;
 use crate::config::LoadedConfig;
+use crate::experiment::run::RunPlan;
 use crate::wiring::{self, RunOverrides};
 use mica_policies::RunReport;
 
@@ -29,16 +31,17 @@ pub fn overrides(run: &RunArgs) -> anyhow::Result<RunOverrides> {
     })
 }
 
-/// The offered load and stop rule from the shared run arguments.
-pub fn load_and_stop(run: &RunArgs) -> anyhow::Result<(Load, Stop)> {
+/// The offered load (`None` when the arguments give none: the caller applies its
+/// default) and stop rule from the shared run arguments.
+pub fn load_and_stop(run: &RunArgs) -> anyhow::Result<(Option<Load>, Stop)> {
     let load = match (run.concurrency, run.rate) {
         (_, Some(rate)) if !(rate.is_finite() && rate > 0.0) => {
             anyhow::bail!("--rate must be a positive number of requests per second, got {rate}")
         }
-        (_, Some(rate)) => Load::Open { rate },
+        (_, Some(rate)) => Some(Load::Open { rate }),
         (Some(0), None) => anyhow::bail!("--concurrency must be at least 1"),
-        (Some(concurrency), None) => Load::Closed { concurrency },
-        (None, None) => Load::Closed { concurrency: 16 },
+        (Some(concurrency), None) => Some(Load::Closed { concurrency }),
+        (None, None) => None,
     };
     let stop = match (run.duration, run.requests) {
         (_, Some(0)) => anyhow::bail!("--requests must be at least 1"),
@@ -48,6 +51,17 @@ pub fn load_and_stop(run: &RunArgs) -> anyhow::Result<(Load, Stop)> {
         (None, None) => Stop::After(Duration::from_secs(10)),
     };
     Ok((load, stop))
+}
+
+/// The run's load: the one given, else the default that keeps every unit of `setup`
+/// busy at its maximum batch (`bench::saturating_concurrency`).
+pub fn load_or_default(load: Option<Load>, setup: &ServiceSetup, run: &RunArgs) -> Load {
+    load.unwrap_or_else(|| {
+        let specs: Vec<UnitSpec> = setup.units.iter().map(|u| u.spec.clone()).collect();
+        Load::Closed {
+            concurrency: bench::saturating_concurrency(&specs, run.batch_size.unwrap_or(1)),
+        }
+    })
 }
 
 /// How `mica bench` runs, beyond the shared run arguments.
@@ -65,26 +79,39 @@ pub struct How {
     pub model: String,
     /// Concurrency levels to run one after the other.
     pub sweep: Option<Vec<usize>>,
+    /// Measure the static baseline and the single units (a few seconds each) instead
+    /// of predicting them with the simulator.
+    pub compare: bool,
 }
 
 /// Runs the command.
 pub fn run(config: &Path, run: &RunArgs, how: &How) -> anyhow::Result<()> {
     let (load, stop) = load_and_stop(run)?;
-    let loads: Vec<Load> = match &how.sweep {
-        Some(levels) if levels.contains(&0) => {
-            anyhow::bail!("--sweep: concurrency levels must be at least 1")
+    if how.sweep.as_ref().is_some_and(|levels| levels.contains(&0)) {
+        anyhow::bail!("--sweep: concurrency levels must be at least 1");
+    }
+    let loads = |load: Load| -> Vec<Load> {
+        match &how.sweep {
+            Some(levels) => levels
+                .iter()
+                .map(|c| Load::Closed { concurrency: *c })
+                .collect(),
+            None => vec![load],
         }
-        Some(levels) => levels
-            .iter()
-            .map(|c| Load::Closed { concurrency: *c })
-            .collect(),
-        None => vec![load],
     };
-    let reports = match &how.url {
-        Some(url) => run_http(url, &how.model, run, how, &loads, stop)?,
-        None => run_in_process(config, run, how, &loads, stop)?,
-    };
-    print_reports(run.json, &loads, &reports)
+    match &how.url {
+        Some(url) => {
+            if how.compare {
+                anyhow::bail!("--compare runs the config's units in-process; with --url the server's config decides");
+            }
+            let loads = loads(load.unwrap_or(Load::Closed {
+                concurrency: bench::HTTP_DEFAULT_CONCURRENCY,
+            }));
+            let reports = run_http(url, &how.model, run, how, &loads, stop)?;
+            print_reports(run.json, &loads, &reports, None)
+        }
+        None => run_in_process(config, run, how, load, loads, stop),
+    }
 }
 
 fn options(
@@ -110,12 +137,14 @@ fn run_in_process(
     config: &Path,
     run: &RunArgs,
     how: &How,
-    loads: &[Load],
+    load: Option<Load>,
+    loads: impl FnOnce(Load) -> Vec<Load>,
     stop: Stop,
-) -> anyhow::Result<Vec<RunReport>> {
+) -> anyhow::Result<()> {
     let loaded = LoadedConfig::load(config)?;
     let overrides = overrides(run)?;
     let setup = wiring::service_setup(&loaded, &overrides)?;
+    let loads = loads(load_or_default(load, &setup, run));
     let labels = bench::unit_labels(&setup);
     let seed = loaded.config.scheduler.seed;
     let policy = setup.policy.name().to_string();
@@ -128,17 +157,58 @@ fn run_in_process(
         .iter()
         .map(|load| options(run, how, *load, stop, seed, &policy))
         .collect();
-    actix::System::new().block_on(async move {
+    let ids: Vec<String> = labels.iter().map(|(id, _, _)| id.clone()).collect();
+    let service_ids = ids.clone();
+    let (reports, search) = actix::System::new().block_on(async move {
         let service = Service::start(setup)?;
-        service.wait_ready().await?;
+        if let Err(error) = service.wait_settled().await {
+            // Measure the units that loaded; the table marks the others offline.
+            let status = service.status().await?;
+            if status.units.iter().all(|u| u.offline) {
+                return Err(error.into());
+            }
+            eprintln!("warning: {error}; measuring the other units (the table marks it offline)");
+        }
         let target = bench::in_process(service.clone());
         let mut reports = Vec::new();
+        let mut search = None;
         for options in &all {
-            reports.push(bench::run(&target, labels.clone(), options).await);
+            let mut report = bench::run(&target, labels.clone(), options).await;
+            let status = service.status().await?;
+            report.explain_idle(service_ids.iter().map(String::as_str).zip(status.units));
+            search = status.search;
+            reports.push(report);
         }
         service.shutdown(Duration::from_secs(5)).await;
-        Ok::<_, anyhow::Error>(reports)
-    })
+        Ok::<_, anyhow::Error>((reports, search))
+    })?;
+    // The references run over the run's measured window (a run stopped after a
+    // number of requests has one only once it ran).
+    let context = match (&reports[..], &loads[..]) {
+        ([report], [load]) => {
+            let plan = RunPlan {
+                load: *load,
+                duration: Duration::from_secs_f64(report.duration_s.max(1e-3)),
+                warmup: how.warmup,
+                images_per_request: run.batch_size.unwrap_or(1),
+                timeout: None,
+            };
+            let setting = Setting {
+                loaded: &loaded,
+                overrides: &overrides,
+                plan,
+                units: ids,
+            };
+            let source = if how.compare {
+                Source::Measured
+            } else {
+                Source::Predicted
+            };
+            Some(Context::build(&setting, source, search))
+        }
+        _ => None,
+    };
+    print_reports(run.json, &loads, &reports, context.as_ref())
 }
 
 fn run_http(
@@ -172,12 +242,34 @@ fn run_http(
     })
 }
 
-fn print_reports(json: bool, loads: &[Load], reports: &[RunReport]) -> anyhow::Result<()> {
+fn print_reports(
+    json: bool,
+    loads: &[Load],
+    reports: &[RunReport],
+    context: Option<&Context>,
+) -> anyhow::Result<()> {
     if let [report] = reports {
         if json {
-            println!("{}", report.to_json());
+            let mut value = serde_json::to_value(report)?;
+            if let (Some(context), Some(object)) = (context, value.as_object_mut()) {
+                object.insert("context".into(), context.to_json());
+            }
+            println!("{}", serde_json::to_string_pretty(&value)?);
         } else {
             print!("{}", report.render_table());
+            match loads {
+                [Load::Closed { concurrency }] => {
+                    println!("load: closed loop, {concurrency} clients")
+                }
+                [Load::Open { rate }] => println!("load: Poisson arrivals, {rate} requests/s"),
+                _ => {}
+            }
+            if let Some(context) = context {
+                print!(
+                    "{}",
+                    context.render(&report.policy, report.total.throughput_img_s)
+                );
+            }
         }
         return Ok(());
     }

@@ -7,6 +7,7 @@ mod experiment;
 pub(crate) mod experiment_pipeline;
 mod profile;
 mod serve;
+mod serve_banner;
 mod simulate;
 mod tune;
 mod typed_command;
@@ -30,6 +31,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             url,
             model,
             sweep,
+            compare,
         } => {
             let how = bench::How {
                 warmup,
@@ -38,6 +40,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                 url,
                 model,
                 sweep,
+                compare,
             };
             bench::run(&config.config, &run, &how)
         }

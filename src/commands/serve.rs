@@ -18,13 +18,14 @@ use anyhow::Context as _;
 use mica_actors::Service;
 use tracing::{error, info, warn};
 
+use super::serve_banner::Banner;
 use crate::admin::Admin;
 use crate::config::{LoadedConfig, MetricsConfig};
 use crate::instrumented::Instrumented;
 use crate::metrics::MetricsHandle;
 use crate::pipeline_config::{build_setup, PipelineConfig};
 use crate::reload::{PolicyControl, PolicySource, ReloadOptions};
-use crate::serve::{InferBackend, ModelSettings, PipelineBackend, PipelineOptions};
+use crate::serve::{InferBackend, ModelSettings, PipelineBackend, PipelineOptions, Protocol};
 use crate::telemetry::Telemetry;
 use crate::wiring::{self, RunOverrides};
 
@@ -59,6 +60,14 @@ enum Plan {
     },
 }
 
+/// What the ready banner says runs the model.
+struct Shown {
+    /// "5 units (cpu, amp, ...), policy contention_aware" or the pipeline's stages.
+    what: String,
+    /// Whether every unit is simulated.
+    simulated: bool,
+}
+
 /// A started backend, and the scheduler's policy control where there is one.
 struct Started {
     backend: Arc<dyn InferBackend>,
@@ -67,7 +76,7 @@ struct Started {
 
 impl Plan {
     /// The scheduler over the config's units.
-    fn scheduler(loaded: &LoadedConfig, overrides: &RunOverrides) -> anyhow::Result<Self> {
+    fn scheduler(loaded: &LoadedConfig, overrides: &RunOverrides) -> anyhow::Result<(Self, Shown)> {
         let admin_token = crate::admin::token(loaded)?;
         let setup = wiring::service_setup(loaded, overrides)?;
         let (written, source) = match &overrides.policy {
@@ -83,13 +92,24 @@ impl Plan {
             admin = admin_token.is_some(),
             "starting"
         );
-        Ok(Plan::Scheduler {
+        let ids: Vec<String> = setup.units.iter().map(|u| u.spec.id.to_string()).collect();
+        let shown = Shown {
+            what: format!(
+                "{} units ({}), policy {}",
+                ids.len(),
+                ids.join(", "),
+                setup.policy.name()
+            ),
+            simulated: setup.units.iter().all(|u| u.spec.simulated),
+        };
+        let plan = Plan::Scheduler {
             resolved: setup.policy.clone(),
             setup: Box::new(setup),
             written,
             source,
             admin_token,
-        })
+        };
+        Ok((plan, shown))
     }
 
     /// The config's pipeline; `model` becomes what it serves.
@@ -98,7 +118,7 @@ impl Plan {
         pipeline: &PipelineConfig,
         overrides: &RunOverrides,
         model: &mut ModelSettings,
-    ) -> anyhow::Result<Self> {
+    ) -> anyhow::Result<(Self, Shown)> {
         let file = loaded.path.display().to_string();
         if overrides.policy.is_some() || overrides.units.is_some() {
             anyhow::bail!(
@@ -158,7 +178,15 @@ impl Plan {
             metrics = loaded.config.metrics.enabled,
             "starting a pipeline"
         );
-        Ok(Plan::Pipeline { setup, options })
+        let shown = Shown {
+            what: format!(
+                "a pipeline of {} stages ({})",
+                stages.len(),
+                stages.join(" -> ")
+            ),
+            simulated: engine == "sim",
+        };
+        Ok((Plan::Pipeline { setup, options }, shown))
     }
 
     /// Starts the backend (inside the actix system).
@@ -197,7 +225,7 @@ impl Plan {
 pub fn run(config: &Path, overrides: &RunOverrides) -> anyhow::Result<()> {
     let loaded = LoadedConfig::load(config)?;
     let mut model = loaded.config.model.clone();
-    let plan = match loaded.config.pipeline.clone() {
+    let (plan, shown) = match loaded.config.pipeline.clone() {
         Some(pipeline) => Plan::pipeline(&loaded, &pipeline, overrides, &mut model)?,
         None => Plan::scheduler(&loaded, overrides)?,
     };
@@ -216,9 +244,11 @@ pub fn run(config: &Path, overrides: &RunOverrides) -> anyhow::Result<()> {
             backend.clone()
         };
         let fronts = crate::serve::start(&server, &model, served)?;
+        let mut serves_admin = false;
         let (admin, _reloader) = match control {
             Some((control, token)) => {
                 let admin = token.map(|token| Admin::new(token, control.clone()));
+                serves_admin = admin.is_some();
                 let reloader =
                     crate::reload::spawn(&loaded.path, control, ReloadOptions::default())?;
                 (admin, Some(reloader))
@@ -228,8 +258,18 @@ pub fn run(config: &Path, overrides: &RunOverrides) -> anyhow::Result<()> {
         let side = crate::metrics_server::start(metrics.address, metrics.port, prometheus, admin)?;
         let watched = backend.clone();
         crate::systemd::spawn_watchdog(move || watched.alive().is_ok());
+        let banner = Banner {
+            model: model.clone(),
+            http: fronts.local_addr(),
+            grpc: fronts.addr(Protocol::Grpc),
+            metrics: side.as_ref().map(|s| s.local_addr()),
+            prometheus: metrics.enabled,
+            admin: serves_admin,
+            what: shown.what,
+            simulated: shown.simulated,
+        };
         let serves = backend.serves();
-        let drain_began = announce_lifecycle(backend.wait_ready(), serves.part);
+        let drain_began = announce_lifecycle(backend.wait_ready(), serves.part, banner);
         let died: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
         fronts
             .run_until(supervise(
@@ -290,18 +330,22 @@ fn remaining(drain_began: &OnceLock<Instant>, budget: Duration) -> Duration {
     }
 }
 
-/// Tells the log and systemd when `ready` resolves (READY=1, or a not-ready status naming
-/// the failure of a `part`: "unit", "pipeline stage"), and STOPPING=1 on the first stop
-/// signal. Returns when the drain began (set on that signal), for the drain budget.
+/// Tells the log, systemd and the user when `ready` resolves (READY=1 and the `banner`
+/// on stdout, or a not-ready status naming the failure of a `part`: "unit", "pipeline
+/// stage"), and STOPPING=1 on the first stop signal. Returns when the drain began (set
+/// on that signal), for the drain budget.
 fn announce_lifecycle<E: std::fmt::Display>(
     ready: impl std::future::Future<Output = Result<(), E>> + 'static,
     part: &'static str,
+    banner: Banner,
 ) -> Arc<OnceLock<Instant>> {
     let drain_began = Arc::new(OnceLock::new());
     actix_rt::spawn(async move {
         match ready.await {
             Ok(()) => {
                 info!("every {part} is loaded and warm: ready");
+                print!("{}", banner.render());
+                let _ = std::io::Write::flush(&mut std::io::stdout());
                 crate::systemd::ready();
             }
             Err(e) => {

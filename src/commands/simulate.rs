@@ -12,9 +12,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::bench::Stop;
 use crate::cli::RunArgs;
-use crate::commands::bench::{load_and_stop, overrides};
+use crate::commands::bench::{load_and_stop, load_or_default, overrides};
 use crate::config::LoadedConfig;
 use crate::experiment::run::{self, RunPlan};
+use crate::wiring;
 
 /// Runs the command.
 pub fn run(
@@ -27,6 +28,7 @@ pub fn run(
     let loaded = LoadedConfig::load(config)?;
     let overrides = overrides(args)?;
     let (load, stop) = load_and_stop(args)?;
+    let load = load_or_default(load, &wiring::service_setup(&loaded, &overrides)?, args);
     let duration = match stop {
         Stop::After(duration) => duration,
         Stop::Requests(_) => anyhow::bail!(
@@ -63,10 +65,8 @@ pub fn run(
         outcome.speed(),
         outcome.events
     );
-    if let Some(batches) = outcome.converged_after_batches {
-        footer.push_str(&format!(
-            "\npolicy search converged after {batches} completed batches"
-        ));
+    if let Some(search) = outcome.search {
+        footer.push_str(&format!("\npolicy search: {search}"));
     }
     if timeout.is_some() {
         let answered = outcome.report.total.requests;

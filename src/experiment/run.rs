@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use mica_actors::{Service, ServiceSetup};
-use mica_policies::{RunReport, SimulationConfig, Workload};
+use mica_policies::{RunReport, SearchProgress, SimulationConfig, Workload};
 
 use crate::bench::{self, BenchOptions, Load, Stop};
 use crate::config::LoadedConfig;
@@ -37,6 +37,8 @@ pub struct RunOutcome {
     pub report: RunReport,
     /// Simulator only: completed batches `adaptive` took to converge.
     pub converged_after_batches: Option<u64>,
+    /// Simulator only: where the policy's online search stood at the end.
+    pub search: Option<SearchProgress>,
     /// Simulator only: events processed.
     pub events: u64,
     /// Simulator only: times the policy answered something impossible.
@@ -114,6 +116,7 @@ pub fn simulate(
     Ok(RunOutcome {
         report: outcome.report,
         converged_after_batches: outcome.converged_after_batches,
+        search: outcome.search,
         events: outcome.events,
         policy_errors: outcome.policy_errors,
         run_s: config.duration.as_secs_f64(),
@@ -156,6 +159,7 @@ pub fn real_time(
     Ok(RunOutcome {
         report,
         converged_after_batches: None,
+        search: None,
         events: 0,
         policy_errors: 0,
         run_s: wall.as_secs_f64(),
