@@ -5,8 +5,8 @@
 
 pub mod admin;
 pub mod bench;
-pub mod bench_grpc;
 pub mod bench_context;
+pub mod bench_grpc;
 pub mod bench_http;
 pub mod cli;
 pub mod commands;
