@@ -55,8 +55,9 @@ pub enum ServeError {
         /// When to retry.
         retry_after: Duration,
     },
-    /// The request's `timeout` passed before it ran.
-    #[error("request timed out before it could run")]
+    /// The request's `timeout` (or its gRPC client's deadline) passed before it was
+    /// answered.
+    #[error("request timed out before it was answered")]
     TimedOut,
     /// The scheduler found no unit able to meet the request's deadline.
     #[error("request shed: its deadline cannot be met")]
@@ -97,6 +98,8 @@ pub enum ErrorKind {
     SlowClient,
     /// A bounded queue is full; retry after the hint.
     Overloaded,
+    /// The memory budget for request data is in use; retry after the hint.
+    OverBudget,
     /// The request's own deadline passed (its `timeout`, or shed for it).
     DeadlineExceeded,
     /// Not ready, or stopping: try again later or elsewhere.
@@ -118,7 +121,7 @@ impl ServeError {
             ServeError::MethodNotAllowed(_) => ErrorKind::MethodNotAllowed,
             ServeError::PayloadTooLarge { .. } => ErrorKind::TooLarge,
             ServeError::BodyTimeout { .. } => ErrorKind::SlowClient,
-            ServeError::OverBudget(_) => ErrorKind::Unavailable,
+            ServeError::OverBudget(_) => ErrorKind::OverBudget,
             ServeError::Overloaded { .. } => ErrorKind::Overloaded,
             ServeError::TimedOut | ServeError::DeadlineCannotBeMet => ErrorKind::DeadlineExceeded,
             ServeError::NotReady(_) | ServeError::Unavailable(_) | ServeError::ShuttingDown => {

@@ -284,10 +284,35 @@ impl Infer {
         R: Future<Output = Result<(usize, Parse), ServeError>>,
         E: FnOnce(&ServedModel, InferResult) -> Result<T, ServeError>,
     {
+        self.infer_until(call, None, receive, encode).await
+    }
+
+    /// Runs one inference call as [`infer`](Self::infer) does, for a client that gives
+    /// up at `deadline` (a gRPC client's `grpc-timeout`): the request's timeout is at
+    /// most what is left of the deadline, as if it had sent that `timeout` parameter,
+    /// and once the deadline passes the answer is `TimedOut`, whatever still runs.
+    pub async fn infer_until<R, E, T>(
+        self: &Arc<Self>,
+        call: Call<'_>,
+        deadline: Option<tokio::time::Instant>,
+        receive: R,
+        encode: E,
+    ) -> Result<T, ServeError>
+    where
+        R: Future<Output = Result<(usize, Parse), ServeError>>,
+        E: FnOnce(&ServedModel, InferResult) -> Result<T, ServeError>,
+    {
         self.resolve(call.model, call.version)?;
+        let expired = async {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
         let result = tokio::select! {
-            result = self.run(call, receive, encode) => result,
+            result = self.run(call, deadline, receive, encode) => result,
             () = self.drain.deadline_passed() => Err(ServeError::ShuttingDown),
+            () = expired => Err(ServeError::TimedOut),
         };
         if let Err(error) = &result {
             let settings = &self.model.settings;
@@ -306,6 +331,7 @@ impl Infer {
     async fn run<R, E, T>(
         self: &Arc<Self>,
         call: Call<'_>,
+        deadline: Option<tokio::time::Instant>,
         receive: R,
         encode: E,
     ) -> Result<T, ServeError>
@@ -321,15 +347,18 @@ impl Infer {
         let prepared = self.prepare(size, parse).await?;
         let input_done = Instant::now();
 
-        let timeout = match prepared.timeout {
-            Some(timeout) => Some(
-                timeout
-                    .checked_sub(start.elapsed())
-                    .filter(|left| !left.is_zero())
-                    .ok_or(ServeError::TimedOut)?,
-            ),
-            None => None,
+        let asked = prepared
+            .timeout
+            .map(|timeout| timeout.saturating_sub(start.elapsed()));
+        let deadline_left = deadline
+            .map(|deadline| deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let timeout = match (asked, deadline_left) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (one, other) => one.or(other),
         };
+        if timeout.is_some_and(|left| left.is_zero()) {
+            return Err(ServeError::TimedOut);
+        }
         let answer = self
             .backend
             .submit(InferRequest {

@@ -3,6 +3,7 @@
 //! comes from the core (`crate::serve::Infer`), and errors map to codes in `status`.
 
 pub mod convert;
+pub mod deadline;
 pub mod proto;
 mod server;
 mod service;

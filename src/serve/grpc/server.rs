@@ -12,6 +12,10 @@ use tokio::sync::{oneshot, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
+use tonic::body::Body;
+use tower::util::MapRequestLayer;
+
+use super::deadline;
 use super::proto::grpc_inference_service_server::GrpcInferenceServiceServer;
 use super::service::Service;
 use crate::serve::frontend::{FrontEnd, Stopped};
@@ -72,6 +76,7 @@ impl GrpcFrontEnd {
                     });
                     let mut graceful = stopping.clone();
                     let serving = tonic::transport::Server::builder()
+                        .layer(MapRequestLayer::new(deadline::mark::<Body>))
                         .add_service(service)
                         .serve_with_incoming_shutdown(incoming, async move {
                             let _ = graceful.wait_for(|s| *s != Stop::Running).await;

@@ -5,7 +5,9 @@
 //! [`STREAM_WINDOW`] of them running at once; a failed request is answered with its
 //! `error_message` and the stream goes on. Once a drain begins the stream takes no
 //! new request, answers those it took, and ends UNAVAILABLE ("server is shutting
-//! down").
+//! down"). A client's deadline (`grpc-timeout`) bounds a unary call's request and,
+//! on a stream, every request of it; past it a stream takes no new request and ends
+//! DEADLINE_EXCEEDED.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::convert::{
     config_of, index_of, metadata_of, request_of, request_size, response_of, statistics_of,
 };
+use super::deadline::ClientDeadline;
 use super::proto::grpc_inference_service_server::GrpcInferenceService;
 use super::proto::*;
 use super::status::status_of;
@@ -48,11 +51,14 @@ fn unimplemented<T>(what: &str) -> Result<Response<T>, Status> {
     Err(status_of(&ServeError::Unimplemented(what.to_string())))
 }
 
-/// One inference request through the core.
+/// One inference request through the core, answered by the client's `deadline` if
+/// it set one. The request's tensor bytes are held on the core's byte budget until it
+/// is answered (refused RESOURCE_EXHAUSTED when they do not fit).
 async fn infer(
     core: &Arc<Infer>,
     request: ModelInferRequest,
     start: Instant,
+    deadline: Option<tokio::time::Instant>,
 ) -> Result<ModelInferResponse, ServeError> {
     let model = request.model_name.clone();
     let version_asked = request.model_version.clone();
@@ -62,15 +68,28 @@ async fn infer(
         model: &model,
         version: version(&version_asked),
     };
-    let receive = async move {
+    let mut held = core.budget().permit();
+    let receive = async {
         let size = request_size(&request);
+        held.hold(size)?;
         let parse: Parse = Box::new(move |_| request_of(request));
         Ok((size, parse))
     };
-    core.infer(call, receive, |model, result| {
-        Ok(response_of(model, result))
-    })
-    .await
+    let answer = core
+        .infer_until(call, deadline, receive, |model, result| {
+            Ok(response_of(model, result))
+        })
+        .await;
+    drop(held);
+    answer
+}
+
+/// The deadline [`deadline::mark`](super::deadline::mark) found on a call.
+fn deadline_of<T>(request: &Request<T>) -> Option<tokio::time::Instant> {
+    request
+        .extensions()
+        .get::<ClientDeadline>()
+        .map(|deadline| deadline.0)
 }
 
 type AnswerStream = Pin<Box<dyn Stream<Item = Result<ModelStreamInferResponse, Status>> + Send>>;
@@ -137,7 +156,8 @@ impl GrpcInferenceService for Service {
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
         let start = Instant::now();
-        infer(&self.core, request.into_inner(), start)
+        let deadline = deadline_of(&request);
+        infer(&self.core, request.into_inner(), start, deadline)
             .await
             .map(Response::new)
             .map_err(|e| status_of(&e))
@@ -148,20 +168,28 @@ impl GrpcInferenceService for Service {
         request: Request<Streaming<ModelInferRequest>>,
     ) -> Result<Response<AnswerStream>, Status> {
         let core = self.core.clone();
+        let deadline = deadline_of(&request);
         let begun = {
             let core = core.clone();
             async move { core.drain().begun().await }
         };
+        let expired = async move {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
         let answers = request
             .into_inner()
             .take_until(begun)
+            .take_until(expired)
             .map(move |message| {
                 let core = core.clone();
                 async move {
                     let request = message?;
                     let start = Instant::now();
                     let id = request.id.clone();
-                    Ok(match infer(&core, request, start).await {
+                    Ok(match infer(&core, request, start, deadline).await {
                         Ok(response) => ModelStreamInferResponse {
                             error_message: String::new(),
                             infer_response: Some(response),
@@ -182,9 +210,13 @@ impl GrpcInferenceService for Service {
             .buffered(STREAM_WINDOW);
         let core = self.core.clone();
         let end = futures::stream::once(async move {
-            core.drain()
-                .is_draining()
-                .then(|| Err(status_of(&ServeError::ShuttingDown)))
+            if core.drain().is_draining() {
+                Some(Err(status_of(&ServeError::ShuttingDown)))
+            } else if deadline.is_some_and(|d| d <= tokio::time::Instant::now()) {
+                Some(Err(status_of(&ServeError::TimedOut)))
+            } else {
+                None
+            }
         })
         .filter_map(std::future::ready);
         Ok(Response::new(Box::pin(answers.chain(end))))

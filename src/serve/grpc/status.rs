@@ -16,7 +16,9 @@ pub fn code_of(kind: ErrorKind) -> Code {
         ErrorKind::InvalidArgument => Code::InvalidArgument,
         ErrorKind::NotFound => Code::NotFound,
         ErrorKind::MethodNotAllowed | ErrorKind::Unimplemented => Code::Unimplemented,
-        ErrorKind::TooLarge | ErrorKind::Overloaded => Code::ResourceExhausted,
+        ErrorKind::TooLarge | ErrorKind::Overloaded | ErrorKind::OverBudget => {
+            Code::ResourceExhausted
+        }
         ErrorKind::DeadlineExceeded | ErrorKind::SlowClient => Code::DeadlineExceeded,
         ErrorKind::Unavailable => Code::Unavailable,
         ErrorKind::Internal => Code::Internal,
@@ -78,5 +80,17 @@ mod tests {
         let status = status_of(&error);
         assert_eq!(status.code(), Code::ResourceExhausted);
         assert_eq!(status.metadata().get(RETRY_AFTER).unwrap(), "2");
+    }
+
+    #[test]
+    fn a_spent_byte_budget_is_resource_exhausted_with_the_retry_hint() {
+        let error = ServeError::OverBudget(crate::serve::OverBudget {
+            wanted: 768,
+            limit: 1024,
+        });
+        let status = status_of(&error);
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(status.message(), error.to_string());
+        assert_eq!(status.metadata().get(RETRY_AFTER).unwrap(), "1");
     }
 }

@@ -16,7 +16,9 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::SlowClient => StatusCode::REQUEST_TIMEOUT,
         ErrorKind::Overloaded => StatusCode::TOO_MANY_REQUESTS,
-        ErrorKind::DeadlineExceeded | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::DeadlineExceeded | ErrorKind::OverBudget | ErrorKind::Unavailable => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         ErrorKind::Unimplemented => StatusCode::NOT_IMPLEMENTED,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
