@@ -5,11 +5,13 @@
 //! OUT_OF_RANGE past the message limit, RESOURCE_EXHAUSTED with its retry hint,
 //! UNAVAILABLE, DEADLINE_EXCEEDED for the client's `grpc-timeout`, UNIMPLEMENTED) and
 //! the server still serving after each; `ModelStreamInfer` round trips; and a graceful
-//! stop with a stream open, its in-flight requests answered, then the stream closed.
+//! stop with a stream open, its in-flight requests answered, then the stream closed
+//! UNAVAILABLE ("server is shutting down"), in process and as `mica serve` on
+//! simulated units under SIGTERM.
 //!
-//! The backend is a gate: a request waits until the test lets it through, and the
-//! test is told when one arrives, so no case depends on how long anything takes. Every
-//! wait is bounded, so a bug fails a test instead of hanging it.
+//! In process the backend is a gate: a request waits until the test lets it through,
+//! and the test is told when one arrives, so no case depends on how long anything
+//! takes. Every wait is bounded, so a bug fails a test instead of hanging it.
 
 mod serve_support;
 
@@ -26,14 +28,17 @@ use mica::serve::grpc::proto::grpc_inference_service_client::GrpcInferenceServic
 use mica::serve::grpc::proto::infer_parameter::ParameterChoice;
 use mica::serve::grpc::proto::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 use mica::serve::grpc::proto::*;
-use mica::serve::grpc::GrpcFrontEnd;
+use mica::serve::grpc::{GrpcFrontEnd, STREAM_WINDOW};
 use mica::serve::{
     FrontEnd, FrontEnds, Infer, InferBackend, InferFuture, ReadyFuture, ServerSettings, Serves,
     ShutdownFuture,
 };
 use mica_actors::{InferError, InferRequest, InferResponse};
 use mica_policies::UnitId;
-use serve_support::{label_file, le_bytes, test_model, test_settings, INPUT_LEN, OUTPUT_LEN};
+use serve_support::{
+    free_port, label_file, le_bytes, shipped_config, test_model, test_settings, ChildServer,
+    INPUT_LEN, OUTPUT_LEN,
+};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::http;
@@ -1127,4 +1132,106 @@ async fn requests_still_running_at_the_drain_deadline_are_unavailable_and_the_se
         "the drain took {took:?} with a {drain_time:?} drain time"
     );
     drop(stream);
+}
+
+/// One 3×224×224 image of zeros for the shipped resnet50 model.
+fn resnet_request(id: String, image: &bytes::Bytes) -> ModelInferRequest {
+    ModelInferRequest {
+        model_name: "resnet50".into(),
+        id,
+        inputs: vec![input(vec![1, 3, 224, 224], "FP32")],
+        raw_input_contents: vec![image.clone()],
+        ..ModelInferRequest::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_an_open_stream_answers_what_it_took_closes_it_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http_port, grpc_port) = (free_port(), free_port());
+    let extra = format!("grpc_port = {grpc_port}\ndrain_time = \"10s\"");
+    let config = shipped_config(
+        "orin-agx-sim.toml",
+        dir.path(),
+        http_port,
+        &extra,
+        free_port(),
+    );
+    let mut server = ChildServer::start(&config, dir.path());
+    server.wait_ready(([127, 0, 0, 1], http_port).into());
+    let mut client = within(
+        "connecting",
+        GrpcInferenceServiceClient::connect(format!("http://127.0.0.1:{grpc_port}")),
+    )
+    .await
+    .unwrap();
+    let (stream, requests) = mpsc::channel(STREAM_WINDOW);
+    let mut answers = within(
+        "the stream to open",
+        client.model_stream_infer(ReceiverStream::new(requests)),
+    )
+    .await
+    .unwrap()
+    .into_inner();
+    let image = bytes::Bytes::from(vec![0u8; 3 * 224 * 224 * 4]);
+    for i in 0..STREAM_WINDOW {
+        stream
+            .send(resnet_request(format!("r{i}"), &image))
+            .await
+            .unwrap();
+    }
+    // The first answer shows the stream is served; the rest are queued or running.
+    let first = within("the first answer", answers.message())
+        .await
+        .unwrap()
+        .expect("an answer");
+    assert_eq!(first.error_message, "", "{first:?}");
+
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut ids = vec![first.infer_response.unwrap().id];
+    let end = loop {
+        match within("a stream answer after SIGTERM", answers.message()).await {
+            Ok(Some(answer)) => {
+                assert_eq!(answer.error_message, "", "{answer:?}\n{}", server.log());
+                let response = answer.infer_response.unwrap();
+                assert_eq!(response.outputs[0].shape, vec![1, 1000]);
+                ids.push(response.id);
+            }
+            Ok(None) => panic!("the stream ended without a status\n{}", server.log()),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(end.code(), Code::Unavailable, "{end:?}\n{}", server.log());
+    assert_eq!(end.message(), "server is shutting down");
+    // Every request the server took is answered, in order; none is lost.
+    let expected: Vec<String> = (0..ids.len()).map(|i| format!("r{i}")).collect();
+    assert_eq!(ids, expected);
+    eprintln!(
+        "answered {} of {STREAM_WINDOW} requests, {} after SIGTERM",
+        ids.len(),
+        ids.len() - 1
+    );
+    drop(stream);
+
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(20),
+            "mica serve still running 20 s after SIGTERM (drain time 10 s)\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        status.success(),
+        "mica serve exited with {status}\n{}",
+        server.log()
+    );
 }
