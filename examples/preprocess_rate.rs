@@ -71,7 +71,7 @@ fn main() {
     );
     let (ms, calls) = time_per_call(seconds, || {
         preprocessor
-            .run(&jpeg, &mut out, "frame")
+            .run(&jpeg, &mut out, "frame", None)
             .expect("the JPEG decodes")
     });
     println!(

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serve_support::{free_port, get, json_infer, ChildServer};
+use serve_support::{bytes_tensor, free_port, get, json_infer, ChildServer};
 
 /// A server under test: its config, process and addresses.
 struct Fixture {
@@ -60,6 +60,16 @@ impl Fixture {
     /// A config with the tiny model, `scheduler` and `server` lines added to their
     /// sections, and these units.
     fn new(scheduler: &str, server: &str, units: impl Fn(&Path) -> String) -> Self {
+        Self::with_model("", scheduler, server, units)
+    }
+
+    /// Like `new`, with `model` lines added to the `[model]` section.
+    fn with_model(
+        model: &str,
+        scheduler: &str,
+        server: &str,
+        units: impl Fn(&Path) -> String,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let metrics_port = free_port();
@@ -68,7 +78,7 @@ impl Fixture {
             "[platform]\nname = \"fault suite (simulated)\"\n\n\
              [scheduler]\npolicy = {{ type = \"least_loaded\" }}\nmax_queue_delay_us = 500\n\
              {scheduler}\n\n\
-             [model]\nname = \"tiny\"\ninput_shape = [3, 4, 4]\noutput_shape = [5]\nmax_batch = 8\n\n\
+             [model]\nname = \"tiny\"\ninput_shape = [3, 4, 4]\noutput_shape = [5]\nmax_batch = 8\n{model}\n\n\
              [server]\naddress = \"127.0.0.1\"\nport = {port}\ngrpc_port = 0\n{server}\n\n\
              [metrics]\naddress = \"127.0.0.1\"\nport = {metrics_port}\n\n{units}"
         );
@@ -180,30 +190,40 @@ enum Answer {
 
 /// POSTs `body` to the tiny model with `Connection: close`, reading at most 60 s.
 fn infer(addr: SocketAddr, body: &[u8]) -> Answer {
+    post_infer(addr, body, None).0
+}
+
+/// POSTs `body` (JSON, or with `header_length` its JSON header's length and binary
+/// data after it) to the tiny model with `Connection: close`, reading at most 60 s;
+/// the answer and its text.
+fn post_infer(addr: SocketAddr, body: &[u8], header_length: Option<usize>) -> (Answer, String) {
     use std::io::Read;
     let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
-        return Answer::Refused;
+        return (Answer::Refused, String::new());
     };
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
+    let binary = header_length.map_or(String::new(), |length| {
+        format!("Inference-Header-Content-Length: {length}\r\n")
+    });
     let head = format!(
         "POST /v2/models/tiny/infer HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+         Content-Type: application/json\r\n{binary}Content-Length: {}\r\n\r\n",
         body.len()
     );
     let _ = stream.write_all(head.as_bytes());
     let _ = stream.write_all(body);
     let mut data = Vec::new();
     let _ = stream.read_to_end(&mut data);
-    let text = String::from_utf8_lossy(&data);
+    let text = String::from_utf8_lossy(&data).into_owned();
     let status = text
         .strip_prefix("HTTP/1.1 ")
         .and_then(|rest| rest.get(..3))
         .and_then(|code| code.parse().ok());
     match status {
-        Some(status) if text.contains("\r\n\r\n") => Answer::Status(status),
-        _ => Answer::Lost,
+        Some(status) if text.contains("\r\n\r\n") => (Answer::Status(status), text),
+        _ => (Answer::Lost, text),
     }
 }
 
@@ -735,4 +755,295 @@ fn a_hung_engine_is_caught_by_the_batch_deadline() {
             );
         },
     );
+}
+
+/// The tiny model taking raw images too (input `image`, 4x4 crops).
+const IMAGE_MODEL: &str = "image_input = \"image\"\npreprocessing = { resize_shorter = 4 }";
+
+/// An infer body carrying `images` as the binary BYTES input `image`, and the length
+/// of its JSON header.
+fn image_body(images: &[&[u8]]) -> (Vec<u8>, usize) {
+    let tensor = bytes_tensor(images);
+    let header = serde_json::json!({"inputs": [{
+        "name": "image", "shape": [images.len()], "datatype": "BYTES",
+        "parameters": {"binary_data_size": tensor.len()}
+    }]})
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    body.extend_from_slice(&tensor);
+    (body, header.len())
+}
+
+/// Sends one image request; its answer and text.
+fn infer_image(addr: SocketAddr, image: &[u8]) -> (Answer, String) {
+    let (body, header_length) = image_body(&[image]);
+    post_infer(addr, &body, Some(header_length))
+}
+
+/// A `w`×`h` PNG with texture in every channel (costly to decode).
+fn png(w: u32, h: u32) -> Vec<u8> {
+    use image::ImageEncoder;
+    let pixels: Vec<u8> = (0..w * h * 3)
+        .map(|i| ((i * 7 + (i / 3 / w) * 13 + (i % 11) * 29) % 256) as u8)
+        .collect();
+    let mut out = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut out)
+        .write_image(&pixels, w, h, image::ExtendedColorType::Rgb8)
+        .unwrap();
+    out
+}
+
+fn jpeg(w: u32, h: u32) -> Vec<u8> {
+    use image::ImageEncoder;
+    let pixels = vec![128u8; (w * h * 3) as usize];
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+        .write_image(&pixels, w, h, image::ExtendedColorType::Rgb8)
+        .unwrap();
+    out
+}
+
+/// CRC-32 (ISO-HDLC), as PNG chunks carry it.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A decompression bomb: a PNG of a few hundred bytes whose header declares
+/// `side`×`side` pixels (CRC fixed, so only the size is wrong).
+fn png_bomb(side: u32) -> Vec<u8> {
+    let mut out = png(8, 8);
+    // Signature (8), IHDR length (4), "IHDR" (4), width, height, ..., CRC at 29.
+    out[16..20].copy_from_slice(&side.to_be_bytes());
+    out[20..24].copy_from_slice(&side.to_be_bytes());
+    let crc = crc32(&out[12..29]);
+    out[29..33].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// The same as a JPEG: a small file whose frame header declares `side`×`side`.
+fn jpeg_bomb(side: u16) -> Vec<u8> {
+    let mut out = jpeg(8, 8);
+    let sof = out
+        .windows(2)
+        .position(|m| m == [0xFF, 0xC0])
+        .expect("a baseline JPEG");
+    // FF C0, length (2), precision (1), height (2), width (2).
+    out[sof + 5..sof + 7].copy_from_slice(&side.to_be_bytes());
+    out[sof + 7..sof + 9].copy_from_slice(&side.to_be_bytes());
+    out
+}
+
+#[test]
+fn decompression_bombs_are_refused_by_their_header_and_memory_stays_low() {
+    let fixture = Fixture::with_model(IMAGE_MODEL, "", "", |dir| {
+        sim_unit("sim0", &profile(dir, "p", 0.5), "")
+    });
+    let mut server = fixture.start(&[]);
+    server.wait_ready(fixture.addr);
+    let pid = server.child.id();
+    let good = png(64, 48);
+    assert_eq!(infer_image(fixture.addr, &good).0, Answer::Status(200));
+    let (before, _) = rss(pid);
+    let bombs = [png_bomb(8000), jpeg_bomb(8000)];
+    let mut outcome = Outcome::default();
+    for round in 0..20 {
+        let bomb = &bombs[round % 2];
+        let (answer, text) = infer_image(fixture.addr, bomb);
+        assert_eq!(answer, Answer::Status(400), "{text}");
+        assert!(
+            text.contains(r#"{"error":"input \"image\": image 0 is 8000x8000 = 64000000 pixels, more than server.max_image_pixels (16777216)"}"#),
+            "{text}"
+        );
+        outcome.add(answer, Duration::ZERO);
+    }
+    let (_, peak) = rss(pid);
+    // Decoding one of them would take 8000 x 8000 x 3 bytes (183 MiB).
+    let grown = peak.saturating_sub(before);
+    assert!(
+        grown < 16 << 20,
+        "RSS grew by {:.0} MiB",
+        grown as f64 / MIB
+    );
+    // The service goes on serving.
+    assert_eq!(infer_image(fixture.addr, &good).0, Answer::Status(200));
+    assert_eq!(
+        infer(fixture.addr, &json_infer(1).to_string().into_bytes()),
+        Answer::Status(200)
+    );
+    let status = server.terminate();
+    assert!(status.success(), "{}", server.log());
+    Row {
+        scenario: "decompression bombs: PNG and JPEG of < 1 kB declaring 8000x8000",
+        sent: format!(
+            "20 image infers ({} B PNG, {} B JPEG), then a good image and a JSON infer",
+            bombs[0].len(),
+            bombs[1].len()
+        ),
+        outcome: &outcome,
+        rss: format!(
+            "{:.0} MiB before, peak {:.0} MiB (one decode: 183 MiB; max_image_pixels 16 Mpx)",
+            before as f64 / MIB,
+            peak as f64 / MIB
+        ),
+        good_p99: "good image and JSON infer after: 200".into(),
+    }
+    .print();
+}
+
+#[test]
+fn truncated_images_are_bad_requests_and_the_service_goes_on() {
+    let fixture = Fixture::with_model(IMAGE_MODEL, "", "", |dir| {
+        sim_unit("sim0", &profile(dir, "p", 0.5), "")
+    });
+    let mut server = fixture.start(&[]);
+    server.wait_ready(fixture.addr);
+    let whole_jpeg = jpeg(256, 256);
+    let whole_png = png(256, 256);
+    let cut = [
+        ("JPEG", whole_jpeg[..whole_jpeg.len() / 2].to_vec()),
+        ("JPEG", whole_jpeg[..whole_jpeg.len() - 2].to_vec()),
+        ("PNG", whole_png[..whole_png.len() / 2].to_vec()),
+        ("PNG", whole_png[..whole_png.len() - 12].to_vec()),
+    ];
+    let mut outcome = Outcome::default();
+    for (kind, image) in &cut {
+        let (answer, text) = infer_image(fixture.addr, image);
+        assert_eq!(answer, Answer::Status(400), "{kind}: {text}");
+        assert!(
+            text.contains(r#"{"error":"input \"image\": image 0 "#),
+            "{text}"
+        );
+        outcome.add(answer, Duration::ZERO);
+    }
+    assert!(outcome.statuses.get(&400) == Some(&4), "{outcome:?}");
+    for image in [&whole_jpeg, &whole_png] {
+        assert_eq!(infer_image(fixture.addr, image).0, Answer::Status(200));
+    }
+    let status = server.terminate();
+    assert!(status.success(), "{}", server.log());
+    Row {
+        scenario: "truncated images (256x256 JPEG and PNG cut at half and before their end marker)",
+        sent: "4 image infers, then the whole JPEG and PNG".into(),
+        outcome: &outcome,
+        rss: "-".into(),
+        good_p99: "whole JPEG and PNG after: 200".into(),
+    }
+    .print();
+}
+
+#[test]
+fn an_image_flood_does_not_stall_tensor_requests() {
+    // One thread and two waiting slots for images; one thread parses large bodies.
+    let fixture = Fixture::with_model(
+        IMAGE_MODEL,
+        "",
+        "image_threads = 1\nimage_queue = 2\npreprocess_threads = 1",
+        |dir| sim_unit("sim0", &profile(dir, "p", 0.5), ""),
+    );
+    let mut server = fixture.start(&[]);
+    server.wait_ready(fixture.addr);
+    let addr = fixture.addr;
+    // A JSON body past the inline limit (16 KiB), so it is parsed on the
+    // preprocessing pool, as large tensor bodies are.
+    let mut tensor_body = json_infer(8).to_string().into_bytes();
+    tensor_body.resize(tensor_body.len() + 20 * 1024, b' ');
+    let tensors = |count: usize| {
+        let mut outcome = Outcome::default();
+        for _ in 0..count {
+            let started = Instant::now();
+            outcome.add(infer(addr, &tensor_body), started.elapsed());
+        }
+        outcome
+    };
+    let calm = tensors(30);
+    assert_eq!(calm.statuses.get(&200), Some(&30), "{calm:?}");
+    // Four clients send 1024x1024 PNGs back to back until told to stop (bounded).
+    let image = std::sync::Arc::new(png(1024, 1024));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (decoding, first_decoded) = std::sync::mpsc::channel();
+    let flood: Vec<_> = (0..4)
+        .map(|_| {
+            let (image, stop, decoding) = (image.clone(), stop.clone(), decoding.clone());
+            std::thread::spawn(move || {
+                let mut outcome = Outcome::default();
+                let started = Instant::now();
+                for _ in 0..2000 {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst)
+                        || started.elapsed() > Duration::from_secs(120)
+                    {
+                        break;
+                    }
+                    let sent = Instant::now();
+                    let (answer, _) = infer_image(addr, &image);
+                    if answer == Answer::Status(200) {
+                        let _ = decoding.send(());
+                    }
+                    outcome.add(answer, sent.elapsed());
+                }
+                outcome
+            })
+        })
+        .collect();
+    // The flood is under way once an image has come back.
+    first_decoded
+        .recv_timeout(Duration::from_secs(60))
+        .expect("an image is decoded within 60 s");
+    let during = tensors(30);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut images = Outcome::default();
+    for thread in flood {
+        let outcome = thread.join().unwrap();
+        for (status, count) in outcome.statuses {
+            *images.statuses.entry(status).or_default() += count;
+        }
+        images.lost += outcome.lost;
+        images.refused += outcome.refused;
+        images.latencies.extend(outcome.latencies);
+    }
+    assert_eq!(during.statuses.get(&200), Some(&30), "{during:?}");
+    assert_eq!(images.lost + images.refused, 0, "{images:?}");
+    assert!(
+        images.statuses.keys().all(|s| [200, 429].contains(s)),
+        "images get 200 or the full pool's 429: {images:?}"
+    );
+    // A tensor request never waits for an image: its slowest answer beside the flood
+    // is well below the time an image takes, which a tensor request sharing the
+    // images' queue would have waited at least once.
+    let mut image_latencies = images.latencies.clone();
+    image_latencies.sort();
+    let image_median = image_latencies[image_latencies.len() / 2];
+    assert!(
+        during.p99() * 2 < image_median,
+        "tensor p99 {:?} beside an image median of {image_median:?}",
+        during.p99()
+    );
+    let status = server.terminate();
+    assert!(status.success(), "{}", server.log());
+    Row {
+        scenario: "image flood: 4 clients sending 1024x1024 PNGs back to back, image_threads 1, image_queue 2",
+        sent: format!(
+            "{} image infers beside a good client's 30 JSON FP32 infers of 24 kB",
+            images.accepted()
+        ),
+        outcome: &images,
+        rss: "-".into(),
+        good_p99: format!(
+            "{:.1} ms (without the flood {:.1} ms; image median {:.1} ms)",
+            ms(during.p99()),
+            ms(calm.p99()),
+            ms(image_median)
+        ),
+    }
+    .print();
 }

@@ -55,6 +55,14 @@ pub enum ServeError {
         /// When to retry.
         retry_after: Duration,
     },
+    /// The image pool's queue is full; the client should retry later.
+    #[error("image decoding is at capacity ({threads} threads busy, {waiting} requests waiting; server.image_threads, server.image_queue), retry after 1s")]
+    ImagePoolFull {
+        /// Image threads.
+        threads: usize,
+        /// Requests waiting for one.
+        waiting: usize,
+    },
     /// The request's `timeout` (or its gRPC client's deadline) passed before it was
     /// answered.
     #[error("request timed out before it was answered")]
@@ -122,7 +130,9 @@ impl ServeError {
             ServeError::PayloadTooLarge { .. } => ErrorKind::TooLarge,
             ServeError::BodyTimeout { .. } => ErrorKind::SlowClient,
             ServeError::OverBudget(_) => ErrorKind::OverBudget,
-            ServeError::Overloaded { .. } => ErrorKind::Overloaded,
+            ServeError::Overloaded { .. } | ServeError::ImagePoolFull { .. } => {
+                ErrorKind::Overloaded
+            }
             ServeError::TimedOut | ServeError::DeadlineCannotBeMet => ErrorKind::DeadlineExceeded,
             ServeError::NotReady(_) | ServeError::Unavailable(_) | ServeError::ShuttingDown => {
                 ErrorKind::Unavailable
@@ -151,7 +161,7 @@ impl ServeError {
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
             ServeError::Overloaded { retry_after } => Some(retry_after_secs(*retry_after)),
-            ServeError::OverBudget(_) => Some(1),
+            ServeError::OverBudget(_) | ServeError::ImagePoolFull { .. } => Some(1),
             _ => None,
         }
     }
@@ -166,7 +176,7 @@ impl ServeError {
             ServeError::PayloadTooLarge { .. } => "too_large",
             ServeError::BodyTimeout { .. } => "body_timeout",
             ServeError::OverBudget(_) => "over_budget",
-            ServeError::Overloaded { .. } => "overloaded",
+            ServeError::Overloaded { .. } | ServeError::ImagePoolFull { .. } => "overloaded",
             ServeError::TimedOut => "timeout",
             ServeError::DeadlineCannotBeMet => "shed",
             ServeError::NotReady(_) => "not_ready",

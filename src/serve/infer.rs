@@ -20,7 +20,9 @@ use super::error::ServeError;
 use super::metrics::{self, ModelSeries};
 use super::model::{ModelConfig, ModelMetadata, ServedModel};
 use super::pool::PreprocessPool;
-use super::request::{prepare, Prepared, TensorRequest};
+use super::request::{
+    carries_images, prepare, prepare_with, timeout_of, Decoding, Prepared, TensorRequest,
+};
 use super::response::{build, InferResult};
 use super::settings::{ModelSettings, ServerSettings};
 use super::stats::{ModelStats, Phases, StatsResponse};
@@ -96,11 +98,31 @@ pub struct Call<'a> {
 /// The parsing of a request, run inline or on the preprocessing pool.
 pub type Parse = Box<dyn FnOnce(&ServedModel) -> Result<TensorRequest, ServeError> + Send>;
 
+/// What parsing a request hands on.
+enum Parsed {
+    /// A tensor request, checked.
+    Ready(Prepared),
+    /// A request with raw images, for the image pool.
+    Images(TensorRequest),
+}
+
+/// Parses a request and checks it, unless it carries raw images: those are decoded on
+/// the image pool.
+fn parse_stage(model: &ServedModel, parse: Parse) -> Result<Parsed, ServeError> {
+    let request = parse(model)?;
+    if carries_images(model, &request) {
+        Ok(Parsed::Images(request))
+    } else {
+        prepare(model, request).map(Parsed::Ready)
+    }
+}
+
 /// The inference core shared by every front end.
 pub struct Infer {
     model: ServedModel,
     backend: Arc<dyn InferBackend>,
     pool: PreprocessPool,
+    images: PreprocessPool,
     stats: ModelStats,
     http_series: ModelSeries,
     grpc_series: ModelSeries,
@@ -120,7 +142,7 @@ impl std::fmt::Debug for Infer {
 
 impl Infer {
     /// The core for `model` over `backend` (resolved against it), with the
-    /// preprocessing pool started.
+    /// preprocessing and image pools started.
     pub fn new(
         server: &ServerSettings,
         model: &ModelSettings,
@@ -130,6 +152,8 @@ impl Infer {
             ServedModel::new(model, server, backend.as_ref()).map_err(anyhow::Error::msg)?;
         let pool = PreprocessPool::new(server.preprocess_threads, server.preprocess_queue)
             .context("cannot start the preprocessing threads")?;
+        let images = PreprocessPool::named("image", server.image_threads, server.image_queue)
+            .context("cannot start the image threads")?;
         let (name, version) = (&served.settings.name, &served.settings.version);
         Ok(Self {
             http_series: ModelSeries::new(name, version, Protocol::Http),
@@ -137,6 +161,7 @@ impl Infer {
             model: served,
             backend,
             pool,
+            images,
             stats: ModelStats::default(),
             drain: Drain::default(),
             max_request_bytes: server.max_body_bytes,
@@ -168,6 +193,11 @@ impl Infer {
     /// Threads of the preprocessing pool.
     pub fn preprocess_threads(&self) -> usize {
         self.pool.threads()
+    }
+
+    /// Threads of the image pool.
+    pub fn image_threads(&self) -> usize {
+        self.images.threads()
     }
 
     /// Checks a model name and optional version.
@@ -344,7 +374,7 @@ impl Infer {
             return Err(ServeError::NotReady(self.model.settings.name.clone()));
         }
         let (size, parse) = receive.await?;
-        let prepared = self.prepare(size, parse).await?;
+        let prepared = self.prepare(start, deadline, size, parse).await?;
         let input_done = Instant::now();
 
         let asked = prepared
@@ -386,17 +416,73 @@ impl Infer {
         Ok(answer)
     }
 
-    /// Parses and checks a request of `size` bytes: small ones inline, large ones
-    /// (images, big tensors) on the preprocessing pool so they never block the async
-    /// executor.
-    async fn prepare(self: &Arc<Self>, size: usize, parse: Parse) -> Result<Prepared, ServeError> {
-        if size <= INLINE_DECODE_BYTES {
-            return prepare(&self.model, parse(&self.model)?);
+    /// Parses and checks a request of `size` bytes that arrived at `start` (from a
+    /// client that gives up at `deadline`): small ones inline, large ones (big tensors)
+    /// on the preprocessing pool so they never block the async executor; raw images on
+    /// the image pool, so image requests never hold up the threads that parse tensor
+    /// bodies.
+    async fn prepare(
+        self: &Arc<Self>,
+        start: Instant,
+        deadline: Option<tokio::time::Instant>,
+        size: usize,
+        parse: Parse,
+    ) -> Result<Prepared, ServeError> {
+        let parsed = if size <= INLINE_DECODE_BYTES {
+            parse_stage(&self.model, parse)?
+        } else {
+            let core = Arc::clone(self);
+            self.pool
+                .spawn(move || parse_stage(&core.model, parse))?
+                .await?
+        };
+        match parsed {
+            Parsed::Ready(prepared) => Ok(prepared),
+            Parsed::Images(request) => {
+                let deadline = deadline.map(tokio::time::Instant::into_std);
+                self.decode_images(start, deadline, request).await
+            }
         }
+    }
+
+    /// Decodes a request's raw images on the image pool within its `timeout` (counted
+    /// from `start`) and its client's `deadline`: past either the request is answered
+    /// as timed out at once, whether it still waits for a thread or is decoding (no
+    /// further image of it starts). A full pool is a 429.
+    async fn decode_images(
+        self: &Arc<Self>,
+        start: Instant,
+        deadline: Option<Instant>,
+        request: TensorRequest,
+    ) -> Result<Prepared, ServeError> {
+        let asked = timeout_of(&request.parameters)?.and_then(|t| start.checked_add(t));
+        let deadline = match (asked, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (one, other) => one.or(other),
+        };
         let core = Arc::clone(self);
-        self.pool
-            .spawn(move || prepare(&core.model, parse(&core.model)?))?
-            .await
+        let work = self
+            .images
+            .spawn(move || {
+                let decoding = Decoding {
+                    deadline,
+                    budget: Some(&core.budget),
+                };
+                prepare_with(&core.model, request, decoding)
+            })
+            .map_err(|error| match error {
+                ServeError::Overloaded { .. } => ServeError::ImagePoolFull {
+                    threads: self.images.threads(),
+                    waiting: self.images.capacity(),
+                },
+                other => other,
+            })?;
+        match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), work)
+                .await
+                .unwrap_or(Err(ServeError::TimedOut)),
+            None => work.await,
+        }
     }
 }
 
@@ -425,8 +511,9 @@ mod tests {
         fn submit(&self, request: InferRequest) -> InferFuture {
             Box::pin(async move {
                 let data = request.data.ok_or(InferError::Invalid("no data".into()))?;
+                let per_image = data.len() / (request.images.max(1) as usize);
                 let out = data
-                    .chunks_exact(2)
+                    .chunks_exact(per_image.max(1))
                     .flat_map(|image| {
                         let sum: f32 = image.iter().sum();
                         [sum, sum + 1.0, sum + 2.0]
@@ -572,6 +659,119 @@ mod tests {
             not_ready.server_ready().unwrap_err().kind(),
             ErrorKind::Unavailable
         );
+    }
+
+    /// A core serving 4x4 raw images, with one image thread and one waiting slot.
+    fn image_core() -> Arc<Infer> {
+        let mut model = ModelSettings {
+            name: "m".into(),
+            input_shape: vec![3, 4, 4],
+            output_shape: vec![3],
+            image_input: Some("image".into()),
+            ..ModelSettings::default()
+        };
+        model.preprocessing.resize_shorter = 4;
+        let server = ServerSettings {
+            preprocess_threads: 1,
+            image_threads: 1,
+            image_queue: 1,
+            ..ServerSettings::default()
+        };
+        let backend = Arc::new(Sums {
+            ready: AtomicBool::new(true),
+        });
+        Arc::new(Infer::new(&server, &model, backend).unwrap())
+    }
+
+    fn image_request(timeout_us: Option<i64>) -> TensorRequest {
+        use image::ImageEncoder;
+        let mut png = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut png)
+            .write_image(&[90; 8 * 8 * 3], 8, 8, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        TensorRequest {
+            parameters: timeout_us
+                .map(|us| ("timeout".to_string(), Param::Int(us)))
+                .into_iter()
+                .collect(),
+            inputs: vec![InputTensor {
+                name: "image".into(),
+                shape: vec![1],
+                datatype: "BYTES".into(),
+                data: InputData::Elements(vec![png.into()]),
+            }],
+            ..TensorRequest::default()
+        }
+    }
+
+    fn infer_now(
+        core: &Arc<Infer>,
+        req: TensorRequest,
+    ) -> impl Future<Output = Result<InferResult, ServeError>> + '_ {
+        core.infer(
+            call("m"),
+            async move {
+                let parse: Parse = Box::new(move |_| Ok(req));
+                Ok((0, parse))
+            },
+            |_, result| Ok(result),
+        )
+    }
+
+    #[test]
+    fn images_decode_on_their_own_pool_within_the_request_timeout() {
+        let core = image_core();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let answer = runtime.block_on(infer_now(&core, image_request(None)));
+        assert_eq!(answer.unwrap().output.shape, vec![1, 3]);
+        // Hold the one image thread.
+        let (started, begun) = std::sync::mpsc::channel();
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let held = core
+            .images
+            .spawn(move || {
+                started.send(()).unwrap();
+                let _ = gate.recv();
+                Ok(())
+            })
+            .unwrap();
+        begun.recv().unwrap();
+        runtime.block_on(async {
+            // A request with a 20 ms timeout waits in the one slot ...
+            let mut waiting = std::pin::pin!(infer_now(&core, image_request(Some(20_000))));
+            assert!(futures::poll!(&mut waiting).is_pending());
+            // ... so the next one finds the pool full: 429 with Retry-After.
+            let full = infer_now(&core, image_request(None)).await.unwrap_err();
+            assert!(
+                matches!(
+                    full,
+                    ServeError::ImagePoolFull {
+                        threads: 1,
+                        waiting: 1
+                    }
+                ),
+                "{full:?}"
+            );
+            assert_eq!(full.kind(), ErrorKind::Overloaded);
+            assert_eq!(full.retry_after_secs(), Some(1));
+            // The waiting one is answered as timed out while the thread is still held.
+            assert_eq!(waiting.await.unwrap_err(), ServeError::TimedOut);
+        });
+        // A tensor request never waits for the image pool.
+        let tensor = run(&core, "m", {
+            let mut r = request(vec![0.5; 48], None);
+            r.inputs[0].shape = vec![1, 3, 4, 4];
+            r
+        });
+        assert!(tensor.is_ok(), "{tensor:?}");
+        release.send(()).unwrap();
+        runtime.block_on(held).unwrap();
+        // The timed-out request's job was skipped; the pool serves the next one.
+        let answer = runtime.block_on(infer_now(&core, image_request(None)));
+        assert!(answer.is_ok(), "{answer:?}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use tracing::warn;
 
 use super::backend::InferBackend;
 use super::error::ServeError;
-use super::preprocess::Preprocessor;
+use super::preprocess::{ImageLimits, Preprocessor};
 use super::settings::{ModelSettings, ServerSettings};
 
 /// Everything the handlers need to know about the one model served.
@@ -91,7 +91,7 @@ impl ServedModel {
             priority_levels,
             default_priority: server.default_priority.min(priority_levels - 1),
             labels,
-            preprocessor: Preprocessor::new(model),
+            preprocessor: Preprocessor::new(model, ImageLimits::of(server)),
         })
     }
 

@@ -26,14 +26,21 @@ pub struct PreprocessPool {
 }
 
 impl PreprocessPool {
-    /// Starts `threads` threads sharing a queue of `capacity` waiting jobs.
+    /// Starts `threads` threads (`mica-preprocess-<i>`) sharing a queue of `capacity`
+    /// waiting jobs.
     pub fn new(threads: usize, capacity: usize) -> std::io::Result<Self> {
+        Self::named("preprocess", threads, capacity)
+    }
+
+    /// Starts `threads` threads named `mica-<name>-<i>` sharing a queue of `capacity`
+    /// waiting jobs.
+    pub fn named(name: &str, threads: usize, capacity: usize) -> std::io::Result<Self> {
         let (queue, jobs) = bounded::<Job>(capacity);
         let threads = (0..threads.max(1))
             .map(|index| {
                 let jobs = jobs.clone();
                 std::thread::Builder::new()
-                    .name(format!("mica-preprocess-{index}"))
+                    .name(format!("mica-{name}-{index}"))
                     .spawn(move || {
                         for job in jobs {
                             job();
@@ -87,6 +94,14 @@ impl PreprocessPool {
     /// Number of threads.
     pub fn threads(&self) -> usize {
         self.threads.len()
+    }
+
+    /// Jobs that may wait for a thread.
+    pub fn capacity(&self) -> usize {
+        self.queue
+            .as_ref()
+            .and_then(Sender::capacity)
+            .unwrap_or_default()
     }
 }
 

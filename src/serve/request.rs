@@ -8,11 +8,13 @@
 //! prepared on the preprocessing pool. Every rejection is a `BadRequest` naming the
 //! field at fault, with the same text whichever transport carried the request.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::binary::{bytes_elements, fp32_from_le};
+use super::budget::ByteBudget;
 use super::error::ServeError;
 use super::model::ServedModel;
 use super::params::{param_bool, param_u64, Parameters};
@@ -104,8 +106,44 @@ pub struct OutputPlan {
     pub classification: Option<usize>,
 }
 
-/// Checks a request against the model.
+/// What decoding a request's raw images may spend.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Decoding<'a> {
+    /// When the request's `timeout` passes: no image starts decoding after it.
+    pub deadline: Option<Instant>,
+    /// Where the bytes an image decodes into are held while it is processed.
+    pub budget: Option<&'a Arc<ByteBudget>>,
+}
+
+/// Whether the request carries the model's raw-image input (decoded on the image
+/// pool).
+pub fn carries_images(model: &ServedModel, request: &TensorRequest) -> bool {
+    model
+        .settings
+        .image_input
+        .as_deref()
+        .is_some_and(|name| request.inputs.iter().any(|input| input.name == name))
+}
+
+/// The request's `timeout` parameter (microseconds; absent or 0: none).
+pub fn timeout_of(parameters: &Parameters) -> Result<Option<Duration>, ServeError> {
+    Ok(param_u64(parameters, "timeout", "parameters.timeout")?
+        .filter(|&us| us > 0)
+        .map(Duration::from_micros))
+}
+
+/// Checks a request against the model; raw images are decoded without a deadline or
+/// budget.
 pub fn prepare(model: &ServedModel, request: TensorRequest) -> Result<Prepared, ServeError> {
+    prepare_with(model, request, Decoding::default())
+}
+
+/// Checks a request against the model, decoding its raw images within `decoding`.
+pub fn prepare_with(
+    model: &ServedModel,
+    request: TensorRequest,
+    decoding: Decoding<'_>,
+) -> Result<Prepared, ServeError> {
     let TensorRequest {
         id,
         parameters,
@@ -113,9 +151,7 @@ pub fn prepare(model: &ServedModel, request: TensorRequest) -> Result<Prepared, 
         outputs,
     } = request;
     let priority = priority(model, &parameters)?;
-    let timeout = param_u64(&parameters, "timeout", "parameters.timeout")?
-        .filter(|&us| us > 0)
-        .map(Duration::from_micros);
+    let timeout = timeout_of(&parameters)?;
     let binary_default = param_bool(
         &parameters,
         "binary_data_output",
@@ -139,7 +175,7 @@ pub fn prepare(model: &ServedModel, request: TensorRequest) -> Result<Prepared, 
         let decoded = if input.name == model.settings.input_name {
             tensor_input(model, input)?
         } else if model.settings.image_input.as_deref() == Some(input.name.as_str()) {
-            image_input(model, input)?
+            image_input(model, input, decoding)?
         } else {
             return Err(ServeError::bad_request(format!(
                 "unknown input {:?}; model {:?} takes {}",
@@ -321,7 +357,11 @@ fn tensor_input(model: &ServedModel, input: InputTensor) -> Result<(u32, Vec<f32
 }
 
 /// The raw-image input: one encoded JPEG/PNG per image.
-fn image_input(model: &ServedModel, input: InputTensor) -> Result<(u32, Vec<f32>), ServeError> {
+fn image_input(
+    model: &ServedModel,
+    input: InputTensor,
+    decoding: Decoding<'_>,
+) -> Result<(u32, Vec<f32>), ServeError> {
     let preprocessor = model.preprocessor.as_ref().ok_or_else(|| {
         ServeError::Internal("raw-image input without a preprocessor".to_string())
     })?;
@@ -355,10 +395,17 @@ fn image_input(model: &ServedModel, input: InputTensor) -> Result<(u32, Vec<f32>
     }
     let mut data = vec![0.0f32; per * encoded.len()];
     for (index, (image, out)) in encoded.iter().zip(data.chunks_exact_mut(per)).enumerate() {
+        if decoding
+            .deadline
+            .is_some_and(|deadline| Instant::now() >= deadline)
+        {
+            return Err(ServeError::TimedOut);
+        }
         preprocessor.run(
             image,
             out,
             &format!("input {:?}: image {index}", input.name),
+            decoding.budget,
         )?;
     }
     Ok((images, data))

@@ -34,6 +34,7 @@ pub fn start(
     info!(
         model = %model.name,
         preprocess_threads = core.preprocess_threads(),
+        image_threads = core.image_threads(),
         "front ends started"
     );
     Ok(RunningServer {

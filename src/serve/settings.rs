@@ -69,6 +69,23 @@ pub struct ServerSettings {
     /// `Retry-After`. At least `max_body_bytes`.
     #[serde(default = "default_memory_budget_bytes")]
     pub memory_budget_bytes: usize,
+    /// Threads decoding raw images, a pool of their own so that image requests never
+    /// hold up the threads parsing tensor bodies.
+    #[serde(default = "default_image_threads")]
+    pub image_threads: usize,
+    /// Image requests that may wait for an image thread; more get 429 with
+    /// `Retry-After`.
+    #[serde(default = "default_image_queue")]
+    pub image_queue: usize,
+    /// Most pixels (width × height) an image may declare; larger ones get 400 before
+    /// any pixel is decoded.
+    #[serde(default = "default_max_image_pixels")]
+    pub max_image_pixels: u64,
+    /// Most bytes decoding one image may allocate (its decoded pixels, and their RGB
+    /// copy when it has another color type); larger ones get 400 before decoding.
+    /// The bytes are also held on `memory_budget_bytes` while the image decodes.
+    #[serde(default = "default_max_image_decode_bytes")]
+    pub max_image_decode_bytes: u64,
 }
 
 impl Default for ServerSettings {
@@ -89,6 +106,10 @@ impl Default for ServerSettings {
             keep_alive: default_keep_alive(),
             max_connections: default_max_connections(),
             memory_budget_bytes: default_memory_budget_bytes(),
+            image_threads: default_image_threads(),
+            image_queue: default_image_queue(),
+            max_image_pixels: default_max_image_pixels(),
+            max_image_decode_bytes: default_max_image_decode_bytes(),
         }
     }
 }
@@ -148,6 +169,27 @@ impl ServerSettings {
         }
         if self.preprocess_queue == 0 {
             return Err("server.preprocess_queue must be at least 1".to_string());
+        }
+        if self.image_threads == 0 || self.image_threads > 256 {
+            return Err(format!(
+                "server.image_threads must be between 1 and 256, got {}",
+                self.image_threads
+            ));
+        }
+        if self.image_queue == 0 {
+            return Err("server.image_queue must be at least 1".to_string());
+        }
+        if self.max_image_pixels < 1 << 16 {
+            return Err(format!(
+                "server.max_image_pixels must be at least 65536, got {}",
+                self.max_image_pixels
+            ));
+        }
+        if self.max_image_decode_bytes < 3 << 16 {
+            return Err(format!(
+                "server.max_image_decode_bytes must be at least 196608 (an RGB image of 65536 pixels), got {}",
+                self.max_image_decode_bytes
+            ));
         }
         if let Some(path) = &self.label_file {
             if path.as_os_str().is_empty() {
@@ -212,6 +254,24 @@ fn default_max_connections() -> usize {
 
 fn default_memory_budget_bytes() -> usize {
     1024 * 1024 * 1024
+}
+
+fn default_image_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).clamp(1, 4))
+}
+
+fn default_image_queue() -> usize {
+    64
+}
+
+/// 4096 × 4096: a 16 Mpx photo passes, an 8000 × 8000 bomb does not.
+fn default_max_image_pixels() -> u64 {
+    4096 * 4096
+}
+
+/// A 16 Mpx image with 16-bit RGBA samples (128 MiB) and its RGB copy (48 MiB) fit.
+fn default_max_image_decode_bytes() -> u64 {
+    192 * 1024 * 1024
 }
 
 /// The model the server exposes, as clients see it.
