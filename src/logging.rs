@@ -1,5 +1,11 @@
 //! Log output: human-readable lines or JSON (journald, log shippers) on stderr, level
-//! from `RUST_LOG` (default `info`).
+//! from `RUST_LOG` (default `info`, without `actix_http::h1`).
+//!
+//! The HTTP library logs some malformed client requests at ERROR (a request head past
+//! its buffer, a stray payload chunk), one line each: any client could flood the log.
+//! The library still answers them (400, 431); mica logs its own refusals of client
+//! errors at debug, and by default the library's per-connection `h1` events are off
+//! (`RUST_LOG` can turn them back on).
 
 use tracing_subscriber::EnvFilter;
 
@@ -15,7 +21,11 @@ pub enum LogFormat {
 /// Installs the global subscriber. `quiet` lowers the default level to warnings (for
 /// commands whose output is a report).
 pub fn init(format: LogFormat, quiet: bool) {
-    let default = if quiet { "warn" } else { "info" };
+    let default = if quiet {
+        "warn,actix_http::h1=off"
+    } else {
+        "info,actix_http::h1=off"
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

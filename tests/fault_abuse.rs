@@ -634,6 +634,13 @@ fn many_large_unfinished_bodies_stay_within_the_memory_budget() {
         grown as f64 / MIB,
         budget as f64 / MIB
     );
+    // Refusals that clients cause are not warnings: they cannot flood the log.
+    let log = server.log();
+    assert!(
+        !log.lines()
+            .any(|line| line.contains("WARN") || line.contains("ERROR")),
+        "{log}"
+    );
     let status = server.terminate();
     assert!(status.success(), "{}", server.log());
     Row {
@@ -1043,6 +1050,76 @@ fn an_image_flood_does_not_stall_tensor_requests() {
             ms(during.p99()),
             ms(calm.p99()),
             ms(image_median)
+        ),
+    }
+    .print();
+}
+
+/// Writes `bytes` on a fresh connection and reads the answer (bounded); its status.
+fn send_raw(addr: SocketAddr, bytes: &[u8]) -> Answer {
+    use std::io::Read;
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return Answer::Refused;
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let _ = stream.write_all(bytes);
+    let mut data = Vec::new();
+    let _ = stream.read_to_end(&mut data);
+    let text = String::from_utf8_lossy(&data);
+    match text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+    {
+        Some(status) => Answer::Status(status),
+        None => Answer::Lost,
+    }
+}
+
+#[test]
+fn malformed_requests_do_not_flood_the_log() {
+    let fixture = Fixture::new("", "", |dir| sim_unit("sim0", &profile(dir, "p", 0.5), ""));
+    let mut server = fixture.start(&[]);
+    server.wait_ready(fixture.addr);
+    let addr = fixture.addr;
+    let huge_header = format!(
+        "GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(256 * 1024)
+    );
+    let mut outcome = Outcome::default();
+    for round in 0..60 {
+        let answer = match round % 3 {
+            0 => send_raw(addr, b"NOT A REQUEST LINE\r\n\r\n"),
+            1 => send_raw(addr, huge_header.as_bytes()),
+            _ => infer(addr, b"{\"inputs\": [nope"),
+        };
+        outcome.add(answer, Duration::ZERO);
+    }
+    assert_eq!(outcome.lost + outcome.refused, 0, "{outcome:?}");
+    assert_eq!(outcome.statuses.get(&400), Some(&40), "{outcome:?}");
+    assert_eq!(outcome.statuses.get(&431), Some(&20), "{outcome:?}");
+    assert_eq!(
+        infer(addr, &json_infer(1).to_string().into_bytes()),
+        Answer::Status(200)
+    );
+    let log = server.log();
+    let loud: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("WARN") || line.contains("ERROR"))
+        .collect();
+    assert!(loud.is_empty(), "{loud:?}");
+    let status = server.terminate();
+    assert!(status.success(), "{}", server.log());
+    Row {
+        scenario: "malformed requests: bad request lines, 256 kB headers, broken JSON",
+        sent: "60 requests (20 of each), then a good JSON infer".into(),
+        outcome: &outcome,
+        rss: "-".into(),
+        good_p99: format!(
+            "good infer after: 200; WARN/ERROR log lines: {}",
+            loud.len()
         ),
     }
     .print();

@@ -379,6 +379,19 @@ fn binary_inputs_and_outputs() {
         400,
         "multiple of 4",
     );
+    // NaN and infinities in binary data are refused, naming the input and the value
+    // (else they would come back as JSON nulls inside the FP32 output).
+    for (index, bad) in [(5, f32::NAN), (47, f32::INFINITY), (0, f32::NEG_INFINITY)] {
+        let mut values = values.clone();
+        values[index] = bad;
+        let mut json_out = header(INPUT_LEN * 4);
+        json_out["outputs"] = json!([]);
+        assert_error(
+            &post_binary(addr, INFER, &json_out, &le_bytes(&values)),
+            400,
+            &format!("input \"input\": value {index} is {bad}; FP32 inputs must be finite"),
+        );
+    }
     assert_still_serving(&f);
 }
 

@@ -143,7 +143,8 @@ impl ServeError {
     }
 
     /// Whether the fault is the server's (logged as a warning) rather than the
-    /// client's.
+    /// client's (logged at debug, so clients cannot flood the log): malformed
+    /// requests, and overload that clients cause (full queues, a spent byte budget).
     pub fn is_server_fault(&self) -> bool {
         matches!(self.kind(), ErrorKind::Internal)
             || matches!(
@@ -153,7 +154,6 @@ impl ServeError {
                     | ServeError::NotReady(_)
                     | ServeError::Unavailable(_)
                     | ServeError::ShuttingDown
-                    | ServeError::OverBudget(_)
             )
     }
 
@@ -257,6 +257,16 @@ mod tests {
         assert!(ServeError::ShuttingDown.is_server_fault());
         assert!(!ServeError::bad_request("x").is_server_fault());
         assert!(!ServeError::ModelNotFound("m".into()).is_server_fault());
+        let spent = super::super::budget::OverBudget {
+            wanted: 1,
+            limit: 1,
+        };
+        assert!(!ServeError::OverBudget(spent).is_server_fault());
+        assert!(!ServeError::ImagePoolFull {
+            threads: 1,
+            waiting: 1
+        }
+        .is_server_fault());
         assert!(!ServeError::Overloaded {
             retry_after: Duration::ZERO
         }

@@ -353,6 +353,14 @@ fn tensor_input(model: &ServedModel, input: InputTensor) -> Result<(u32, Vec<f32
             input.shape
         )));
     }
+    // NaN and infinities (binary data, gRPC contents, or JSON numbers beyond FP32)
+    // would come back as JSON `null`s inside the output: refused here instead.
+    if let Some(index) = data.iter().position(|value| !value.is_finite()) {
+        return Err(ServeError::bad_request(format!(
+            "input {:?}: value {index} is {}; FP32 inputs must be finite",
+            input.name, data[index]
+        )));
+    }
     Ok((images, data))
 }
 
