@@ -41,6 +41,16 @@ with metadata mica checks at load (mica_input_dtype, mica_compute, mica_batch,
 mica_max_batch). The FP16/BF16 packages take FP32 NCHW input and return FP32, like the
 TorchScript wrappers (the conversion is compiled in).
 
+ONNX (`--onnx`, for the onnx engine): the committed tiny model's weights (loaded from
+tiny_resnet.pt, so no weight changes) as `tiny_resnet.onnx` with a dynamic batch axis
+(CPU and CUDA providers; TensorRT builds an optimization profile over it) and as
+`tiny_resnet_b4.onnx` with a fixed batch of 4 (what a DLA engine needs: static shapes,
+mica pads a smaller batch to 4), plus `tiny_stages/block_<i>.onnx` (flat in and out,
+dynamic batch) for ONNX pipelines; and, with onnxruntime installed, ONNX Runtime's own
+output on the fixture input (`tiny_onnx_expected.bin`, described in `tiny_onnx.json`) with
+its largest difference from PyTorch's. Without `--tiny`: ResNet-50 as `resnet50.onnx`
+(dynamic batch) and `resnet50_b<N>.onnx` for every N in `--onnx-batches` (fixed batch, DLA).
+
 Tensors are written as raw little-endian float32 (`.bin`, row-major) described by a
 JSON file with their shapes, so Rust reads them without extra dependencies.
 
@@ -275,8 +285,12 @@ def export_tiny_stages(out: pathlib.Path, batch: int) -> None:
     write_reference(stages, "tiny", "block_0.pt", scripted, inputs, {"classes": 10})
 
 
-def export_onnx(model: nn.Module, path: pathlib.Path) -> None:
-    example = torch.randn(2, 3, 224, 224)
+def export_onnx(model: nn.Module, path: pathlib.Path, example_shape: list[int] | None = None,
+                dynamic_batch: bool = True) -> None:
+    """ONNX, opset 17, input `input`, output `logits`; a dynamic batch axis unless
+    `dynamic_batch` is false (then the example's batch is the model's only batch)."""
+    example = torch.randn(example_shape or [2, 3, 224, 224])
+    dynamic_axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
     try:
         torch.onnx.export(
             model,
@@ -284,26 +298,100 @@ def export_onnx(model: nn.Module, path: pathlib.Path) -> None:
             str(path),
             input_names=["input"],
             output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            dynamic_axes=dynamic_axes,
             opset_version=17,
             dynamo=False,
         )
     except Exception as legacy_error:  # the TorchScript-based exporter may be gone
         print(f"legacy ONNX exporter failed ({legacy_error}); trying the dynamo exporter")
-        batch = torch.export.Dim("batch", min=1, max=1024)
+        shapes = None
+        if dynamic_batch:
+            shapes = {"x": {0: torch.export.Dim("batch", min=1, max=1024)}}
         program = torch.onnx.export(
             model,
             (example,),
             input_names=["input"],
             output_names=["logits"],
-            dynamic_shapes={"x": {0: batch}},
+            dynamic_shapes=shapes,
             dynamo=True,
         )
         program.save(str(path))
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 
-def export_resnet50(out: pathlib.Path, weights: pathlib.Path | None, reference: int) -> None:
+def committed_tiny(fixtures: pathlib.Path) -> nn.Module:
+    """The tiny model with the weights of the committed tiny_resnet.pt (an eager module,
+    so every exporter takes it)."""
+    model = TinyResNet()
+    scripted = torch.jit.load(str(fixtures / "tiny_resnet.pt"), map_location="cpu")
+    model.load_state_dict(scripted.state_dict())
+    return model.eval()
+
+
+def read_f32(path: pathlib.Path, shape: list[int]) -> torch.Tensor:
+    import numpy
+
+    return torch.from_numpy(numpy.fromfile(str(path), dtype="<f4").reshape(shape).copy())
+
+
+def export_tiny_onnx(fixtures: pathlib.Path) -> None:
+    """tiny_resnet.onnx (dynamic batch), tiny_resnet_b4.onnx (fixed batch 4) and
+    tiny_stages/block_<i>.onnx, all on the committed weights, checked against the
+    committed PyTorch output, with ONNX Runtime's own output when onnxruntime is here."""
+    description = json.loads((fixtures / "tiny.json").read_text())
+    inputs = read_f32(fixtures / description["input"]["file"], description["input"]["shape"])
+    expected = read_f32(fixtures / description["expected"]["file"],
+                        description["expected"]["shape"])
+    model = committed_tiny(fixtures)
+    with torch.no_grad():
+        eager = model(inputs)
+    drift = (eager - expected).abs().max().item()
+    if drift > 1e-5:
+        raise SystemExit(f"the rebuilt tiny model differs from tiny_expected.bin by {drift}")
+    batch = int(inputs.shape[0])
+    export_onnx(model, fixtures / "tiny_resnet.onnx", [2, 3, 32, 32])
+    export_onnx(model, fixtures / f"tiny_resnet_b{batch}.onnx", [batch, 3, 32, 32],
+                dynamic_batch=False)
+
+    stages = fixtures / "tiny_stages"
+    blocks = [("stem", model.stem), ("layer1", model.layer1), ("layer2", model.layer2),
+              ("head", Head(model.fc))]
+    x = torch.zeros(1, 3, 32, 32)
+    for index, (_, block) in enumerate(blocks):
+        in_shape = list(x.shape[1:])
+        with torch.no_grad():
+            y = block(x)
+        flat = FlatBlock(block, in_shape).eval()
+        export_onnx(flat, stages / f"block_{index}.onnx", [2, int(torch.tensor(in_shape).prod())])
+        x = y
+
+    try:
+        import onnxruntime
+    except ImportError:
+        print("onnxruntime is not installed: no ONNX Runtime reference output written")
+        return
+    session = onnxruntime.InferenceSession(str(fixtures / "tiny_resnet.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    output = torch.from_numpy(session.run(None, {"input": inputs.numpy()})[0])
+    relative = ((output - expected).abs().max() / expected.abs().max()).item()
+    write_f32(fixtures / "tiny_onnx_expected.bin", output)
+    onnx_description = {
+        "format": description["format"],
+        "model": "tiny_resnet.onnx",
+        "input": description["input"],
+        "expected": {"file": "tiny_onnx_expected.bin", "shape": list(output.shape)},
+        "onnxruntime_version": onnxruntime.__version__,
+        "provider": "CPUExecutionProvider",
+        "max_relative_difference_from_torch": relative,
+        "torch_version": torch.__version__,
+    }
+    (fixtures / "tiny_onnx.json").write_text(json.dumps(onnx_description, indent=2) + "\n")
+    print(f"onnxruntime {onnxruntime.__version__}: largest difference from PyTorch "
+          f"{relative:.2e} of the largest output")
+
+
+def export_resnet50(out: pathlib.Path, weights: pathlib.Path | None, reference: int,
+                    onnx_batches: list[int] | None = None) -> None:
     import torchvision  # only needed here
 
     torch.manual_seed(SEED)
@@ -328,6 +416,9 @@ def export_resnet50(out: pathlib.Path, weights: pathlib.Path | None, reference: 
     save_frozen(Bf16ChannelsLast(copy_model(fused)), out / "resnet50_bf16_fused.pt")
     try:
         export_onnx(copy_model(model), out / "resnet50.onnx")
+        for batch in onnx_batches or []:
+            export_onnx(copy_model(model), out / f"resnet50_b{batch}.onnx", [batch, 3, 224, 224],
+                        dynamic_batch=False)
     except Exception as error:  # ONNX is optional for the torch engine
         print(f"warning: ONNX export failed: {error}", file=sys.stderr)
     if reference > 0:
@@ -482,9 +573,24 @@ def main() -> int:
                         help="export only AOTInductor packages, e.g. fp16:cuda:64:max-autotune,"
                              "fp16:cuda:dyn256 (see above); with --tiny, of the tiny model "
                              "into --out")
+    parser.add_argument("--onnx", action="store_true",
+                        help="with --tiny: only the tiny model's ONNX files (from the committed "
+                             "weights) and ONNX Runtime's output on them")
+    parser.add_argument("--onnx-batches", default="", metavar="N[,N...]",
+                        help="also export ResNet-50 ONNX files with these fixed batch sizes "
+                             "(DLA engines need static shapes), e.g. 1,8")
     args = parser.parse_args()
+    try:
+        onnx_batches = [int(b) for b in args.onnx_batches.split(",") if b.strip()]
+    except ValueError:
+        parser.error(f"--onnx-batches {args.onnx_batches!r} is not a list of numbers")
+    if any(b < 1 for b in onnx_batches):
+        parser.error("--onnx-batches must be positive")
 
     torch.set_grad_enabled(False)
+    if args.onnx and args.tiny:
+        export_tiny_onnx(args.fixtures)
+        return 0
     if args.aoti:
         export_aoti_packages(args.aoti.split(","), args.out, args.tiny, args.weights)
         return 0
@@ -509,7 +615,7 @@ def main() -> int:
     if args.weights is not None and not args.weights.is_file():
         parser.error(f"--weights {args.weights} is not a file")
     args.out.mkdir(parents=True, exist_ok=True)
-    export_resnet50(args.out, args.weights, args.reference)
+    export_resnet50(args.out, args.weights, args.reference, onnx_batches)
     return 0
 
 

@@ -434,7 +434,7 @@ impl LoadedConfig {
             unit.engine
                 .validate(&facts)
                 .map_err(|e| error(key(&e.key), e.message))?;
-            unit.engine.resolve_paths(&resolve);
+            unit.engine.resolve_paths(&resolve, &unit.id);
             let max_batch = unit
                 .max_batch
                 .unwrap_or_else(|| profile.as_ref().map_or(64, |p| p.max_batch().max(1)));

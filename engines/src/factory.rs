@@ -22,6 +22,8 @@ pub enum EngineKind {
     Null,
     /// TorchScript through libtorch (feature `torch`).
     Torch,
+    /// ONNX Runtime, loaded at run time (always built).
+    Onnx,
 }
 
 impl EngineKind {
@@ -31,6 +33,7 @@ impl EngineKind {
             EngineKind::Sim => "sim",
             EngineKind::Null => "null",
             EngineKind::Torch => "torch",
+            EngineKind::Onnx => "onnx",
         }
     }
 
@@ -38,7 +41,7 @@ impl EngineKind {
     /// (`Engine::keeps_activations_on_device`), known before any is built.
     pub fn keeps_activations_on_device(self) -> bool {
         match self {
-            EngineKind::Sim | EngineKind::Null => false,
+            EngineKind::Sim | EngineKind::Null | EngineKind::Onnx => false,
             EngineKind::Torch => true,
         }
     }
@@ -46,7 +49,7 @@ impl EngineKind {
     /// Whether this binary was built with the engine.
     pub fn is_built(self) -> bool {
         match self {
-            EngineKind::Sim | EngineKind::Null => true,
+            EngineKind::Sim | EngineKind::Null | EngineKind::Onnx => true,
             EngineKind::Torch => cfg!(feature = "torch"),
         }
     }
@@ -211,6 +214,7 @@ pub fn build_engine(
             )))
         }
         EngineSettings::Torch(_) => build_torch(spec),
+        EngineSettings::Onnx(_) => crate::onnx::build(spec),
     }
 }
 

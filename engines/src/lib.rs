@@ -1,7 +1,9 @@
 //! mica-engines: the `Engine` trait and its implementations.
 //!
 //! `sim` emulates a unit from its profile (contention included), `null` does nothing
-//! (scheduler overhead), `torch` runs TorchScript through libtorch (feature `torch`).
+//! (scheduler overhead), `torch` runs TorchScript through libtorch (feature `torch`),
+//! `onnx` runs ONNX models through ONNX Runtime loaded at run time (CPU, CUDA, TensorRT,
+//! DLA).
 //! An engine never knows a policy.
 
 pub mod contention_hub;
@@ -9,6 +11,7 @@ pub mod engine;
 pub mod factory;
 pub mod faults;
 pub mod null;
+pub mod onnx;
 pub mod settings;
 pub mod sim;
 #[cfg(feature = "torch")]
@@ -22,4 +25,7 @@ pub use engine::{
 pub use factory::{build_engine, CustomEngineBuilder, EngineContext, EngineKind, EngineSpec};
 pub use faults::{FaultInjector, FaultPlan};
 pub use null::NullEngine;
-pub use settings::{EngineSettings, SettingsError, SimEngineConfig, TorchEngineConfig, UnitFacts};
+pub use settings::{
+    EngineSettings, OnnxEngineConfig, OnnxProvider, SettingsError, SimEngineConfig,
+    TorchEngineConfig, UnitFacts,
+};

@@ -7,12 +7,12 @@ use mica_policies::UnitKind;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::{SimEngineConfig, TorchEngineConfig};
+use super::{OnnxEngineConfig, SimEngineConfig, TorchEngineConfig};
 use crate::factory::EngineKind;
 
 /// Which engine runs a unit, with that engine's settings:
 /// `engine = { type = "sim", jitter = 0.02 }`, `{ type = "torch", model = "..." }`,
-/// `{ type = "null" }`.
+/// `{ type = "onnx", model = "...", provider = "tensorrt" }`, `{ type = "null" }`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum EngineSettings {
@@ -22,6 +22,8 @@ pub enum EngineSettings {
     Null,
     /// TorchScript through libtorch (feature `torch`).
     Torch(TorchEngineConfig),
+    /// ONNX models through ONNX Runtime (CPU, CUDA, TensorRT and DLA), loaded at run time.
+    Onnx(OnnxEngineConfig),
 }
 
 /// The unit an engine's settings are checked against.
@@ -58,7 +60,8 @@ impl SettingsError {
 impl EngineSettings {
     /// The keys of any engine's settings that hold a path relative to the config file
     /// (for tools that rewrite a config elsewhere).
-    pub const PATH_KEYS: &'static [&'static str] = &["model"];
+    pub const PATH_KEYS: &'static [&'static str] =
+        &["model", "library", "engine_cache", "int8_calibration_table"];
 
     /// Which engine.
     pub fn kind(&self) -> EngineKind {
@@ -66,6 +69,7 @@ impl EngineSettings {
             EngineSettings::Sim(_) => EngineKind::Sim,
             EngineSettings::Null => EngineKind::Null,
             EngineSettings::Torch(_) => EngineKind::Torch,
+            EngineSettings::Onnx(_) => EngineKind::Onnx,
         }
     }
 
@@ -95,12 +99,15 @@ impl EngineSettings {
             EngineSettings::Sim(sim) => sim.validate(unit),
             EngineSettings::Null => Ok(()),
             EngineSettings::Torch(torch) => torch.validate(),
+            EngineSettings::Onnx(onnx) => onnx.validate(unit),
         }
     }
 
-    /// Resolves the relative paths of the settings (model files) with `resolve`.
-    pub fn resolve_paths(&mut self, resolve: &dyn Fn(&Path) -> PathBuf) {
+    /// Resolves the relative paths of the settings (model files) with `resolve`, and
+    /// fills the defaults that depend on the unit (`unit_id`'s own engine cache).
+    pub fn resolve_paths(&mut self, resolve: &dyn Fn(&Path) -> PathBuf, unit_id: &str) {
         match self {
+            EngineSettings::Onnx(onnx) => onnx.resolve_paths(resolve, unit_id),
             EngineSettings::Sim(_) | EngineSettings::Null => {}
             EngineSettings::Torch(torch) => {
                 if let Some(model) = &torch.model {
@@ -117,6 +124,7 @@ impl EngineSettings {
             EngineSettings::Torch(torch) => {
                 torch.model().map(Path::to_path_buf).into_iter().collect()
             }
+            EngineSettings::Onnx(onnx) => onnx.model().map(Path::to_path_buf).into_iter().collect(),
         }
     }
 
@@ -126,6 +134,7 @@ impl EngineSettings {
         match self {
             EngineSettings::Sim(_) | EngineSettings::Null => Ok(Vec::new()),
             EngineSettings::Torch(torch) => torch.stage_models(blocks),
+            EngineSettings::Onnx(onnx) => onnx.stage_models(blocks),
         }
     }
 
@@ -133,7 +142,7 @@ impl EngineSettings {
     pub fn jitter(&self) -> f64 {
         match self {
             EngineSettings::Sim(sim) => sim.jitter,
-            EngineSettings::Null | EngineSettings::Torch(_) => 0.0,
+            EngineSettings::Null | EngineSettings::Torch(_) | EngineSettings::Onnx(_) => 0.0,
         }
     }
 
@@ -141,7 +150,31 @@ impl EngineSettings {
     pub fn warmup_batches(&self) -> u32 {
         match self {
             EngineSettings::Torch(torch) => torch.warmup_batches,
+            EngineSettings::Onnx(onnx) => onnx.warmup_batches,
             EngineSettings::Sim(_) | EngineSettings::Null => 0,
         }
+    }
+}
+
+impl EngineSettings {
+    /// Provider, precision and DLA core as `mica units` and the model-config route show
+    /// them: `(provider, precision)`, `None` for engines without a provider.
+    pub fn provider_label(&self, kind: UnitKind) -> Option<(&'static str, &'static str)> {
+        match self {
+            EngineSettings::Onnx(onnx) => Some((onnx.provider.as_str(), onnx.precision(kind))),
+            EngineSettings::Torch(_) => Some(("libtorch", kind_precision(kind))),
+            EngineSettings::Sim(_) | EngineSettings::Null => None,
+        }
+    }
+}
+
+/// The precision a unit kind runs in.
+pub(super) fn kind_precision(kind: UnitKind) -> &'static str {
+    match kind {
+        UnitKind::Cpu | UnitKind::CudaFp32 => "fp32",
+        UnitKind::CudaTf32 => "tf32",
+        UnitKind::TensorFp16 | UnitKind::Dla => "fp16",
+        UnitKind::TensorBf16 => "bf16",
+        UnitKind::Amp => "mixed",
     }
 }

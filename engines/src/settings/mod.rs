@@ -5,9 +5,11 @@
 //! owning the layout of its model files (a whole network, a pipeline stage's blocks).
 
 mod engine_settings;
+mod onnx;
 mod sim;
 mod torch;
 
 pub use engine_settings::{EngineSettings, SettingsError, UnitFacts};
+pub use onnx::{OnnxEngineConfig, OnnxProvider, MAX_INTRA_THREADS};
 pub use sim::SimEngineConfig;
 pub use torch::TorchEngineConfig;
