@@ -427,6 +427,23 @@ def export_resnet50(out: pathlib.Path, weights: pathlib.Path | None, reference: 
         write_reference(out, "resnet50", "resnet50_fp32.pt", fp32, inputs, {"classes": 1000})
 
 
+def export_resnet50_onnx(out: pathlib.Path, weights: pathlib.Path | None,
+                         batches: list[int]) -> None:
+    """Only the ONNX files of ResNet-50: resnet50.onnx (dynamic batch) and
+    resnet50_b<N>.onnx per fixed batch N (the same seeded or loaded weights)."""
+    import torchvision  # only needed here
+
+    torch.manual_seed(SEED)
+    model = torchvision.models.resnet50(weights=None)
+    if weights is not None:
+        model.load_state_dict(torch.load(str(weights), map_location="cpu", weights_only=True))
+    model.eval()
+    export_onnx(copy_model(model), out / "resnet50.onnx")
+    for batch in batches:
+        export_onnx(copy_model(model), out / f"resnet50_b{batch}.onnx", [batch, 3, 224, 224],
+                    dynamic_batch=False)
+
+
 def fuse_batchnorm(model: nn.Module) -> nn.Module:
     """A copy of an eval-mode model with every conv -> batch norm pair folded into one
     convolution (FP32 arithmetic), through torch.fx."""
@@ -574,8 +591,8 @@ def main() -> int:
                              "fp16:cuda:dyn256 (see above); with --tiny, of the tiny model "
                              "into --out")
     parser.add_argument("--onnx", action="store_true",
-                        help="with --tiny: only the tiny model's ONNX files (from the committed "
-                             "weights) and ONNX Runtime's output on them")
+                        help="only ONNX files: with --tiny, the tiny model's (from the committed "
+                             "weights) and ONNX Runtime's output on them; else ResNet-50's")
     parser.add_argument("--onnx-batches", default="", metavar="N[,N...]",
                         help="also export ResNet-50 ONNX files with these fixed batch sizes "
                              "(DLA engines need static shapes), e.g. 1,8")
@@ -590,6 +607,10 @@ def main() -> int:
     torch.set_grad_enabled(False)
     if args.onnx and args.tiny:
         export_tiny_onnx(args.fixtures)
+        return 0
+    if args.onnx:
+        args.out.mkdir(parents=True, exist_ok=True)
+        export_resnet50_onnx(args.out, args.weights, onnx_batches)
         return 0
     if args.aoti:
         export_aoti_packages(args.aoti.split(","), args.out, args.tiny, args.weights)

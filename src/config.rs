@@ -93,6 +93,12 @@ pub struct SchedulerConfig {
     /// The fixed part of the batch deadline, ms (all of it for units without profile).
     #[serde(default = "default_batch_deadline_floor_ms")]
     pub batch_deadline_floor_ms: u64,
+    /// `true`: ready only when every unit loaded. `false`: ready once every unit has
+    /// loaded or failed, if one loaded; the service runs on the units it has, and
+    /// readiness, the log and `mica units` name the missing ones (a Jetson whose DLA
+    /// engine will not build still serves on its CPU and GPU).
+    #[serde(default = "default_true")]
+    pub require_all_units: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -107,6 +113,7 @@ impl Default for SchedulerConfig {
             quarantine_ms: default_quarantine_ms(),
             batch_deadline_factor: default_batch_deadline_factor(),
             batch_deadline_floor_ms: default_batch_deadline_floor_ms(),
+            require_all_units: true,
         }
     }
 }
@@ -447,6 +454,7 @@ impl LoadedConfig {
             unit.max_batch = Some(max_batch);
             profiles.push(profile);
         }
+        check_onnx_units(&config.units).map_err(|(key, message)| error(key, message))?;
         if !config.units.iter().any(|u| u.enabled) {
             return Err(error(
                 "units".into(),
@@ -461,6 +469,63 @@ impl LoadedConfig {
             emulated_contention,
         })
     }
+}
+
+/// What onnx units must agree on across the config: one ONNX Runtime library per
+/// process, and a TensorRT engine cache folder of each unit's own (ONNX Runtime issue
+/// #26680: an engine cached for DLA core 1 was loaded for core 0 from a shared folder).
+fn check_onnx_units(units: &[UnitConfig]) -> Result<(), (String, String)> {
+    let mut library: Option<(usize, &Path)> = None;
+    let mut caches: Vec<(usize, &Path)> = Vec::new();
+    for (index, unit) in units.iter().enumerate().filter(|(_, u)| u.enabled) {
+        let EngineSettings::Onnx(onnx) = &unit.engine else {
+            continue;
+        };
+        let key = |field: &str| format!("units[{index}] ({}).engine.{field}", unit.id);
+        if let Some(model) = onnx.model() {
+            if !model.exists() {
+                return Err((
+                    key("model"),
+                    format!(
+                        "{} does not exist (scripts/export_model.py --onnx writes ONNX models)",
+                        model.display()
+                    ),
+                ));
+            }
+        }
+        if let Some(path) = onnx.library.as_deref() {
+            match library {
+                Some((first, other)) if other != path => {
+                    return Err((
+                        key("library"),
+                        format!(
+                            "{} differs from units[{first}]'s {}: a process loads one ONNX \
+                             Runtime library, give every onnx unit the same one",
+                            path.display(),
+                            other.display()
+                        ),
+                    ))
+                }
+                Some(_) => {}
+                None => library = Some((index, path)),
+            }
+        }
+        if let Some(cache) = onnx.engine_cache.as_deref() {
+            if let Some((first, _)) = caches.iter().find(|(_, c)| *c == cache) {
+                return Err((
+                    key("engine_cache"),
+                    format!(
+                        "{} is also units[{first}]'s engine cache: each TensorRT unit needs a \
+                         folder of its own (ONNX Runtime issue #26680 loads an engine built \
+                         for one DLA core on the other from a shared cache)",
+                        cache.display()
+                    ),
+                ));
+            }
+            caches.push((index, cache));
+        }
+    }
+    Ok(())
 }
 
 fn validate_sections(config: &Config) -> Result<(), (String, String)> {

@@ -138,6 +138,7 @@ pub fn service_setup(
         )),
         custom_engines: None,
         dispatcher_panic_after: dispatcher_panic_after()?,
+        require_all_units: config.scheduler.require_all_units,
     })
 }
 

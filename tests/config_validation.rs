@@ -244,3 +244,104 @@ fn engine_settings_are_checked_by_their_engine() {
         load(&CUDA_UNIT.replace("{ type = \"sim\" }", "{ type = \"sim\", jitter = 0.1 }")).unwrap();
     assert_eq!(loaded.config.units[0].engine.jitter(), 0.1);
 }
+
+/// An onnx unit of `kind` with the given engine settings (inside `{ type = "onnx", ... }`).
+fn onnx_unit(id: &str, kind: &str, extra_keys: &str, engine: &str) -> String {
+    format!(
+        "[[units]]\nid = \"{id}\"\nkind = \"{kind}\"\n{extra_keys}\nengine = {{ type = \"onnx\", {engine} }}\n"
+    )
+}
+
+const TINY_ONNX: &str = r#"model = "../engines/tests/fixtures/tiny_resnet_b4.onnx""#;
+
+#[test]
+fn onnx_units_are_checked_against_their_kind_and_each_other() {
+    let dla = |id: &str, core: u8, engine: &str| {
+        onnx_unit(id, "dla", &format!("core = {core}\nmax_batch = 4"), engine)
+    };
+    // A DLA unit on the CPU provider.
+    rejected(
+        &dla("dla0", 0, &format!("{TINY_ONNX}, provider = \"cpu\"")),
+        "units[0] (dla0).engine.provider",
+        "runs on provider tensorrt",
+    );
+    // An unknown provider.
+    rejected(
+        &dla("dla0", 0, &format!("{TINY_ONNX}, provider = \"dla\"")),
+        "units[0]",
+        "unknown variant",
+    );
+    // A DLA core out of range.
+    rejected(
+        &dla("dla2", 2, &format!("{TINY_ONNX}, provider = \"tensorrt\"")),
+        "units[0] (dla2).core",
+        "DLA cores are 0 and 1",
+    );
+    // Two DLA units sharing an engine cache folder.
+    let shared = format!("{TINY_ONNX}, provider = \"tensorrt\", engine_cache = \"/tmp/mica-trt\"");
+    rejected(
+        &(dla("dla0", 0, &shared) + &dla("dla1", 1, &shared)),
+        "units[1] (dla1).engine.engine_cache",
+        "#26680",
+    );
+    // Without engine_cache each gets its own folder, and the config loads.
+    let own = format!("{TINY_ONNX}, provider = \"tensorrt\"");
+    let loaded = load(&(dla("dla0", 0, &own) + &dla("dla1", 1, &own))).expect("loads");
+    let caches: Vec<_> = loaded
+        .config
+        .units
+        .iter()
+        .map(|u| match &u.engine {
+            mica_engines::EngineSettings::Onnx(onnx) => onnx.engine_cache.clone().unwrap(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_ne!(caches[0], caches[1]);
+    assert!(caches[1].ends_with(".cache/tensorrt/dla1"), "{caches:?}");
+    // A missing model file.
+    rejected(
+        &onnx_unit(
+            "cpu",
+            "cpu",
+            "",
+            "model = \"no-such-model.onnx\", provider = \"cpu\"",
+        ),
+        "units[0] (cpu).engine.model",
+        "does not exist",
+    );
+    // No model at all.
+    rejected(
+        &onnx_unit("cpu", "cpu", "", "provider = \"cpu\""),
+        "units[0] (cpu).engine.model",
+        "needs an ONNX model",
+    );
+    // Two libraries in one process.
+    let with_library =
+        |path: &str| format!("{TINY_ONNX}, provider = \"cpu\", library = \"{path}\"");
+    rejected(
+        &(onnx_unit(
+            "a",
+            "cpu",
+            "max_batch = 4",
+            &with_library("/opt/a/libonnxruntime.so"),
+        ) + &onnx_unit(
+            "b",
+            "cpu",
+            "max_batch = 4",
+            &with_library("/opt/b/libonnxruntime.so"),
+        )),
+        "units[1] (b).engine.library",
+        "one ONNX Runtime library",
+    );
+    // BF16 has no ONNX Runtime provider.
+    rejected(
+        &onnx_unit(
+            "bf16",
+            "tensor_bf16",
+            "",
+            &format!("{TINY_ONNX}, provider = \"cuda\""),
+        ),
+        "units[0] (bf16).kind",
+        "no BF16",
+    );
+}

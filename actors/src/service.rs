@@ -148,6 +148,10 @@ pub struct ServiceSetup {
     /// Test tooling: the dispatcher panics when it admits this many requests (to test
     /// supervision). `None` in service.
     pub dispatcher_panic_after: Option<u64>,
+    /// Ready only when every unit loaded (`true`), or once every unit has loaded or
+    /// failed and at least one loaded (`false`: the service runs on what is left and
+    /// names the units missing).
+    pub require_all_units: bool,
 }
 
 impl std::fmt::Debug for ServiceSetup {
@@ -183,18 +187,55 @@ pub enum StartError {
 pub(crate) struct Readiness {
     /// Workers that have neither loaded nor failed yet.
     pending: AtomicUsize,
+    /// Workers that loaded.
+    loaded: AtomicUsize,
+    /// The first load failure.
     failed: watch::Sender<Option<StartError>>,
-    /// Set when every worker has loaded or failed (ready only if none failed).
+    /// Every unit that failed to load, once each, in the order they failed.
+    failures: std::sync::Mutex<Vec<StartError>>,
+    /// Set when every worker has loaded or failed.
     done: watch::Sender<bool>,
+    /// Whether one failed unit keeps the service not ready.
+    require_all: bool,
 }
 
 impl Readiness {
     pub(crate) fn worker_loaded(&self, result: Result<(), StartError>) {
-        if let Err(error) = result {
-            self.failed.send_replace(Some(error));
+        match result {
+            Ok(()) => {
+                self.loaded.fetch_add(1, Ordering::AcqRel);
+            }
+            Err(error) => {
+                {
+                    let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+                    let unit = |e: &StartError| match e {
+                        StartError::UnitFailed { unit, .. } => Some(unit.clone()),
+                        StartError::NoUnits => None,
+                    };
+                    if !failures.iter().any(|f| unit(f) == unit(&error)) {
+                        failures.push(error.clone());
+                    }
+                }
+                self.failed.send_if_modified(|first| {
+                    let unset = first.is_none();
+                    if unset {
+                        *first = Some(error);
+                    }
+                    unset
+                });
+            }
         }
         if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.done.send_replace(true);
+        }
+    }
+
+    /// Whether what has loaded is enough to be ready (once `done`).
+    fn enough(&self) -> bool {
+        if self.require_all {
+            self.failed.borrow().is_none()
+        } else {
+            self.loaded.load(Ordering::Acquire) > 0
         }
     }
 }
@@ -232,8 +273,11 @@ impl Service {
         let (done, _) = watch::channel(false);
         let readiness = Arc::new(Readiness {
             pending: AtomicUsize::new(workers),
+            loaded: AtomicUsize::new(0),
             failed,
+            failures: std::sync::Mutex::new(Vec::new()),
             done,
+            require_all: setup.require_all_units,
         });
         let specs: Vec<UnitSpec> = setup.units.iter().map(|u| u.spec.clone()).collect();
         let max_batch = specs.iter().map(|s| s.max_batch).max().unwrap_or(0);
@@ -342,7 +386,7 @@ impl Service {
     /// Whether every unit has loaded and warmed up, and the actors are alive.
     pub fn is_ready(&self) -> bool {
         *self.readiness.done.borrow()
-            && self.readiness.failed.borrow().is_none()
+            && self.readiness.enough()
             && !self.shutting_down.load(Ordering::Acquire)
             && self.alive().is_ok()
     }
@@ -363,8 +407,22 @@ impl Service {
         self.shutting_down.load(Ordering::Acquire)
     }
 
-    /// Waits until every unit is warm, or one failed to load.
+    /// Waits until every unit is warm, or one failed to load (with
+    /// `require_all_units = false`: until every unit has loaded or failed, then ready if
+    /// any loaded; [`Service::missing_units`] names the others).
     pub async fn wait_ready(&self) -> Result<(), StartError> {
+        if !self.readiness.require_all {
+            self.wait_settled().await.ok();
+            return match self.readiness.enough() {
+                true => Ok(()),
+                false => Err(self
+                    .readiness
+                    .failed
+                    .borrow()
+                    .clone()
+                    .unwrap_or(StartError::NoUnits)),
+            };
+        }
         let mut failed = self.readiness.failed.subscribe();
         let mut done = self.readiness.done.subscribe();
         loop {
@@ -395,6 +453,15 @@ impl Service {
             Some(error) => Err(error),
             None => Ok(()),
         }
+    }
+
+    /// The units that failed to load, each with why (empty when all loaded).
+    pub fn missing_units(&self) -> Vec<StartError> {
+        self.readiness
+            .failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Largest batch any unit accepts.

@@ -140,6 +140,7 @@ fn setup_gated(
                 quarantine: Duration::from_millis(50),
             },
         },
+        require_all_units: true,
         batch_deadline: BatchDeadline {
             factor: 0.0,
             floor: Duration::from_secs(5),

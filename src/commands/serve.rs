@@ -269,7 +269,14 @@ pub fn run(config: &Path, overrides: &RunOverrides) -> anyhow::Result<()> {
             simulated: shown.simulated,
         };
         let serves = backend.serves();
-        let drain_began = announce_lifecycle(backend.wait_ready(), serves.part, banner);
+        let ready = {
+            let backend = backend.clone();
+            async move {
+                backend.wait_ready().await?;
+                Ok::<_, String>(backend.missing())
+            }
+        };
+        let drain_began = announce_lifecycle(ready, serves.part, banner);
         let died: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
         fronts
             .run_until(supervise(
@@ -335,18 +342,32 @@ fn remaining(drain_began: &OnceLock<Instant>, budget: Duration) -> Duration {
 /// stage"), and STOPPING=1 on the first stop signal. Returns when the drain began (set
 /// on that signal), for the drain budget.
 fn announce_lifecycle<E: std::fmt::Display>(
-    ready: impl std::future::Future<Output = Result<(), E>> + 'static,
+    ready: impl std::future::Future<Output = Result<Vec<String>, E>> + 'static,
     part: &'static str,
     banner: Banner,
 ) -> Arc<OnceLock<Instant>> {
     let drain_began = Arc::new(OnceLock::new());
     actix_rt::spawn(async move {
         match ready.await {
-            Ok(()) => {
+            Ok(missing) if missing.is_empty() => {
                 info!("every {part} is loaded and warm: ready");
                 print!("{}", banner.render());
                 let _ = std::io::Write::flush(&mut std::io::stdout());
                 crate::systemd::ready();
+            }
+            Ok(missing) => {
+                for why in &missing {
+                    warn!(missing = %why, "a {part} failed to load; serving without it");
+                }
+                warn!(
+                    missing = missing.len(),
+                    "ready on the {part}s that loaded (require_all_units = false)"
+                );
+                print!("{}", banner.render());
+                println!("  missing:    {}", missing.join("\n              "));
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+                crate::systemd::ready();
+                crate::systemd::status(&format!("ready without: {}", missing.join("; ")));
             }
             Err(e) => {
                 error!(error = %e, "a {part} failed to load; the server stays not ready");

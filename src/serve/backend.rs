@@ -50,6 +50,12 @@ pub trait InferBackend: Send + Sync + 'static {
     /// Resolves once every part is loaded and warm, or with the load error.
     fn wait_ready(&self) -> ReadyFuture;
 
+    /// The parts that failed to load, each as "unit <id>: <why>" (a service that runs
+    /// on what is left, `[scheduler] require_all_units = false`); empty when all did.
+    fn missing(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// `Err` (why) once the backend is dead and cannot recover in place (the process
     /// should restart); `Ok` while it runs and once it shuts down on purpose.
     fn alive(&self) -> Result<(), String>;
@@ -88,6 +94,13 @@ impl InferBackend for Service {
         Box::pin(async move { service.wait_ready().await.map_err(|e| e.to_string()) })
     }
 
+    fn missing(&self) -> Vec<String> {
+        self.missing_units()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
     fn alive(&self) -> Result<(), String> {
         if self.is_shutting_down() {
             return Ok(());
@@ -124,6 +137,10 @@ impl<B: InferBackend + ?Sized> InferBackend for std::sync::Arc<B> {
 
     fn wait_ready(&self) -> ReadyFuture {
         (**self).wait_ready()
+    }
+
+    fn missing(&self) -> Vec<String> {
+        (**self).missing()
     }
 
     fn alive(&self) -> Result<(), String> {

@@ -210,12 +210,19 @@ impl Infer {
         self.backend.is_ready() && !self.drain.is_draining()
     }
 
-    /// Server readiness, with why not.
-    pub fn server_ready(&self) -> Result<(), ServeError> {
+    /// Server readiness, with why not; when ready, the parts that failed to load and
+    /// are left out (empty unless the backend runs on what is left).
+    pub fn server_ready(&self) -> Result<Vec<String>, ServeError> {
+        let missing = self.backend.missing();
         if self.is_ready() {
-            Ok(())
+            Ok(missing)
         } else if self.drain.is_draining() {
             Err(ServeError::ShuttingDown)
+        } else if !missing.is_empty() {
+            Err(ServeError::Unavailable(format!(
+                "not ready: {}",
+                missing.join("; ")
+            )))
         } else {
             Err(ServeError::Unavailable(
                 "units are still loading".to_string(),

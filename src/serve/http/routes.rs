@@ -90,9 +90,14 @@ async fn live() -> HttpResponse {
     HttpResponse::Ok().finish()
 }
 
+/// 200 when ready: an empty body when every unit loaded, else a JSON body naming the
+/// units left out (`{"ready": true, "missing": ["unit dla0: ..."]}`); 503 naming why not.
 async fn ready(core: Core) -> Result<HttpResponse, ServeError> {
-    core.server_ready()?;
-    Ok(HttpResponse::Ok().finish())
+    let missing = core.server_ready()?;
+    if missing.is_empty() {
+        return Ok(HttpResponse::Ok().finish());
+    }
+    json(&serde_json::json!({ "ready": true, "missing": missing }))
 }
 
 async fn repository_index(core: Core) -> Result<HttpResponse, ServeError> {
