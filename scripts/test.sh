@@ -14,6 +14,11 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "ONNX Runtime 1.31.1, CPU build (cached; scripts/fetch-onnxruntime.sh)"
+eval "$(scripts/fetch-onnxruntime.sh)"
+# The onnx engine's tests fail, rather than skip, without the library.
+export MICA_REQUIRE_ONNXRUNTIME=1
+
 step "cargo test --workspace (unit, property and integration tests)"
 cargo test --workspace
 

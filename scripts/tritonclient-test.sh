@@ -35,3 +35,7 @@ done
     --http-url "127.0.0.1:$port" --model resnet50 || { cat "$log"; exit 1; }
 kill -0 "$server" || { cat "$log"; echo "mica serve died during the checks" >&2; exit 1; }
 PYTHON="$venv/bin/python" MICA_REQUIRE_TRITONCLIENT=1 cargo test -q --test serve_tritonclient
+# The tiny ONNX model on real onnx units, through tritonclient (ONNX Runtime from
+# scripts/fetch-onnxruntime.sh, which test.sh ran first).
+PYTHON="$venv/bin/python" MICA_REQUIRE_TRITONCLIENT=1 MICA_REQUIRE_ONNXRUNTIME=1 \
+    cargo test -q --test serve_onnx

@@ -128,6 +128,10 @@ impl<B: InferBackend> InferBackend for Instrumented<B> {
         self.inner.wait_ready()
     }
 
+    fn missing(&self) -> Vec<String> {
+        self.inner.missing()
+    }
+
     fn alive(&self) -> Result<(), String> {
         self.inner.alive()
     }

@@ -225,6 +225,7 @@ impl Plan {
 pub fn run(config: &Path, overrides: &RunOverrides) -> anyhow::Result<()> {
     let loaded = LoadedConfig::load(config)?;
     let mut model = loaded.config.model.clone();
+    model.units = crate::commands::units::runs_on(&loaded);
     let (plan, shown) = match loaded.config.pipeline.clone() {
         Some(pipeline) => Plan::pipeline(&loaded, &pipeline, overrides, &mut model)?,
         None => Plan::scheduler(&loaded, overrides)?,

@@ -27,6 +27,11 @@ pub fn run(config: &Path, as_json: bool) -> anyhow::Result<()> {
                     "max_batch": unit.max_batch,
                     "device": unit.device,
                     "core": unit.core,
+                    "provider": unit.engine.provider_label(unit.kind).map(|(p, _)| p),
+                    "precision": unit.engine.provider_label(unit.kind).map(|(_, p)| p),
+                    "dla_core": (unit.kind == mica_policies::UnitKind::Dla).then_some(unit.core).flatten(),
+                    "model": unit.engine.models().first(),
+                    "not_run_on_hardware": unit.engine.not_run_on_hardware(),
                     "profile": profile.as_deref(),
                 })
             })
@@ -68,6 +73,19 @@ pub fn run(config: &Path, as_json: bool) -> anyhow::Result<()> {
             unit.max_batch.unwrap_or(0),
             if unit.enabled { "" } else { " (disabled)" }
         );
+        if let Some((provider, precision)) = unit.engine.provider_label(unit.kind) {
+            let core = match (unit.kind, unit.core) {
+                (mica_policies::UnitKind::Dla, Some(core)) => format!(", DLA core {core}"),
+                _ => String::new(),
+            };
+            let _ = writeln!(out, "  runs on: {provider}, {precision}{core}");
+        }
+        if let Some(model) = unit.engine.models().first() {
+            let _ = writeln!(out, "  model: {}", model.display());
+        }
+        if let Some(note) = unit.engine.not_run_on_hardware() {
+            let _ = writeln!(out, "  {note}");
+        }
         match profile {
             None => {
                 let _ = writeln!(out, "  no profile (policies use measured rates)");
@@ -105,6 +123,33 @@ pub fn run(config: &Path, as_json: bool) -> anyhow::Result<()> {
     }
     print!("{out}");
     Ok(())
+}
+
+/// Each enabled unit's id and one line saying what runs it: engine, provider,
+/// precision, DLA core, and "not run on hardware" where that is so.
+pub fn runs_on(loaded: &LoadedConfig) -> Vec<(String, String)> {
+    loaded
+        .config
+        .units
+        .iter()
+        .filter(|u| u.enabled)
+        .map(|unit| {
+            let mut line = format!("kind {}, engine {}", unit.kind, unit.engine.as_str());
+            if unit.engine.kind() == mica_engines::EngineKind::Sim {
+                line.push_str(" (SIMULATED)");
+            }
+            if let Some((provider, precision)) = unit.engine.provider_label(unit.kind) {
+                let _ = write!(line, ", provider {provider}, precision {precision}");
+            }
+            if let (mica_policies::UnitKind::Dla, Some(core)) = (unit.kind, unit.core) {
+                let _ = write!(line, ", DLA core {core}");
+            }
+            if unit.engine.not_run_on_hardware().is_some() {
+                line.push_str(", not run on hardware");
+            }
+            (unit.id.clone(), line)
+        })
+        .collect()
 }
 
 /// Validates a config and says so.

@@ -196,7 +196,16 @@ impl ServedModel {
                 priority_levels: u64::from(self.priority_levels),
                 default_priority_level: u64::from(self.default_priority) + 1,
             },
-            parameters: serde_json::Map::new(),
+            parameters: s
+                .units
+                .iter()
+                .map(|(id, runs_on)| {
+                    (
+                        format!("unit.{id}"),
+                        serde_json::json!({ "string_value": runs_on }),
+                    )
+                })
+                .collect(),
         }
     }
 }
@@ -246,7 +255,8 @@ pub struct ModelConfig<'a> {
     pub output: Vec<ConfigOutput<'a>>,
     /// mica batches dynamically, with priority levels.
     pub dynamic_batching: DynamicBatching,
-    /// Free-form parameters (none).
+    /// Free-form parameters: `unit.<id>` → what runs the unit (Triton's
+    /// `{"string_value": ...}` form).
     pub parameters: serde_json::Map<String, serde_json::Value>,
 }
 

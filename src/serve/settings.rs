@@ -309,6 +309,11 @@ pub struct ModelSettings {
     /// How raw images become the FP32 input.
     #[serde(default)]
     pub preprocessing: PreprocessSettings,
+    /// Filled by `mica serve` from `[[units]]`, never read from the file: each unit's
+    /// id and what runs it (engine, provider, precision, DLA core), shown as the model
+    /// config's `parameters` (`unit.<id>`).
+    #[serde(skip)]
+    pub units: Vec<(String, String)>,
 }
 
 impl Default for ModelSettings {
@@ -324,6 +329,7 @@ impl Default for ModelSettings {
             max_batch: default_max_batch(),
             image_input: None,
             preprocessing: PreprocessSettings::default(),
+            units: Vec::new(),
         }
     }
 }

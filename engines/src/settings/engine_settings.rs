@@ -168,6 +168,25 @@ impl EngineSettings {
     }
 }
 
+impl EngineSettings {
+    /// Said wherever the unit is shown, for code paths no one has run on hardware yet.
+    pub fn not_run_on_hardware(&self) -> Option<&'static str> {
+        match self {
+            EngineSettings::Onnx(onnx) => match onnx.provider {
+                super::OnnxProvider::Tensorrt => Some(
+                    "not run on hardware: the TensorRT/DLA path is configured and validated, \
+                     never executed (no TensorRT where mica is developed)",
+                ),
+                super::OnnxProvider::Cuda => {
+                    Some("not run on hardware: the ONNX Runtime CUDA provider path has not run yet")
+                }
+                super::OnnxProvider::Cpu => None,
+            },
+            _ => None,
+        }
+    }
+}
+
 /// The precision a unit kind runs in.
 pub(super) fn kind_precision(kind: UnitKind) -> &'static str {
     match kind {

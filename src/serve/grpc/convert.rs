@@ -288,6 +288,10 @@ pub fn config_of(config: &model::ModelConfig<'_>) -> proto::ModelConfig {
             .map(|(key, value)| {
                 let string_value = match value {
                     serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Object(o) => match o.get("string_value") {
+                        Some(serde_json::Value::String(s)) => s.clone(),
+                        _ => value.to_string(),
+                    },
                     other => other.to_string(),
                 };
                 (key.clone(), proto::ModelParameter { string_value })
