@@ -8,6 +8,9 @@
 #      path: dispatcher, unit actor, stream worker, engine) at batch 1 and 8, one client
 #   4. a table: throughput at batch 1 and 8, batch-1 p50 latency, mica / ONNX Runtime
 #      (medians over the rounds)
+#   5. config/orin-agx.toml on this host (no TensorRT, a CPU-only ONNX Runtime): `mica
+#      check`, `mica units`, then `mica serve`: which units load, which do not and why,
+#      and an inference on what is left
 #
 # Usage (on the GPU machine; the carried binary in .device-onnx/mica):
 #   bash scripts/device-onnx.sh [THREADS] [SECONDS] [ROUNDS]     defaults 16 10 2
@@ -19,9 +22,10 @@ threads="${1:-16}"
 seconds="${2:-10}"
 rounds="${3:-2}"
 
-step "export ResNet-50 to ONNX"
-"$python" scripts/export_model.py --onnx --out "$work/models" 2>&1 | grep -v Warning || true
-model="$work/models/resnet50.onnx"
+step "export ResNet-50 to ONNX (dynamic batch, and batch 8 for the DLA units)"
+"$python" scripts/export_model.py --onnx --onnx-batches 8 --out "$repo_root/models" 2>&1 \
+    | grep -v Warning || true
+model="$repo_root/models/resnet50.onnx"
 [[ -f $model ]] || { echo "error: $model was not written" >&2; exit 1; }
 
 step "the Python onnxruntime's library"
@@ -73,6 +77,38 @@ for round in $(seq 1 "$rounds"); do
             "$out/mica_b${batch}_r$round.json"
     done
 done
+
+step "config/orin-agx.toml here: check, units, serve"
+typed "$bin" check -c config/orin-agx.toml
+"$bin" check -c config/orin-agx.toml 2>&1 | tee "$out/orin-check.txt"
+"$bin" units -c config/orin-agx.toml >"$out/orin-units.txt" 2>&1 || true
+grep -E "^[a-z0-9]+ —|runs on|not run on hardware" "$out/orin-units.txt" || true
+port=18000
+MICA__SERVER__PORT=$port MICA__METRICS__PORT=18002 "$bin" serve -c config/orin-agx.toml \
+    >"$out/orin-serve-stdout.txt" 2>"$out/orin-serve.log" &
+server=$!
+ready=""
+for _ in $(seq 1 600); do
+    code=$(curl -s -o "$out/orin-ready.json" -w '%{http_code}' "http://127.0.0.1:$port/v2/health/ready" || true)
+    if [[ $code == 200 ]]; then ready=yes; break; fi
+    kill -0 "$server" 2>/dev/null || break
+    sleep 0.2
+done
+echo "ready: ${ready:-no}"; cat "$out/orin-ready.json"; echo
+"$python" - "$port" <<'PY' | tee "$out/orin-infer.txt"
+import json, sys, urllib.request
+body = json.dumps({"inputs": [{"name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32",
+                               "data": [0.5] * (3 * 224 * 224)}]}).encode()
+request = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/v2/models/resnet50/infer",
+                                 body, {"Content-Type": "application/json"})
+answer = json.load(urllib.request.urlopen(request, timeout=60))
+output = answer["outputs"][0]
+print(f"infer: 200, output {output['name']} shape {output['shape']}, first {output['data'][:3]}")
+PY
+grep -E "engine failed to load|serving without it|ready on the|onnx runtime loaded" "$out/orin-serve.log" \
+    | sed -e 's/\x1b\[[0-9;]*m//g' | cut -c1-400 || true
+cat "$out/orin-serve-stdout.txt"
+kill -TERM "$server"; wait "$server"; echo "mica serve exit: $?"
 
 step "report"
 "$python" - "$out" "$rounds" "$threads" <<'PY' | tee "$out/report.md"

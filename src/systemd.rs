@@ -38,6 +38,36 @@ pub fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("draining")]);
 }
 
+/// How much more start-up time each extension asks systemd for.
+pub const START_EXTENSION: Duration = Duration::from_secs(90);
+
+/// Keeps systemd from killing a start that is still loading units (a TensorRT engine
+/// build takes minutes on an Orin, past `TimeoutStartSec=`): sends
+/// `EXTEND_TIMEOUT_USEC` for [`START_EXTENSION`] every third of it, with a status line,
+/// until `loading` resolves. Returns at once when not started by systemd.
+pub fn extend_start_while(loading: impl std::future::Future<Output = ()> + 'static) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    actix_rt::spawn(async move {
+        let every = START_EXTENSION / 3;
+        let mut ticks = tokio::time::interval(every);
+        tokio::pin!(loading);
+        loop {
+            tokio::select! {
+                _ = &mut loading => return,
+                _ = ticks.tick() => {
+                    let usec = u32::try_from(START_EXTENSION.as_micros()).unwrap_or(u32::MAX);
+                    send(&[
+                        NotifyState::ExtendTimeoutUsec(usec),
+                        NotifyState::Status("loading units (TensorRT engines may be building)"),
+                    ]);
+                }
+            }
+        }
+    });
+}
+
 /// A free-form status line.
 pub fn status(line: &str) {
     send(&[NotifyState::Status(line)]);

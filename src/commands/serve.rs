@@ -270,10 +270,16 @@ pub fn run(config: &Path, overrides: &RunOverrides) -> anyhow::Result<()> {
             simulated: shown.simulated,
         };
         let serves = backend.serves();
+        let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel::<()>();
+        crate::systemd::extend_start_while(async move {
+            let _ = loaded_rx.await;
+        });
         let ready = {
             let backend = backend.clone();
             async move {
-                backend.wait_ready().await?;
+                let settled = backend.wait_ready().await;
+                let _ = loaded_tx.send(());
+                settled?;
                 Ok::<_, String>(backend.missing())
             }
         };

@@ -83,8 +83,9 @@ pub struct OnnxEngineConfig {
     #[serde(default)]
     pub intra_threads: Option<u32>,
     /// TensorRT: the folder where built engines are cached, one per unit (two DLA units
-    /// must not share one: ONNX Runtime issue #26680). Unset: `.cache/tensorrt/<unit
-    /// id>` beside the config file.
+    /// must not share one: ONNX Runtime issue #26680). Unset: `<STATE_DIRECTORY>/tensorrt/
+    /// <unit id>` under systemd (`StateDirectory=mica`: /var/lib/mica), else
+    /// `.cache/tensorrt/<unit id>` beside the config file.
     #[serde(default)]
     pub engine_cache: Option<PathBuf>,
     /// DLA units: build an INT8 engine with this calibration table (TensorRT's
@@ -198,7 +199,7 @@ impl OnnxEngineConfig {
     }
 
     /// Resolves relative paths with `resolve`; gives a TensorRT unit without an
-    /// `engine_cache` its own folder, `.cache/tensorrt/<unit_id>` beside the config.
+    /// `engine_cache` its own folder (see the field).
     pub fn resolve_paths(&mut self, resolve: &dyn Fn(&Path) -> PathBuf, unit_id: &str) {
         for path in [
             &mut self.model,
