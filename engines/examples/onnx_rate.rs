@@ -22,7 +22,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let batch: u32 = batch.parse()?;
     let mut settings = OnnxEngineConfig::new(model, OnnxProvider::Cpu);
     settings.intra_threads = Some(threads.parse()?);
-    let spec = EngineSpec::new(EngineSettings::Onnx(settings), UnitKind::Cpu, batch, shape, output.parse()?);
+    let spec = EngineSpec::new(
+        EngineSettings::Onnx(settings),
+        UnitKind::Cpu,
+        batch,
+        shape,
+        output.parse()?,
+    );
     let context = EngineContext {
         hub: std::sync::Arc::new(ContentionHub::new(Box::new(NoContention))),
         custom: None,
@@ -34,7 +40,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
     while start.elapsed() < length {
         let began = Instant::now();
-        engine.infer(BatchInput { images: batch, data: None })?;
+        engine.infer(BatchInput {
+            images: batch,
+            data: None,
+        })?;
         latencies.push(began.elapsed());
     }
     let elapsed = start.elapsed().as_secs_f64();

@@ -10,6 +10,7 @@
 //!   mixed-precision switch);
 //! - `dla`: `"tensorrt"` with DLA enabled on the unit's `core`, FP16 (INT8 with
 //!   `int8_calibration_table`), GPU fallback for layers the DLA cannot run.
+//!
 //! `tensor_bf16` has no ONNX Runtime equivalent and is rejected.
 
 use std::ops::Range;
