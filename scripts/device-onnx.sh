@@ -75,6 +75,11 @@ for round in $(seq 1 "$rounds"); do
             >"$out/mica_b${batch}_r$round.json" 2>"$out/mica_b${batch}_r$round.log"
         "$python" -c "import json,sys; t=json.load(open(sys.argv[1]))['total']; print(f\"mica b$batch: {t['throughput_img_s']:.1f} img/s, p50 {t['p50_ms']} ms\")" \
             "$out/mica_b${batch}_r$round.json"
+        if [[ -x ${ONNX_RATE:-} ]]; then
+            # The engine alone (no scheduler, no actors): engines/examples/onnx_rate.rs.
+            "$ONNX_RATE" "$model" 3,224,224 1000 "$threads" "$batch" "$seconds" \
+                | tee "$out/engine_b${batch}_r$round.json" | sed "s/^/engine alone: /"
+        fi
     done
 done
 
@@ -121,6 +126,7 @@ for r in range(1, rounds + 1):
         ref[row["batch"]].append(row)
 mica = {b: [json.load(open(out / f"mica_b{b}_r{r}.json"))["total"] for r in range(1, rounds + 1)]
         for b in (1, 8)}
+engine = {b: [json.load(open(p)) for p in sorted(out.glob(f"engine_b{b}_r*.json"))] for b in (1, 8)}
 med = statistics.median
 version = ref[1][0]["onnxruntime"]
 print(f"ResNet-50 FP32, ONNX Runtime {version} CPU provider, {threads} intra-op threads, "
@@ -134,5 +140,13 @@ for b in (1, 8):
 r = med(x["p50_ms"] for x in ref[1])
 m = med(x["p50_ms"] for x in mica[1])
 print(f"| p50 latency, batch 1 (ms) | {r:.2f} | {m:.2f} | {r / m:.3f} (ORT/mica) |")
+if engine[1]:
+    print("\nThe onnx engine alone (engines/examples/onnx_rate.rs, no scheduler), same rounds:\n")
+    print("| figure | ONNX Runtime (Python) | onnx engine alone | engine / ORT |")
+    print("|---|---|---|---|")
+    for b in (1, 8):
+        r = med(x["throughput_img_s"] for x in ref[b])
+        e = med(x["throughput_img_s"] for x in engine[b])
+        print(f"| throughput, batch {b} (img/s) | {r:.1f} | {e:.1f} | {e / r:.3f} |")
 PY
 device_finish

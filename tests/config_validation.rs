@@ -65,6 +65,28 @@ fn shipped_configs_load() {
     assert!(orin.profiles.iter().all(Option::is_some));
 }
 
+/// Every shipped config loads, or fails only for what a checkout may lack: the torch
+/// feature, or model files that `scripts/export_model.py` writes into models/.
+#[test]
+fn every_shipped_config_loads_or_lacks_only_models_or_the_torch_feature() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(repo().join("config")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if path.extension().is_none_or(|e| e != "toml") || name.starts_with("test-") {
+            continue;
+        }
+        checked += 1;
+        if let Err(error) = LoadedConfig::load(&path) {
+            let message = error.to_string();
+            let lacks_model = message.contains("/models/") && message.contains("does not exist");
+            let lacks_torch = message.contains("not built into this binary");
+            assert!(lacks_model || lacks_torch, "{name}: {message}");
+        }
+    }
+    assert!(checked >= 10, "only {checked} shipped configs found");
+}
+
 #[test]
 fn a_missing_file_is_named() {
     let message = LoadedConfig::load(Path::new("config/no-such-file.toml"))
