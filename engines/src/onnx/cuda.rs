@@ -1,7 +1,7 @@
 //! A GPU session's own CUDA stream and its pinned input buffer, through `cudarc` with
 //! `libcuda` loaded at run time (so the engine builds, and its CPU units run, on hosts
-//! without CUDA). Not run on hardware: no ONNX Runtime build with the CUDA provider has
-//! run here (see docs/NOTES.md).
+//! without CUDA). Run on an H200 with ONNX Runtime 1.31.1's GPU build
+//! (bench/results/onnx-h200-2026-12-02.md); not yet on a Jetson.
 
 use std::sync::Arc;
 
