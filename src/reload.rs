@@ -186,13 +186,13 @@ impl PolicyControl {
     /// Applies a freshly loaded config: its policy, resolved against its platform.
     async fn apply(&self, loaded: &LoadedConfig) -> Result<PolicyChange, SetPolicyError> {
         let mut active = self.active.lock().await;
-        let mut restart = keys_needing_restart(&active.config, &loaded.config);
-        // The token may live in a file whose contents changed under the same config.
-        if !restart.iter().any(|k| k.starts_with("admin"))
-            && crate::admin::token(loaded).ok().flatten() != active.admin_token
-        {
-            restart.push("admin.token (token_file contents)".into());
-        }
+        let new_token = crate::admin::token(loaded).ok().flatten();
+        let restart = restart_keys(
+            &active.config,
+            active.admin_token.as_deref(),
+            &loaded.config,
+            new_token.as_deref(),
+        );
         if !restart.is_empty() {
             warn!(
                 keys = %restart.join(", "),
@@ -218,6 +218,23 @@ fn snapshot(active: &Active) -> PolicySnapshot {
         policy: active.written.clone(),
         source: active.source,
     }
+}
+
+/// What a reload from `old` (whose admin token was `old_token`) to `new` (`new_token`)
+/// cannot apply live: the differing keys, and `admin.token` when the token in effect
+/// changed. The token is compared resolved, because it may live in a file whose
+/// contents changed under the same config, and it is never serialised (so never shown).
+fn restart_keys(
+    old: &Config,
+    old_token: Option<&str>,
+    new: &Config,
+    new_token: Option<&str>,
+) -> Vec<String> {
+    let mut keys = keys_needing_restart(old, new);
+    if old_token != new_token && !keys.iter().any(|k| k == "admin.token") {
+        keys.push("admin.token".into());
+    }
+    keys
 }
 
 /// Sections (and scheduler keys) that differ and are not applied live.
@@ -493,5 +510,23 @@ mod tests {
             "{keys:?}"
         );
         assert!(keys.contains(&"server.port".to_string()), "{keys:?}");
+    }
+
+    #[test]
+    fn a_changed_admin_token_needs_a_restart_and_its_value_is_never_named() {
+        let old: Config =
+            toml::from_str("[admin]\ntoken = \"old-secret-0123456789abcdef\"\n").unwrap();
+        let new: Config =
+            toml::from_str("[admin]\ntoken = \"new-secret-fedcba9876543210\"\n").unwrap();
+        let (old_token, new_token) = (old.admin.token.clone(), new.admin.token.clone());
+        let keys = restart_keys(&old, old_token.as_deref(), &new, new_token.as_deref());
+        assert_eq!(keys, ["admin.token"], "{keys:?}");
+        let logged = serde_json::to_string(&new).unwrap();
+        assert!(
+            !logged.contains("secret"),
+            "the token is never serialised: {logged}"
+        );
+        // The same token (here: the same file contents) is no change.
+        assert!(restart_keys(&old, old_token.as_deref(), &old, old_token.as_deref()).is_empty());
     }
 }
