@@ -776,6 +776,16 @@ mod tests {
         assert!(tensor.is_ok(), "{tensor:?}");
         release.send(()).unwrap();
         runtime.block_on(held).unwrap();
+        // The thread takes the timed-out request's job next and skips it; until it has
+        // taken it the one slot is still occupied (a bounded wait on that state).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while core.images.queued() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the skipped job stays queued"
+            );
+            std::thread::yield_now();
+        }
         // The timed-out request's job was skipped; the pool serves the next one.
         let answer = runtime.block_on(infer_now(&core, image_request(None)));
         assert!(answer.is_ok(), "{answer:?}");

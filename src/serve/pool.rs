@@ -96,6 +96,11 @@ impl PreprocessPool {
         self.threads.len()
     }
 
+    /// Jobs waiting for a thread now (taken ones not counted).
+    pub fn queued(&self) -> usize {
+        self.queue.as_ref().map_or(0, Sender::len)
+    }
+
     /// Jobs that may wait for a thread.
     pub fn capacity(&self) -> usize {
         self.queue
