@@ -76,7 +76,7 @@ pub struct SchedulerConfig {
     /// Priority levels (requests name 0 = most urgent .. levels-1).
     #[serde(default = "default_priority_levels")]
     pub priority_levels: u8,
-    /// Seed of every randomized choice (policies, sim jitter, load generator).
+    /// Seed of every randomized choice (sim jitter, load generator; no policy randomizes).
     #[serde(default = "default_seed")]
     pub seed: u64,
     /// Consecutive failed batches that quarantine a unit.

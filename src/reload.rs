@@ -53,7 +53,6 @@ struct Active {
     written: PolicyConfig,
     resolved: PolicyConfig,
     contention: ContentionConfig,
-    seed: u64,
     source: PolicySource,
     config: Config,
     /// The admin token in effect (read at start; a new one needs a restart).
@@ -117,7 +116,6 @@ impl PolicyControl {
                 written,
                 resolved,
                 contention: loaded.contention.clone(),
-                seed: loaded.config.scheduler.seed,
                 source,
                 config: loaded.config.clone(),
                 admin_token: crate::admin::token(loaded).ok().flatten(),
@@ -140,9 +138,7 @@ impl PolicyControl {
     ) -> Result<PolicyChange, SetPolicyError> {
         let mut active = self.active.lock().await;
         let contention = active.contention.clone();
-        let seed = active.seed;
-        self.swap(&mut active, written, contention, seed, source)
-            .await
+        self.swap(&mut active, written, contention, source).await
     }
 
     async fn swap(
@@ -150,7 +146,6 @@ impl PolicyControl {
         active: &mut Active,
         written: PolicyConfig,
         contention: ContentionConfig,
-        seed: u64,
         source: PolicySource,
     ) -> Result<PolicyChange, SetPolicyError> {
         written.validate().map_err(SetPolicyError::Invalid)?;
@@ -158,7 +153,7 @@ impl PolicyControl {
         resolved.resolve_contention(&contention);
         resolved.validate().map_err(SetPolicyError::Invalid)?;
         let previous = active.resolved.name().to_string();
-        if resolved == active.resolved && seed == active.seed {
+        if resolved == active.resolved {
             active.written = written;
             active.source = source;
             return Ok(PolicyChange {
@@ -168,13 +163,12 @@ impl PolicyControl {
             });
         }
         self.service
-            .set_policy(resolved.clone(), seed)
+            .set_policy(resolved.clone())
             .await
             .map_err(|e| SetPolicyError::Stopping(e.to_string()))?;
         active.written = written;
         active.resolved = resolved;
         active.contention = contention;
-        active.seed = seed;
         active.source = source;
         Ok(PolicyChange {
             previous,
@@ -205,7 +199,6 @@ impl PolicyControl {
             &mut active,
             written,
             loaded.contention.clone(),
-            loaded.config.scheduler.seed,
             PolicySource::Config,
         )
         .await

@@ -130,7 +130,6 @@ pub fn service_setup(
     Ok(ServiceSetup {
         units,
         policy,
-        seed: config.scheduler.seed,
         scheduler,
         batch_deadline: config.scheduler.batch_deadline(),
         hub: Arc::new(ContentionHub::new(

@@ -88,8 +88,6 @@ pub struct UnitServing {
 pub struct SetPolicy {
     /// The new policy.
     pub policy: PolicyConfig,
-    /// Seed for policies that randomize.
-    pub seed: u64,
 }
 
 /// Query: where the scheduler stands now (each unit's health, the policy's search).
@@ -392,7 +390,7 @@ impl Handler<SetPolicy> for Dispatcher {
 
     fn handle(&mut self, message: SetPolicy, ctx: &mut Self::Context) -> Self::Result {
         let old = self.scheduler.policy().name();
-        let policy = mica_policies::build_policy(&message.policy, message.seed);
+        let policy = mica_policies::build_policy(&message.policy);
         info!(from = old, to = policy.name(), "policy swapped");
         self.metrics.policy_changed(old, policy.name());
         self.scheduler.set_policy(policy);

@@ -315,7 +315,7 @@ impl DispatcherMetrics {
             dropped,
         };
         metrics.resolve_decisions();
-        for name in mica_policies::PolicyConfig::NAMES {
+        for name in mica_policies::PolicyConfig::names() {
             let active = if *name == policy { 1.0 } else { 0.0 };
             metrics::gauge!(POLICY_INFO, "policy" => *name).set(active);
         }

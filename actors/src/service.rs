@@ -135,8 +135,6 @@ pub struct ServiceSetup {
     pub units: Vec<UnitSetup>,
     /// Policy at start.
     pub policy: PolicyConfig,
-    /// Seed for policies that randomize.
-    pub seed: u64,
     /// Batching and admission.
     pub scheduler: SchedulerSettings,
     /// How long a batch may run before its engine counts as hung.
@@ -312,7 +310,7 @@ impl Service {
                     .start()
                 })
                 .collect();
-            let policy = mica_policies::build_policy(&setup.policy, setup.seed);
+            let policy = mica_policies::build_policy(&setup.policy);
             let engines: Vec<&'static str> = setup
                 .units
                 .iter()
@@ -476,9 +474,9 @@ impl Service {
 
     /// Replaces the scheduling policy without touching queued or running work.
     /// Resolves to the name of the policy it replaced.
-    pub async fn set_policy(&self, policy: PolicyConfig, seed: u64) -> Result<String, InferError> {
+    pub async fn set_policy(&self, policy: PolicyConfig) -> Result<String, InferError> {
         self.dispatcher
-            .send(SetPolicy { policy, seed })
+            .send(SetPolicy { policy })
             .await
             .map_err(|_| InferError::ShuttingDown)
     }

@@ -129,7 +129,6 @@ fn setup_gated(
     ServiceSetup {
         units,
         policy,
-        seed: 1,
         scheduler: SchedulerSettings {
             max_queue_delay: Duration::from_micros(200),
             fixed_batch: None,
@@ -352,10 +351,7 @@ async fn swapping_the_policy_keeps_serving() {
     .unwrap();
     service.wait_ready().await.unwrap();
     let first = flood(&service, 100);
-    let old = service
-        .set_policy(PolicyConfig::LeastLoaded, 1)
-        .await
-        .unwrap();
+    let old = service.set_policy(PolicyConfig::LeastLoaded).await.unwrap();
     assert_eq!(old, "round_robin");
     let (ok, errors) = first.await;
     assert_eq!((ok, errors.len()), (100, 0));

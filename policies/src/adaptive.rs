@@ -49,11 +49,15 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::policy::{Completion, Decision, Policy, SearchProgress};
 use crate::view::{ClusterView, QueueView};
 
-/// Tuning knobs of the search (all defaulted in the policy config).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Tuning knobs of the search: the parameters of `policy = { type = "adaptive", ... }`,
+/// each defaulted when left out.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AdaptiveSettings {
     /// Counted completions per measurement epoch.
     pub epoch_batches: u32,
@@ -96,6 +100,46 @@ impl Default for AdaptiveSettings {
             epoch_seconds: 2.0,
             search_seconds: 25.0,
         }
+    }
+}
+
+impl AdaptiveSettings {
+    /// Checks parameters; the error names the bad key.
+    pub fn validate(&self) -> Result<(), String> {
+        let AdaptiveSettings {
+            epoch_batches,
+            hysteresis,
+            ewma_weight,
+            reject_margin,
+            epoch_seconds,
+            search_seconds,
+            ..
+        } = *self;
+        if !(epoch_seconds.is_finite() && epoch_seconds > 0.0) {
+            return Err(format!(
+                "epoch_seconds must be a positive number, got {epoch_seconds}"
+            ));
+        }
+        if !(search_seconds.is_finite() && search_seconds >= epoch_seconds) {
+            return Err(format!(
+                "search_seconds must be at least epoch_seconds ({epoch_seconds}), got {search_seconds}"
+            ));
+        }
+        if epoch_batches == 0 {
+            return Err("epoch_batches must be at least 1".into());
+        }
+        if !(hysteresis.is_finite() && hysteresis >= 0.0) {
+            return Err(format!("hysteresis must be >= 0, got {hysteresis}"));
+        }
+        if !(ewma_weight > 0.0 && ewma_weight <= 1.0) {
+            return Err(format!("ewma_weight must be in (0, 1], got {ewma_weight}"));
+        }
+        if !(reject_margin > 0.0 && reject_margin < 1.0) {
+            return Err(format!(
+                "reject_margin must be in (0, 1), got {reject_margin}"
+            ));
+        }
+        Ok(())
     }
 }
 

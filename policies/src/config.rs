@@ -7,52 +7,21 @@
 //! platform's model with `resolve_contention`, and a policy built without one uses the
 //! calibrated Orin model.
 
+use serde::de::value::MapDeserializer;
 use serde::{Deserialize, Serialize};
 
 use crate::adaptive::{Adaptive, AdaptiveSettings};
 use crate::contention::ContentionConfig;
-use crate::contention_aware::{default_contention, ContentionAware};
+use crate::contention_aware::{default_contention, ContentionAware, ContentionAwareSettings};
 use crate::least_loaded::LeastLoaded;
 use crate::policy::Policy;
 use crate::round_robin::RoundRobin;
 use crate::slo::{Slo, SloSettings};
 use crate::weighted::Weighted;
 
-fn default_epoch_batches() -> u32 {
-    AdaptiveSettings::default().epoch_batches
-}
-fn default_min_unit_batches() -> u32 {
-    AdaptiveSettings::default().min_unit_batches
-}
-fn default_hysteresis() -> f64 {
-    AdaptiveSettings::default().hysteresis
-}
-fn default_reexplore_batches() -> u64 {
-    AdaptiveSettings::default().reexplore_batches
-}
-fn default_ewma_weight() -> f64 {
-    AdaptiveSettings::default().ewma_weight
-}
-fn default_reject_margin() -> f64 {
-    AdaptiveSettings::default().reject_margin
-}
-fn default_reject_after_batches() -> u32 {
-    AdaptiveSettings::default().reject_after_batches
-}
-fn default_epoch_seconds() -> f64 {
-    AdaptiveSettings::default().epoch_seconds
-}
-fn default_search_seconds() -> f64 {
-    AdaptiveSettings::default().search_seconds
-}
-fn default_latency_margin() -> f64 {
-    SloSettings::default().latency_margin
-}
-fn default_max_scan() -> usize {
-    SloSettings::default().max_scan
-}
-
-/// A policy and its parameters, as written in the config.
+/// A policy and its parameters, as written in the config. A policy with parameters
+/// wraps its settings struct, which defaults every field left out and rejects unknown
+/// keys.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PolicyConfig {
@@ -64,69 +33,27 @@ pub enum PolicyConfig {
     /// Static shares proportional to isolated throughput (smooth weighted round robin).
     Weighted,
     /// Active-set selection and placement predicted with a contention model.
-    ContentionAware {
-        /// Contention model to predict with; absent: the platform's (see
-        /// `resolve_contention`), else the calibrated Orin PCCS model.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        contention: Option<ContentionConfig>,
-    },
+    ContentionAware(ContentionAwareSettings),
     /// Profile-free active-set hill climbing on measured rates.
-    Adaptive {
-        /// Counted completions per measurement epoch.
-        #[serde(default = "default_epoch_batches")]
-        epoch_batches: u32,
-        /// Counted completions every measured unit must reach before an epoch ends.
-        #[serde(default = "default_min_unit_batches")]
-        min_unit_batches: u32,
-        /// Relative gain a neighbouring set must show to be adopted (0.02 = 2 %).
-        #[serde(default = "default_hysteresis")]
-        hysteresis: f64,
-        /// Completions after convergence before the search runs again.
-        #[serde(default = "default_reexplore_batches")]
-        reexplore_batches: u64,
-        /// Weight of the newest batch in each unit's measured-rate EWMA.
-        #[serde(default = "default_ewma_weight")]
-        ewma_weight: f64,
-        /// A trial set this far below the incumbent (0.1 = 10 %) is rejected early.
-        #[serde(default = "default_reject_margin")]
-        reject_margin: f64,
-        /// Counted completions at which `reject_margin` applies (fewer need a wider margin).
-        #[serde(default = "default_reject_after_batches")]
-        reject_after_batches: u32,
-        /// Longest measurement epoch, seconds (a unit slower than that is judged on the
-        /// batches it finished); also the longest wait for excluded units to drain.
-        #[serde(default = "default_epoch_seconds")]
-        epoch_seconds: f64,
-        /// Longest search, seconds: then the best set measured so far stays.
-        #[serde(default = "default_search_seconds")]
-        search_seconds: f64,
-    },
+    Adaptive(AdaptiveSettings),
     /// Earliest deadline first, least-cost unit, shedding what cannot meet its deadline.
-    Slo {
-        /// Factor applied to predicted service times to cover contention and jitter.
-        #[serde(default = "default_latency_margin")]
-        latency_margin: f64,
-        /// Requests at the head of the queue examined per decision.
-        #[serde(default = "default_max_scan")]
-        max_scan: usize,
-        /// Contention model for the active set and for slowdowns of co-running batches;
-        /// absent: the platform's (see `resolve_contention`), else the calibrated Orin
-        /// PCCS model.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        contention: Option<ContentionConfig>,
-    },
+    Slo(SloSettings),
 }
 
 impl PolicyConfig {
-    /// Every policy name, for help texts and error messages.
-    pub const NAMES: &'static [&'static str] = &[
-        "round_robin",
-        "least_loaded",
-        "weighted",
-        "contention_aware",
-        "adaptive",
-        "slo",
-    ];
+    /// Every policy name, in the enum's order, for help texts, error messages, the
+    /// policy-info metric and the shared property test. Read from the enum's derived
+    /// `Deserialize`, which lists its variants when it meets an unknown `type`, so a new
+    /// variant is in it without anyone keeping a list.
+    pub fn names() -> &'static [&'static str] {
+        let probe = MapDeserializer::<_, VariantList>::new(std::iter::once(("type", "")));
+        match PolicyConfig::deserialize(probe) {
+            Err(VariantList(Some(names))) => names,
+            other => unreachable!(
+                "an empty policy type is reported as an unknown variant, got {other:?}; this is a bug"
+            ),
+        }
+    }
 
     /// The policy of that name with default parameters.
     pub fn from_name(name: &str) -> Result<Self, String> {
@@ -134,7 +61,7 @@ impl PolicyConfig {
         toml::from_str(&table).map_err(|_| {
             format!(
                 "unknown policy {name:?}; known policies: {}",
-                Self::NAMES.join(", ")
+                Self::names().join(", ")
             )
         })
     }
@@ -145,17 +72,17 @@ impl PolicyConfig {
             PolicyConfig::RoundRobin => "round_robin",
             PolicyConfig::LeastLoaded => "least_loaded",
             PolicyConfig::Weighted => "weighted",
-            PolicyConfig::ContentionAware { .. } => "contention_aware",
-            PolicyConfig::Adaptive { .. } => "adaptive",
-            PolicyConfig::Slo { .. } => "slo",
+            PolicyConfig::ContentionAware(_) => "contention_aware",
+            PolicyConfig::Adaptive(_) => "adaptive",
+            PolicyConfig::Slo(_) => "slo",
         }
     }
 
     /// Gives a policy that predicts contention the platform's model, unless its config
     /// names one of its own. Call before `build_policy` with the platform's table.
     pub fn resolve_contention(&mut self, platform: &ContentionConfig) {
-        if let PolicyConfig::ContentionAware { contention } | PolicyConfig::Slo { contention, .. } =
-            self
+        if let PolicyConfig::ContentionAware(ContentionAwareSettings { contention })
+        | PolicyConfig::Slo(SloSettings { contention, .. }) = self
         {
             if contention.is_none() {
                 *contention = Some(platform.clone());
@@ -167,110 +94,51 @@ impl PolicyConfig {
     pub fn validate(&self) -> Result<(), String> {
         match self {
             PolicyConfig::RoundRobin | PolicyConfig::LeastLoaded | PolicyConfig::Weighted => Ok(()),
-            PolicyConfig::ContentionAware { contention } => match contention {
-                Some(c) => c.validate().map_err(|e| format!("contention: {e}")),
-                None => Ok(()),
-            },
-            PolicyConfig::Adaptive {
-                epoch_batches,
-                hysteresis,
-                ewma_weight,
-                reject_margin,
-                epoch_seconds,
-                search_seconds,
-                ..
-            } => {
-                if !(epoch_seconds.is_finite() && *epoch_seconds > 0.0) {
-                    return Err(format!(
-                        "epoch_seconds must be a positive number, got {epoch_seconds}"
-                    ));
-                }
-                if !(search_seconds.is_finite() && *search_seconds >= *epoch_seconds) {
-                    return Err(format!(
-                        "search_seconds must be at least epoch_seconds ({epoch_seconds}), got {search_seconds}"
-                    ));
-                }
-                if *epoch_batches == 0 {
-                    return Err("epoch_batches must be at least 1".into());
-                }
-                if !(hysteresis.is_finite() && *hysteresis >= 0.0) {
-                    return Err(format!("hysteresis must be >= 0, got {hysteresis}"));
-                }
-                if !(*ewma_weight > 0.0 && *ewma_weight <= 1.0) {
-                    return Err(format!("ewma_weight must be in (0, 1], got {ewma_weight}"));
-                }
-                if !(*reject_margin > 0.0 && *reject_margin < 1.0) {
-                    return Err(format!(
-                        "reject_margin must be in (0, 1), got {reject_margin}"
-                    ));
-                }
-                Ok(())
-            }
-            PolicyConfig::Slo {
-                latency_margin,
-                max_scan,
-                contention,
-            } => {
-                if let Some(c) = contention {
-                    c.validate().map_err(|e| format!("contention: {e}"))?;
-                }
-                if !(latency_margin.is_finite() && *latency_margin >= 1.0) {
-                    return Err(format!(
-                        "latency_margin must be at least 1, got {latency_margin}"
-                    ));
-                }
-                if *max_scan == 0 {
-                    return Err("max_scan must be at least 1".into());
-                }
-                Ok(())
-            }
+            PolicyConfig::ContentionAware(settings) => settings.validate(),
+            PolicyConfig::Adaptive(settings) => settings.validate(),
+            PolicyConfig::Slo(settings) => settings.validate(),
         }
     }
 }
 
-/// Builds the policy a config describes. `seed` feeds policies that randomize (none of
-/// the current ones does: their tie-breaks are deterministic by unit index).
-pub fn build_policy(config: &PolicyConfig, seed: u64) -> Box<dyn Policy> {
-    let _ = seed;
+/// The error `PolicyConfig::names` deserializes into: it keeps the variant list that
+/// serde's derived code passes to `unknown_variant` and nothing else.
+#[derive(Debug)]
+struct VariantList(Option<&'static [&'static str]>);
+
+impl serde::de::Error for VariantList {
+    fn custom<T: std::fmt::Display>(_: T) -> Self {
+        VariantList(None)
+    }
+
+    fn unknown_variant(_: &str, expected: &'static [&'static str]) -> Self {
+        VariantList(Some(expected))
+    }
+}
+
+impl std::fmt::Display for VariantList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "policy variants: {:?}", self.0)
+    }
+}
+
+impl std::error::Error for VariantList {}
+
+/// Builds the policy a config describes. No policy randomizes (their tie-breaks are
+/// deterministic by unit index), so a policy is a function of its config alone.
+pub fn build_policy(config: &PolicyConfig) -> Box<dyn Policy> {
     match config {
         PolicyConfig::RoundRobin => Box::new(RoundRobin::new()),
         PolicyConfig::LeastLoaded => Box::new(LeastLoaded::new()),
         PolicyConfig::Weighted => Box::new(Weighted::new()),
-        PolicyConfig::ContentionAware { contention } => Box::new(ContentionAware::new(
-            contention.as_ref().unwrap_or(&default_contention()),
+        PolicyConfig::ContentionAware(settings) => Box::new(ContentionAware::new(
+            settings
+                .contention
+                .as_ref()
+                .unwrap_or(&default_contention()),
         )),
-        PolicyConfig::Adaptive {
-            epoch_batches,
-            min_unit_batches,
-            hysteresis,
-            reexplore_batches,
-            ewma_weight,
-            reject_margin,
-            reject_after_batches,
-            epoch_seconds,
-            search_seconds,
-        } => Box::new(Adaptive::new(AdaptiveSettings {
-            epoch_batches: *epoch_batches,
-            min_unit_batches: *min_unit_batches,
-            hysteresis: *hysteresis,
-            reexplore_batches: *reexplore_batches,
-            ewma_weight: *ewma_weight,
-            reject_margin: *reject_margin,
-            reject_after_batches: *reject_after_batches,
-            epoch_seconds: *epoch_seconds,
-            search_seconds: *search_seconds,
-        })),
-        PolicyConfig::Slo {
-            latency_margin,
-            max_scan,
-            contention,
-        } => Box::new(Slo::new(
-            SloSettings {
-                latency_margin: *latency_margin,
-                max_scan: *max_scan,
-            },
-            contention.as_ref().unwrap_or(&default_contention()),
-        )),
+        PolicyConfig::Adaptive(settings) => Box::new(Adaptive::new(*settings)),
+        PolicyConfig::Slo(settings) => Box::new(Slo::new(settings.clone())),
     }
 }
 
@@ -281,11 +149,22 @@ mod tests {
 
     #[test]
     fn every_listed_name_builds() {
-        for name in PolicyConfig::NAMES {
+        assert_eq!(
+            PolicyConfig::names(),
+            [
+                "round_robin",
+                "least_loaded",
+                "weighted",
+                "contention_aware",
+                "adaptive",
+                "slo"
+            ]
+        );
+        for name in PolicyConfig::names() {
             let config = PolicyConfig::from_name(name).unwrap();
             assert_eq!(config.name(), *name);
             config.validate().unwrap();
-            assert_eq!(build_policy(&config, 1).name(), *name);
+            assert_eq!(build_policy(&config).name(), *name);
         }
     }
 
@@ -293,9 +172,41 @@ mod tests {
     fn unknown_name_lists_the_known_ones() {
         let error = PolicyConfig::from_name("fastest").unwrap_err();
         assert!(
-            error.contains("fastest") && error.contains("round_robin"),
+            error.contains("fastest") && error.contains("round_robin") && error.contains("slo"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        for (table, key) in [
+            ("type = \"slo\"\nmargin = 2", "margin"),
+            ("type = \"adaptive\"\nepoch_second = 2.0", "epoch_second"),
+            ("type = \"contention_aware\"\nmodel = \"pccs\"", "model"),
+        ] {
+            let error = toml::from_str::<PolicyConfig>(table)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(key), "{table:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn parameters_round_trip_through_toml() {
+        let config = PolicyConfig::Adaptive(AdaptiveSettings {
+            hysteresis: 0.05,
+            epoch_seconds: 1.5,
+            ..AdaptiveSettings::default()
+        });
+        let written = toml::to_string(&config).unwrap();
+        assert_eq!(toml::from_str::<PolicyConfig>(&written).unwrap(), config);
+        let slo = PolicyConfig::Slo(SloSettings {
+            max_scan: 8,
+            ..SloSettings::default()
+        });
+        let written = toml::to_string(&slo).unwrap();
+        assert!(!written.contains("contention"), "{written}");
+        assert_eq!(toml::from_str::<PolicyConfig>(&written).unwrap(), slo);
     }
 
     #[test]
@@ -303,30 +214,33 @@ mod tests {
         let config: PolicyConfig =
             toml::from_str("type = \"adaptive\"\nhysteresis = 0.05").unwrap();
         assert!(
-            matches!(config, PolicyConfig::Adaptive { hysteresis, epoch_batches: 30, .. } if hysteresis == 0.05)
+            matches!(config, PolicyConfig::Adaptive(AdaptiveSettings { hysteresis, epoch_batches: 30, .. }) if hysteresis == 0.05)
         );
-        assert!(toml::from_str::<PolicyConfig>("type = \"slo\"\nmargin = 2").is_err());
         let bad: PolicyConfig = toml::from_str("type = \"slo\"\nlatency_margin = 0.5").unwrap();
         assert!(bad.validate().unwrap_err().contains("latency_margin"));
+        let bad: PolicyConfig = toml::from_str("type = \"adaptive\"\nepoch_seconds = 0").unwrap();
+        assert!(bad.validate().unwrap_err().contains("epoch_seconds"));
         let xavier = ContentionConfig::Pccs(PccsParams::xavier_agx());
-        let mut config = PolicyConfig::from_name("contention_aware").unwrap();
-        config.resolve_contention(&xavier);
-        assert_eq!(
-            config,
-            PolicyConfig::ContentionAware {
-                contention: Some(xavier.clone())
-            }
-        );
+        for name in ["contention_aware", "slo"] {
+            let mut config = PolicyConfig::from_name(name).unwrap();
+            config.resolve_contention(&xavier);
+            let resolved = match &config {
+                PolicyConfig::ContentionAware(settings) => &settings.contention,
+                PolicyConfig::Slo(settings) => &settings.contention,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(resolved.as_ref(), Some(&xavier), "{name}");
+        }
         let own = ContentionConfig::None;
-        let mut config = PolicyConfig::ContentionAware {
+        let mut config = PolicyConfig::ContentionAware(ContentionAwareSettings {
             contention: Some(own.clone()),
-        };
+        });
         config.resolve_contention(&xavier);
         assert_eq!(
             config,
-            PolicyConfig::ContentionAware {
+            PolicyConfig::ContentionAware(ContentionAwareSettings {
                 contention: Some(own)
-            }
+            })
         );
     }
 }

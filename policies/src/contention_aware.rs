@@ -25,6 +25,8 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::contention::{ContentionConfig, ContentionModel, Load};
 use crate::pccs::PccsParams;
 use crate::policy::{Decision, Policy};
@@ -38,6 +40,26 @@ const EXHAUSTIVE_UNITS: usize = 8;
 /// The default contention model when none is configured: the calibrated Orin platform.
 pub fn default_contention() -> ContentionConfig {
     ContentionConfig::Pccs(PccsParams::orin_agx())
+}
+
+/// The parameters of `policy = { type = "contention_aware", ... }`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContentionAwareSettings {
+    /// Contention model to predict with; absent: the platform's (see
+    /// `PolicyConfig::resolve_contention`), else the calibrated Orin PCCS model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contention: Option<ContentionConfig>,
+}
+
+impl ContentionAwareSettings {
+    /// Checks parameters; the error names the bad key.
+    pub fn validate(&self) -> Result<(), String> {
+        match &self.contention {
+            Some(c) => c.validate().map_err(|e| format!("contention: {e}")),
+            None => Ok(()),
+        }
+    }
 }
 
 /// What the active set was computed for; a change triggers a new search.

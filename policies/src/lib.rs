@@ -28,9 +28,11 @@ pub mod unit;
 pub mod view;
 pub mod weighted;
 
+pub use adaptive::AdaptiveSettings;
 pub use cluster::{ClusterState, HealthRules, UnitHealth, UnitSpec};
 pub use config::{build_policy, PolicyConfig};
 pub use contention::{ContentionConfig, ContentionModel, Load};
+pub use contention_aware::ContentionAwareSettings;
 pub use pccs::{Pccs, PccsParams};
 pub use policy::{Completion, Decision, Policy, SearchProgress};
 pub use profile::{Profile, ProfileError, ProfileOrigin, ProfilePoint};
@@ -39,5 +41,6 @@ pub use scheduler::{
     Action, DropReason, InvalidRequest, Queued, Rejected, Scheduler, SchedulerSettings,
 };
 pub use simulator::{simulate, SimulationConfig, SimulationError, SimulationOutcome, Workload};
+pub use slo::SloSettings;
 pub use unit::{Precision, UnitId, UnitKind};
 pub use view::{ClusterView, QueueView, UnitView, WaitingRequest};

@@ -1,9 +1,10 @@
 //! The `Policy` trait: where the next batch goes.
 //!
 //! A policy is pure and synchronous: it never sleeps, reads a clock or does I/O. Time
-//! comes in through the view (`ClusterView::now`), randomness from a seed given at
-//! construction. That is what lets one policy run in the live dispatcher, in the
-//! discrete-event simulator, and in a deterministic test.
+//! comes in through the view (`ClusterView::now`); none randomizes (ties break by unit
+//! index), and one that needed to would take a seed in its settings. That is what lets
+//! one policy run in the live dispatcher, in the discrete-event simulator, and in a
+//! deterministic test.
 
 use std::fmt::Debug;
 use std::time::Duration;

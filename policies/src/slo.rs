@@ -36,18 +36,27 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::contention::ContentionConfig;
-use crate::contention_aware::ContentionAware;
+use crate::contention_aware::{default_contention, ContentionAware};
 use crate::policy::{Decision, Policy};
 use crate::view::{ClusterView, QueueView, UnitView};
 
-/// Knobs of the policy (all defaulted in the policy config).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Knobs of the policy: the parameters of `policy = { type = "slo", ... }`, each
+/// defaulted when left out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SloSettings {
-    /// Factor applied to predicted service times (contention, jitter).
+    /// Factor applied to predicted service times to cover contention and jitter (≥ 1).
     pub latency_margin: f64,
-    /// Requests of the head examined for shedding and batching per decision.
+    /// Requests at the head of the queue examined for shedding and batching per decision.
     pub max_scan: usize,
+    /// Contention model for the active set and for slowdowns of co-running batches;
+    /// absent: the platform's (see `PolicyConfig::resolve_contention`), else the
+    /// calibrated Orin PCCS model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contention: Option<ContentionConfig>,
 }
 
 impl Default for SloSettings {
@@ -55,7 +64,27 @@ impl Default for SloSettings {
         Self {
             latency_margin: 1.1,
             max_scan: 64,
+            contention: None,
         }
+    }
+}
+
+impl SloSettings {
+    /// Checks parameters; the error names the bad key.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(c) = &self.contention {
+            c.validate().map_err(|e| format!("contention: {e}"))?;
+        }
+        if !(self.latency_margin.is_finite() && self.latency_margin >= 1.0) {
+            return Err(format!(
+                "latency_margin must be at least 1, got {}",
+                self.latency_margin
+            ));
+        }
+        if self.max_scan == 0 {
+            return Err("max_scan must be at least 1".into());
+        }
+        Ok(())
     }
 }
 
@@ -70,11 +99,16 @@ pub struct Slo {
 }
 
 impl Slo {
-    /// The policy with these settings, predicting contention with this model.
-    pub fn new(settings: SloSettings, contention: &ContentionConfig) -> Self {
+    /// The policy with these settings, predicting contention with their model (the
+    /// calibrated Orin model when they name none).
+    pub fn new(settings: SloSettings) -> Self {
+        let contention = settings
+            .contention
+            .clone()
+            .unwrap_or_else(default_contention);
         Self {
             settings,
-            contention: ContentionAware::new(contention),
+            contention: ContentionAware::new(&contention),
             finish_cache: Vec::new(),
         }
     }
@@ -115,6 +149,16 @@ impl Slo {
         slowdown: f64,
     ) -> Option<(u32, Duration)> {
         let limit = queue.batch_for(unit.max_batch);
+        if self.service(unit, 1).is_none() {
+            // Nothing predicts this unit (no profile, nothing measured yet), so no
+            // deadline can be checked against it; it gets the front request to be
+            // measured, or it would never be and the queue would wait for ever.
+            let images = match queue.head.first() {
+                Some(front) if queue.fixed_batch.is_none() => front.images.min(limit),
+                _ => limit,
+            };
+            return Some((images.max(1), view.now));
+        }
         let service = |images| {
             self.service(unit, images)
                 .map(|d| crate::time::scale(d, slowdown))
@@ -284,6 +328,13 @@ mod tests {
         }
     }
 
+    fn without_contention() -> SloSettings {
+        SloSettings {
+            contention: Some(ContentionConfig::None),
+            ..SloSettings::default()
+        }
+    }
+
     fn queue(head: &[WaitingRequest]) -> QueueView<'_> {
         QueueView {
             requests: head.len(),
@@ -297,7 +348,7 @@ mod tests {
     fn sheds_what_no_unit_can_finish_in_time() {
         let view = cluster(vec![unit("fast", 10.0, 8), unit("slow", 50.0, 8)]);
         let head = [request(1, Some(5)), request(2, Some(100)), request(3, None)];
-        let mut policy = Slo::new(SloSettings::default(), &ContentionConfig::None);
+        let mut policy = Slo::new(without_contention());
         assert_eq!(
             policy.decide(&view, &queue(&head)),
             Decision::Shed { requests: vec![1] }
@@ -310,7 +361,7 @@ mod tests {
         // due at 120 ms: the slow unit (50 ms/img with a 10 % margin) fits two of them.
         let view = cluster(vec![unit("fast", 10.0, 8), unit("slow", 50.0, 8)]);
         let head: Vec<_> = (0..4).map(|id| request(id, Some(120))).collect();
-        let mut policy = Slo::new(SloSettings::default(), &ContentionConfig::None);
+        let mut policy = Slo::new(without_contention());
         assert_eq!(
             policy.decide(&view, &queue(&head)),
             Decision::Dispatch { unit: 1, images: 2 }
@@ -324,13 +375,28 @@ mod tests {
     }
 
     #[test]
+    fn a_unit_nothing_predicts_gets_the_front_request_to_be_measured() {
+        // No profile and no batch measured yet: without this, it would wait for ever
+        // (found by the liveness check of the shared property test).
+        let mut cold = unit("cold", 10.0, 8);
+        cold.profile = None;
+        let view = cluster(vec![cold]);
+        let head = [request(1, None), request(2, Some(100))];
+        let mut policy = Slo::new(without_contention());
+        assert_eq!(
+            policy.decide(&view, &queue(&head)),
+            Decision::Dispatch { unit: 0, images: 1 }
+        );
+    }
+
+    #[test]
     fn waits_for_the_busy_unit_that_alone_meets_the_deadline() {
         let mut fast = unit("fast", 10.0, 8);
         fast.free_streams = 0;
         fast.next_free_at = Duration::from_millis(5);
         let view = cluster(vec![fast, unit("slow", 50.0, 8)]);
         let head = [request(1, Some(30))];
-        let mut policy = Slo::new(SloSettings::default(), &ContentionConfig::None);
+        let mut policy = Slo::new(without_contention());
         assert_eq!(
             policy.decide(&view, &queue(&head)),
             Decision::Wait {

@@ -1,17 +1,99 @@
 //! The property every policy must pass (quickwit's `proptest_merge_policy` pattern):
 //! on random cluster views (some units unhealthy or without a free stream, random
-//! profiles or none) and random queues, a policy never dispatches to a unit that cannot
+//! profiles or none) and random queues, a policy with random parameters (within the
+//! ranges its `validate` accepts) or its defaults never dispatches to a unit that cannot
 //! take a batch, asks for 1..=max_batch images, sheds only ids present in the head, and
-//! decides the same way when the same sequence is replayed.
+//! decides the same way when the same sequence is replayed. And it is live: on an idle
+//! cluster (nothing in flight, a healthy unit) with requests waiting, it dispatches
+//! within `LIVENESS_CALLS` decisions, shedding on the way at most, and never waits with
+//! no time to be asked again (nothing would wake it: no batch is in flight to complete).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use mica_policies::{
-    build_policy, ClusterView, Completion, Decision, PolicyConfig, Profile, ProfileOrigin,
-    ProfilePoint, QueueView, UnitId, UnitKind, UnitView, WaitingRequest,
+    build_policy, AdaptiveSettings, ClusterView, Completion, ContentionAwareSettings,
+    ContentionConfig, Decision, PccsParams, Policy, PolicyConfig, Profile, ProfileOrigin,
+    ProfilePoint, QueueView, SloSettings, UnitId, UnitKind, UnitView, WaitingRequest,
 };
 use proptest::prelude::*;
+
+/// Decisions an idle cluster with waiting requests may take before one is a dispatch.
+const LIVENESS_CALLS: usize = 16;
+
+fn contention_strategy() -> impl Strategy<Value = Option<ContentionConfig>> {
+    prop_oneof![
+        Just(None),
+        Just(Some(ContentionConfig::None)),
+        (1.0f64..400.0).prop_map(
+            |memory_bandwidth_gbps| Some(ContentionConfig::BandwidthShare {
+                memory_bandwidth_gbps
+            })
+        ),
+        Just(Some(ContentionConfig::Pccs(PccsParams::xavier_agx()))),
+    ]
+}
+
+fn adaptive_strategy() -> impl Strategy<Value = AdaptiveSettings> {
+    (
+        (1u32..100, 0u32..8, 0.0f64..0.5, 1u64..100_000),
+        (0.01f64..=1.0, 0.01f64..0.99, 0u32..20),
+        (0.001f64..5.0, 0.0f64..60.0),
+    )
+        .prop_map(
+            |(
+                (epoch_batches, min_unit_batches, hysteresis, reexplore_batches),
+                (ewma_weight, reject_margin, reject_after_batches),
+                (epoch_seconds, search_extra_seconds),
+            )| AdaptiveSettings {
+                epoch_batches,
+                min_unit_batches,
+                hysteresis,
+                reexplore_batches,
+                ewma_weight,
+                reject_margin,
+                reject_after_batches,
+                epoch_seconds,
+                search_seconds: epoch_seconds + search_extra_seconds,
+            },
+        )
+}
+
+/// The policy of that name with its defaults or with random parameters. The match is
+/// exhaustive, so a new policy with parameters does not compile here until it has a
+/// strategy for them.
+fn config_strategy(name: &str) -> BoxedStrategy<PolicyConfig> {
+    let default = PolicyConfig::from_name(name).unwrap();
+    let parameters = match default {
+        PolicyConfig::RoundRobin | PolicyConfig::LeastLoaded | PolicyConfig::Weighted => {
+            return Just(default).boxed()
+        }
+        PolicyConfig::ContentionAware(_) => contention_strategy()
+            .prop_map(|contention| {
+                PolicyConfig::ContentionAware(ContentionAwareSettings { contention })
+            })
+            .boxed(),
+        PolicyConfig::Adaptive(_) => adaptive_strategy().prop_map(PolicyConfig::Adaptive).boxed(),
+        PolicyConfig::Slo(_) => (1.0f64..3.0, 1usize..100, contention_strategy())
+            .prop_map(|(latency_margin, max_scan, contention)| {
+                PolicyConfig::Slo(SloSettings {
+                    latency_margin,
+                    max_scan,
+                    contention,
+                })
+            })
+            .boxed(),
+    };
+    prop_oneof![Just(default), parameters].boxed()
+}
+
+/// One config per policy, in `PolicyConfig::names()` order.
+fn configs_strategy() -> impl Strategy<Value = Vec<PolicyConfig>> {
+    PolicyConfig::names()
+        .iter()
+        .map(|name| config_strategy(name))
+        .collect::<Vec<_>>()
+}
 
 fn profile_strategy() -> impl Strategy<Value = Option<Profile>> {
     proptest::option::of(
@@ -115,11 +197,43 @@ fn step_strategy() -> impl Strategy<Value = Step> {
     )
 }
 
-/// Runs a policy over the steps; checks every decision; returns them.
-fn drive(name: &str, seed: u64, steps: &[Step]) -> Vec<Decision> {
-    let config = PolicyConfig::from_name(name).unwrap();
-    let mut policy = build_policy(&config, seed);
+/// Checks one decision against the contract.
+fn check(name: &str, view: &ClusterView, queue: &QueueView<'_>, decision: &Decision) {
+    match decision {
+        Decision::Dispatch { unit, images } => {
+            let target = view.units.get(*unit).expect("unit index in range");
+            assert!(
+                target.can_take_batch(),
+                "{name}: dispatched to unit {unit} that cannot take a batch"
+            );
+            assert!(
+                (1..=target.max_batch).contains(images),
+                "{name}: {images} images for max_batch {}",
+                target.max_batch
+            );
+            assert!(queue.requests > 0, "{name}: dispatched from an empty queue");
+        }
+        Decision::Shed { requests } => {
+            assert!(!requests.is_empty(), "{name}: empty shed");
+            for id in requests {
+                assert!(
+                    queue.head.iter().any(|r| r.id == *id),
+                    "{name}: shed unknown id {id}"
+                );
+            }
+        }
+        Decision::Wait { .. } => {}
+    }
+}
+
+/// Runs a policy over the steps; checks every decision; then checks it is live on the
+/// last step's cluster made idle. Returns the decisions.
+fn drive(config: &PolicyConfig, steps: &[Step]) -> Vec<Decision> {
+    let name = config.name();
+    assert_eq!(config.validate(), Ok(()), "{name}: generated {config:?}");
+    let mut policy = build_policy(config);
     let mut decisions = Vec::new();
+    let mut last = None;
     for (index, (units, head, fixed, extra_images, now_ms)) in steps.iter().enumerate() {
         let mut head = head.clone();
         // Ids are unique within a queue.
@@ -150,31 +264,7 @@ fn drive(name: &str, seed: u64, steps: &[Step]) -> Vec<Decision> {
             fixed_batch: *fixed,
         };
         let decision = policy.decide(&view, &queue);
-        match &decision {
-            Decision::Dispatch { unit, images } => {
-                let target = view.units.get(*unit).expect("unit index in range");
-                assert!(
-                    target.can_take_batch(),
-                    "{name}: dispatched to unit {unit} that cannot take a batch"
-                );
-                assert!(
-                    (1..=target.max_batch).contains(images),
-                    "{name}: {images} images for max_batch {}",
-                    target.max_batch
-                );
-                assert!(queue.requests > 0, "{name}: dispatched from an empty queue");
-            }
-            Decision::Shed { requests } => {
-                assert!(!requests.is_empty(), "{name}: empty shed");
-                for id in requests {
-                    assert!(
-                        head.iter().any(|r| r.id == *id),
-                        "{name}: shed unknown id {id}"
-                    );
-                }
-            }
-            Decision::Wait { .. } => {}
-        }
+        check(name, &view, &queue, &decision);
         // Feed a completion from some unit so that learning policies move.
         let unit = (*extra_images as usize) % view.units.len();
         policy.on_completion(
@@ -191,8 +281,71 @@ fn drive(name: &str, seed: u64, steps: &[Step]) -> Vec<Decision> {
         );
         let _ = policy.predicted_slowdowns(&view);
         decisions.push(decision);
+        last = Some((view, head, *fixed));
+    }
+    if let Some((view, head, fixed)) = last {
+        decisions.extend(live(name, policy.as_mut(), view, head, fixed));
     }
     decisions
+}
+
+/// Asks the policy about `view` made idle (every stream free, nothing in flight, the
+/// first unit healthy) with `head` waiting (one request if it is empty), advancing the
+/// clock to each `Wait`'s `until`: the policy must dispatch within `LIVENESS_CALLS`
+/// decisions (or shed the whole queue). Returns its decisions.
+fn live(
+    name: &str,
+    policy: &mut dyn Policy,
+    mut view: ClusterView,
+    mut head: Vec<WaitingRequest>,
+    fixed: Option<u32>,
+) -> Vec<Decision> {
+    for unit in &mut view.units {
+        unit.free_streams = unit.streams;
+        unit.in_flight_batches = 0;
+        unit.in_flight_images = 0;
+        unit.next_free_at = unit.next_free_at.min(view.now);
+        unit.busy_until = unit.busy_until.min(view.now);
+    }
+    view.units[0].healthy = true;
+    if head.is_empty() {
+        head.push(WaitingRequest {
+            id: 1,
+            images: fixed.unwrap_or(1),
+            arrival: view.now,
+            deadline: None,
+            priority: 0,
+        });
+    }
+    let mut decisions = Vec::new();
+    for _ in 0..LIVENESS_CALLS {
+        let queue = QueueView {
+            requests: head.len(),
+            images: head.iter().map(|r| u64::from(r.images)).sum(),
+            head: &head,
+            fixed_batch: fixed,
+        };
+        let decision = policy.decide(&view, &queue);
+        check(name, &view, &queue, &decision);
+        decisions.push(decision.clone());
+        match decision {
+            Decision::Dispatch { .. } => return decisions,
+            Decision::Shed { requests } => {
+                head.retain(|r| !requests.contains(&r.id));
+                if head.is_empty() {
+                    return decisions;
+                }
+            }
+            Decision::Wait { until: Some(until) } => view.now = view.now.max(until),
+            Decision::Wait { until: None } => panic!(
+                "{name}: waits with nothing in flight and no time to be asked again \
+                 ({} requests waiting, units {:?})",
+                head.len(),
+                view.units
+            ),
+        }
+    }
+    panic!("{name}: no dispatch in {LIVENESS_CALLS} decisions on an idle cluster: {decisions:?}");
 }
 
 proptest! {
@@ -201,12 +354,13 @@ proptest! {
     #[test]
     fn every_policy_respects_the_contract(
         steps in proptest::collection::vec(step_strategy(), 1..12),
-        seed in any::<u64>(),
+        configs in configs_strategy(),
     ) {
-        for name in PolicyConfig::NAMES {
-            let first = drive(name, seed, &steps);
-            let again = drive(name, seed, &steps);
-            prop_assert_eq!(first, again, "{} is not deterministic", name);
+        prop_assert_eq!(configs.len(), PolicyConfig::names().len());
+        for config in &configs {
+            let first = drive(config, &steps);
+            let again = drive(config, &steps);
+            prop_assert_eq!(first, again, "{:?} is not deterministic", config);
         }
     }
 }

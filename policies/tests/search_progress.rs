@@ -57,7 +57,7 @@ fn search(seconds: u64, policy: &str) -> Option<SearchProgress> {
     let config = config(seconds);
     let mut policy = PolicyConfig::from_name(policy).unwrap();
     policy.resolve_contention(&config.contention);
-    let outcome = simulate(&config, build_policy(&policy, 1)).unwrap();
+    let outcome = simulate(&config, build_policy(&policy)).unwrap();
     let batches: u64 = outcome.report.total.batches;
     match outcome.search {
         Some(SearchProgress::Searching { batches: searched }) => {

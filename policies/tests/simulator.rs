@@ -72,7 +72,7 @@ fn config(units: Vec<UnitSpec>, batch: u32, seconds: u64) -> SimulationConfig {
 fn run(config: &SimulationConfig, policy: &str) -> SimulationOutcome {
     let mut policy = PolicyConfig::from_name(policy).unwrap();
     policy.resolve_contention(&config.contention);
-    let outcome = simulate(config, build_policy(&policy, 1)).unwrap();
+    let outcome = simulate(config, build_policy(&policy)).unwrap();
     assert_eq!(outcome.policy_errors, 0);
     outcome
 }
@@ -203,7 +203,7 @@ fn an_hour_of_five_units_in_seconds() {
         spec("dla0", UnitKind::Dla, "dla", 2),
         spec("dla1", UnitKind::Dla, "dla", 2),
     ];
-    for policy in PolicyConfig::NAMES {
+    for policy in PolicyConfig::names() {
         let mut c = config(units.clone(), 1, 3600);
         c.scheduler.fixed_batch = None;
         c.images_per_request = 1;

@@ -598,7 +598,7 @@ impl Runner for Simulated<'_> {
         };
         let outcome = simulate(
             &config,
-            mica_policies::build_policy(&PolicyConfig::RoundRobin, 1),
+            mica_policies::build_policy(&PolicyConfig::RoundRobin),
         )
         .map_err(|e| anyhow::anyhow!("simulating {batch}-image batches: {e}"))?;
         Ok(units

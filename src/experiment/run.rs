@@ -97,7 +97,7 @@ pub fn simulation_config(
         duration: plan.warmup + plan.duration,
         warmup: plan.warmup,
         jitter,
-        seed: setup.seed,
+        seed: loaded.config.scheduler.seed,
     })
 }
 
@@ -109,7 +109,7 @@ pub fn simulate(
 ) -> anyhow::Result<RunOutcome> {
     let setup = wiring::service_setup(loaded, overrides)?;
     let config = simulation_config(loaded, &setup, plan)?;
-    let policy = mica_policies::build_policy(&setup.policy, setup.seed);
+    let policy = mica_policies::build_policy(&setup.policy);
     let started = Instant::now();
     let outcome = mica_policies::simulate(&config, policy).context("simulation")?;
     let wall = started.elapsed();
@@ -144,7 +144,7 @@ pub fn real_time(
         warmup: plan.warmup,
         images_per_request: plan.images_per_request,
         progress,
-        seed: setup.seed,
+        seed: loaded.config.scheduler.seed,
         policy: setup.policy.name().to_string(),
     };
     let started = Instant::now();
