@@ -96,7 +96,9 @@ impl PreprocessPool {
         self.threads.len()
     }
 
-    /// Jobs waiting for a thread now (taken ones not counted).
+    /// Jobs waiting for a thread now (taken ones not counted); for tests that wait
+    /// for the pool to take a job.
+    #[cfg(test)]
     pub fn queued(&self) -> usize {
         self.queue.as_ref().map_or(0, Sender::len)
     }
