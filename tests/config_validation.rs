@@ -10,14 +10,21 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Writes `text` as a config file inside `config/` (so relative profile paths resolve
-/// as they do for the shipped configs) and loads it.
+/// Writes `text` as a config file in a temporary folder (never into `config/`), its
+/// `profiles/...` and `../engines/...` paths pointed at the repository's, and loads it.
 fn load(text: &str) -> Result<LoadedConfig, String> {
-    let dir = repo().join("config");
+    let root = repo();
+    let text = text
+        .replace(
+            "\"profiles/",
+            &format!("\"{}/config/profiles/", root.display()),
+        )
+        .replace("\"../engines/", &format!("\"{}/engines/", root.display()));
+    let dir = tempfile::tempdir().unwrap();
     let mut file = tempfile::Builder::new()
         .prefix("test-")
         .suffix(".toml")
-        .tempfile_in(&dir)
+        .tempfile_in(dir.path())
         .unwrap();
     file.write_all(text.as_bytes()).unwrap();
     let result = LoadedConfig::load(file.path()).map_err(|e| e.to_string());

@@ -23,7 +23,12 @@ use crate::weighted::Weighted;
 /// wraps its settings struct, which defaults every field left out and rejects unknown
 /// keys.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(
+    tag = "type",
+    rename_all = "snake_case",
+    deny_unknown_fields,
+    from = "PolicyConfigFile"
+)]
 pub enum PolicyConfig {
     /// Static rotation (the baseline).
     RoundRobin,
@@ -38,6 +43,34 @@ pub enum PolicyConfig {
     Adaptive(AdaptiveSettings),
     /// Earliest deadline first, least-cost unit, shedding what cannot meet its deadline.
     Slo(SloSettings),
+}
+
+/// `PolicyConfig` as the file holds it, its parameterless policies as empty struct
+/// variants: serde ignores keys beside the tag of an internally tagged enum's unit
+/// variant, so `{ type = "round_robin", weights = 2 }` would pass silently; an empty
+/// struct variant with `deny_unknown_fields` refuses the key, naming it.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum PolicyConfigFile {
+    RoundRobin {},
+    LeastLoaded {},
+    Weighted {},
+    ContentionAware(ContentionAwareSettings),
+    Adaptive(AdaptiveSettings),
+    Slo(SloSettings),
+}
+
+impl From<PolicyConfigFile> for PolicyConfig {
+    fn from(file: PolicyConfigFile) -> Self {
+        match file {
+            PolicyConfigFile::RoundRobin {} => PolicyConfig::RoundRobin,
+            PolicyConfigFile::LeastLoaded {} => PolicyConfig::LeastLoaded,
+            PolicyConfigFile::Weighted {} => PolicyConfig::Weighted,
+            PolicyConfigFile::ContentionAware(settings) => PolicyConfig::ContentionAware(settings),
+            PolicyConfigFile::Adaptive(settings) => PolicyConfig::Adaptive(settings),
+            PolicyConfigFile::Slo(settings) => PolicyConfig::Slo(settings),
+        }
+    }
 }
 
 impl PolicyConfig {
@@ -183,6 +216,12 @@ mod tests {
             ("type = \"slo\"\nmargin = 2", "margin"),
             ("type = \"adaptive\"\nepoch_second = 2.0", "epoch_second"),
             ("type = \"contention_aware\"\nmodel = \"pccs\"", "model"),
+            ("type = \"round_robin\"\nweights = 2", "weights"),
+            (
+                "type = \"least_loaded\"\nepoch_seconds = 1.0",
+                "epoch_seconds",
+            ),
+            ("type = \"weighted\"\nshares = 3", "shares"),
         ] {
             let error = toml::from_str::<PolicyConfig>(table)
                 .unwrap_err()

@@ -308,7 +308,42 @@ impl Policy for Slo {
             .map(|(u, _)| u.next_free_at)
             .filter(|t| *t > view.now)
             .min();
-        Decision::Wait { until }
+        if until.is_some() {
+            return Decision::Wait { until };
+        }
+        // Nothing busy will free up, so waiting changes nothing (the property test's
+        // liveness check found this): a free unit outside the active set serves what
+        // it can meet; requests with a deadline none meets now are late and shed; the
+        // rest go to a free unit.
+        for index in view.ready_units() {
+            let unit = &view.units[index];
+            let slowdown =
+                self.contention
+                    .slowdown_if_started(view, index, queue.batch_for(unit.max_batch));
+            if let Some((images, _)) = self.feasible_batch(view, unit, queue, slowdown) {
+                return Decision::Dispatch {
+                    unit: index,
+                    images,
+                };
+            }
+        }
+        let late: Vec<u64> = queue
+            .head
+            .iter()
+            .take(self.settings.max_scan)
+            .filter(|r| r.deadline.is_some())
+            .map(|r| r.id)
+            .collect();
+        if !late.is_empty() {
+            return Decision::Shed { requests: late };
+        }
+        match view.ready_units().next() {
+            Some(index) => Decision::Dispatch {
+                unit: index,
+                images: queue.batch_for(view.units[index].max_batch).max(1),
+            },
+            None => Decision::Wait { until: None },
+        }
     }
 }
 
