@@ -494,46 +494,26 @@ fn open_model(
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         EngineError::Load(format!("{}: {what}: {e}", path.display()))
     };
-    // A first session without providers reads the model's inputs and outputs, which
-    // decide the TensorRT profile; it costs one parse of the file, once per stream.
-    let probe = Session::builder(&runtime.environment)
-        .map_err(|e| fail("session options", &e))?
-        .with_optimization_level(GraphOptimizationLevel::Disable)
-        .map_err(|e| fail("session options", &e))?
-        .commit_from_file(path)
-        .map_err(|e| fail("not a model ONNX Runtime can load", &e))?;
-    let (input, input_dims) = single_input(&probe, path)?;
-    let output = probe
-        .outputs()
-        .first()
-        .ok_or_else(|| EngineError::Load(format!("{} has no outputs", path.display())))?;
-    let output_name = output.name().to_string();
-    let output_dims: Option<Vec<i64>> = output.dtype().tensor_shape().map(|s| s.to_vec());
-    drop(probe);
-
-    let fixed_batch = match input_dims.first() {
-        Some(&b) if b > 0 => Some(u32::try_from(b).map_err(|_| {
-            EngineError::Load(format!("{}: batch {b} is too large", path.display()))
-        })?),
-        _ => None,
-    };
-    let model_image: Vec<i64> = input_dims.iter().skip(1).copied().collect();
-    let image_dims = if !model_image.is_empty() && model_image.iter().all(|&d| d > 0) {
-        model_image
+    // TensorRT needs the model's input name and dims before its session exists (they
+    // decide the optimization profile): a first session without providers reads them,
+    // one more parse of the file. Other providers read them from their own session.
+    let probed = if plan.provider == OnnxProvider::Tensorrt {
+        let probe = Session::builder(&runtime.environment)
+            .map_err(|e| fail("session options", &e))?
+            .with_optimization_level(GraphOptimizationLevel::Disable)
+            .map_err(|e| fail("session options", &e))?
+            .commit_from_file(path)
+            .map_err(|e| fail("not a model ONNX Runtime can load", &e))?;
+        Some(Outlets::of(&probe, path, image_shape)?)
     } else {
-        image_shape.to_vec()
+        None
     };
-    let output_per_image = output_dims.and_then(|dims| {
-        let rest = &dims[1.min(dims.len())..];
-        (!rest.is_empty() && rest.iter().all(|&d| d > 0))
-            .then(|| rest.iter().product::<i64>() as usize)
-    });
-
-    let plan = if fixed_batch.is_none() {
-        plan.clone()
-            .with_batch_profile(&input, &image_dims, spec.max_batch)
-    } else {
-        plan.clone()
+    let plan = match &probed {
+        Some(outlets) if outlets.fixed_batch.is_none() => {
+            plan.clone()
+                .with_batch_profile(&outlets.input, &outlets.image_dims, spec.max_batch)
+        }
+        _ => plan.clone(),
     };
     let mut builder = Session::builder(&runtime.environment)
         .map_err(|e| fail("session options", &e))?
@@ -556,9 +536,12 @@ fn open_model(
             "tensorrt session creation started (builds engines not in the cache; minutes on an Orin)"
         );
     }
-    let session = builder
-        .commit_from_file(path)
-        .map_err(|e| fail(&format!("creating a session on {}", plan.ort_name()), &e))?;
+    let session = builder.commit_from_file(path).map_err(|e| {
+        fail(
+            &format!("not a model ONNX Runtime can load on {}", plan.ort_name()),
+            &e,
+        )
+    })?;
     if plan.provider == OnnxProvider::Tensorrt {
         info!(
             unit = spec.unit,
@@ -567,22 +550,71 @@ fn open_model(
             "tensorrt session creation ended"
         );
     }
+    let outlets = match probed {
+        Some(outlets) => outlets,
+        None => Outlets::of(&session, path, image_shape)?,
+    };
     if session.outputs().len() > 1 {
         warn!(
             model = %path.display(),
-            output = %output_name,
+            output = %outlets.output,
             "the model has several outputs; mica returns the first"
         );
     }
     Ok(ModelSession {
         path: path.to_path_buf(),
         session,
-        input,
-        output: output_name,
-        image_dims,
-        fixed_batch,
-        output_per_image,
+        input: outlets.input,
+        output: outlets.output,
+        image_dims: outlets.image_dims,
+        fixed_batch: outlets.fixed_batch,
+        output_per_image: outlets.output_per_image,
     })
+}
+
+/// A model's input and first output as its session describes them.
+struct Outlets {
+    input: String,
+    output: String,
+    /// Per-image input dims: the model's, or `image_shape` where they are symbolic.
+    image_dims: Vec<i64>,
+    fixed_batch: Option<u32>,
+    output_per_image: Option<usize>,
+}
+
+impl Outlets {
+    fn of(session: &Session, path: &Path, image_shape: &[i64]) -> Result<Self, EngineError> {
+        let (input, input_dims) = single_input(session, path)?;
+        let output = session
+            .outputs()
+            .first()
+            .ok_or_else(|| EngineError::Load(format!("{} has no outputs", path.display())))?;
+        let output_dims: Option<Vec<i64>> = output.dtype().tensor_shape().map(|s| s.to_vec());
+        let fixed_batch = match input_dims.first() {
+            Some(&b) if b > 0 => Some(u32::try_from(b).map_err(|_| {
+                EngineError::Load(format!("{}: batch {b} is too large", path.display()))
+            })?),
+            _ => None,
+        };
+        let model_image: Vec<i64> = input_dims.iter().skip(1).copied().collect();
+        let image_dims = if !model_image.is_empty() && model_image.iter().all(|&d| d > 0) {
+            model_image
+        } else {
+            image_shape.to_vec()
+        };
+        let output_per_image = output_dims.and_then(|dims| {
+            let rest = &dims[1.min(dims.len())..];
+            (!rest.is_empty() && rest.iter().all(|&d| d > 0))
+                .then(|| rest.iter().product::<i64>() as usize)
+        });
+        Ok(Self {
+            input,
+            output: output.name().to_string(),
+            image_dims,
+            fixed_batch,
+            output_per_image,
+        })
+    }
 }
 
 /// The model's one FP32 input: its name and dims (`-1` where symbolic).

@@ -50,8 +50,6 @@ pub struct ProviderPlan {
     /// TensorRT: the optimization profile for a dynamic batch, as ONNX Runtime's
     /// `name:NxCxHxW` strings (min, opt, max).
     pub profile_shapes: Option<(String, String, String)>,
-    /// Register the CUDA provider after TensorRT, for the nodes TensorRT declines.
-    pub cuda_after_tensorrt: bool,
 }
 
 impl ProviderPlan {
@@ -80,7 +78,6 @@ impl ProviderPlan {
                 .workspace_mib
                 .map(|mib| (mib as usize).saturating_mul(1 << 20)),
             profile_shapes: None,
-            cuda_after_tensorrt: tensorrt,
         }
     }
 
@@ -165,11 +162,8 @@ impl ProviderPlan {
                     // SAFETY: as for the CUDA provider above.
                     trt = unsafe { trt.with_compute_stream(stream) };
                 }
-                let mut providers = vec![trt.build().error_on_failure()];
-                if self.cuda_after_tensorrt {
-                    providers.push(cuda());
-                }
-                providers
+                // CUDA behind TensorRT, for the nodes TensorRT declines.
+                vec![trt.build().error_on_failure(), cuda()]
             }
         }
     }
@@ -203,7 +197,8 @@ mod tests {
         );
         assert!(!fp32.tf32 && tf32.tf32);
         assert_eq!((fp32.device, tf32.device), (Some(0), Some(1)));
-        assert!(!fp32.fp16 && !fp32.cuda_after_tensorrt);
+        assert!(!fp32.fp16);
+        assert_eq!(fp32.dispatches(None).len(), 1);
     }
 
     #[test]
@@ -215,7 +210,7 @@ mod tests {
             Some(1),
         );
         assert_eq!(plan.dla_core, Some(1));
-        assert!(plan.fp16 && plan.cuda_after_tensorrt);
+        assert!(plan.fp16);
         assert_eq!(
             plan.engine_cache.as_deref(),
             Some(std::path::Path::new("/var/cache/mica/unit"))

@@ -14,13 +14,12 @@
 //!
 //! A process loads one library: the first onnx unit decides it, and a later unit naming
 //! another is refused. ONNX Runtime older than the C API level mica is built for
-//! ([`MIN_MINOR_VERSION`]) is refused with both versions named.
+//! ([`MIN_MINOR_VERSION`]) is refused by `ort`'s own check, with both versions named.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use ort::environment::Environment;
-use parking_lot::Mutex;
 
 use crate::engine::EngineError;
 
@@ -52,24 +51,15 @@ pub struct Runtime {
 }
 
 /// What the first load decided: the runtime, or why it could not load (kept, so every
-/// unit reports the same cause without retrying).
+/// unit reports the same cause without retrying). `get_or_init` runs one load even when
+/// several stream workers ask at once.
 static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
-/// Serialises the first load (two stream workers loading at once).
-static LOADING: Mutex<()> = Mutex::new(());
 
 /// The process's ONNX Runtime, loading it on first use from `configured` (a unit's
 /// `engine.library`) or the search order above.
 pub fn runtime(configured: Option<&Path>) -> Result<&'static Runtime, EngineError> {
-    if RUNTIME.get().is_none() {
-        let _guard = LOADING.lock();
-        if RUNTIME.get().is_none() {
-            let loaded = load(configured);
-            let _ = RUNTIME.set(loaded);
-        }
-    }
     let runtime = RUNTIME
-        .get()
-        .expect("set above under the loading lock; this is a bug")
+        .get_or_init(|| load(configured))
         .as_ref()
         .map_err(|cause| EngineError::Load(cause.clone()))?;
     if let Some(wanted) = configured {
@@ -200,8 +190,9 @@ fn load(configured: Option<&Path>) -> Result<Runtime, String> {
         }
         match ort::init_from(&candidate.path) {
             Ok(builder) => {
+                // `init_from` has refused anything older than the API level mica is
+                // built for (`MIN_MINOR_VERSION`); this is for the log and reports.
                 let version = super::ffi::version_string(&candidate.path)?;
-                check_version(&version, &candidate.path)?;
                 let environment = builder
                     .with_name("mica")
                     .build()
@@ -243,27 +234,6 @@ fn load(configured: Option<&Path>) -> Result<Runtime, String> {
          engine.library or ORT_DYLIB_PATH",
         failures.join("; ")
     ))
-}
-
-/// Refuses a library older than [`MIN_MINOR_VERSION`].
-fn check_version(version: &str, path: &Path) -> Result<(), String> {
-    let minor = version
-        .split('.')
-        .nth(1)
-        .and_then(|m| m.parse::<u32>().ok())
-        .ok_or_else(|| {
-            format!(
-                "{} reports an unreadable version {version:?}",
-                path.display()
-            )
-        })?;
-    if minor < MIN_MINOR_VERSION {
-        return Err(format!(
-            "{} is ONNX Runtime {version}; mica needs 1.{MIN_MINOR_VERSION} or newer",
-            path.display()
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -315,17 +285,5 @@ mod tests {
             ]
         );
         std::fs::remove_dir_all(&root).unwrap();
-    }
-
-    #[test]
-    fn versions_older_than_the_api_level_are_refused_naming_both() {
-        let error = check_version("1.23.2", Path::new("/lib/libonnxruntime.so")).unwrap_err();
-        assert!(
-            error.contains("1.23.2") && error.contains("1.24"),
-            "{error}"
-        );
-        assert!(check_version("1.24.0", Path::new("x")).is_ok());
-        assert!(check_version("1.31.1", Path::new("x")).is_ok());
-        assert!(check_version("garbage", Path::new("x")).is_err());
     }
 }
