@@ -17,7 +17,7 @@ use mica_actors::{InferError, InferRequest};
 use std::sync::Arc;
 
 use crate::serve::InferBackend;
-use mica_policies::{ReportBuilder, RunReport, UnitSpec};
+use mica_core::{ReportBuilder, RunReport, UnitSpec};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -233,7 +233,7 @@ pub async fn run(target: &Target, units: UnitLabels, options: &BenchOptions) -> 
                             let _ = one_request(&target, &options, measure_from, &shared).await;
                         });
                         let u: f64 = rng.random_range(f64::EPSILON..1.0);
-                        next += mica_policies::time::secs(-u.ln() / rate.max(1e-9));
+                        next += mica_core::time::secs(-u.ln() / rate.max(1e-9));
                     }
                 }
             })]

@@ -12,7 +12,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use mica_policies::{PolicyConfig, SearchProgress};
+use mica_core::SearchProgress;
+use mica_policies::PolicyConfig;
 use serde::Serialize;
 
 use crate::config::LoadedConfig;

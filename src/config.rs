@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use mica_core::{ContentionConfig, HealthRules, Profile, UnitKind};
 use mica_engines::{EngineSettings, UnitFacts};
-use mica_policies::{ContentionConfig, HealthRules, PolicyConfig, Profile, UnitKind};
+use mica_policies::PolicyConfig;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 

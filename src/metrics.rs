@@ -88,7 +88,7 @@ pub fn install_recorder() -> anyhow::Result<MetricsHandle> {
     let handle = builder.install_recorder()?;
     let histograms = HistogramRegistry::install();
     mica_actors::metrics::describe();
-    mica_actors::pipeline_stage::describe();
+    mica_pipeline::stage::describe();
     crate::serve::metrics::describe();
     describe();
     let upkeep = handle.clone();

@@ -17,14 +17,14 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use mica_actors::pipeline::PipelineSetup;
-use mica_actors::pipeline_stage::{StageSetup, StageUnit};
+use mica_core::{ContentionConfig, UnitId, UnitKind};
 use mica_engines::{ContentionHub, EngineContext, EngineSpec};
-use mica_policies::pipeline::{
+use mica_pipeline::run::PipelineSetup;
+use mica_pipeline::stage::{StageSetup, StageUnit};
+use mica_pipeline::{
     stage_unit_profile, BlockTable, CpuSide, MappingOption, PipelineSpec, PipelineUnit, RoleUnits,
     StageProfile, StageSpec,
 };
-use mica_policies::{ContentionConfig, UnitId, UnitKind};
 use serde::{Deserialize, Serialize};
 
 use crate::config::LoadedConfig;
@@ -262,13 +262,7 @@ impl PipelineConfig {
         let roles = RoleUnits { gpu, dla0, dla1 };
         let stages = if self.stages.is_empty() {
             let cuts = if self.cuts.is_empty() && self.option.cuts() > 0 {
-                mica_policies::pipeline::profile_cuts(
-                    self.option,
-                    &roles,
-                    &units,
-                    &table,
-                    self.batch,
-                )?
+                mica_pipeline::profile_cuts(self.option, &roles, &units, &table, self.batch)?
             } else {
                 self.cuts.clone()
             };
@@ -398,7 +392,7 @@ pub fn build_setup(
         .as_ref()
         .is_none_or(|p| p.device_handoff);
     // Stages whose every engine takes and keeps activations on its device.
-    let keeps_on_device = |stage: &mica_policies::pipeline::StageSpec| {
+    let keeps_on_device = |stage: &mica_pipeline::StageSpec| {
         stage.units.iter().all(|&u| {
             loaded.config.units[config_units[u]]
                 .engine

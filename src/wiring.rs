@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use mica_actors::{ServiceSetup, UnitSetup};
+use mica_core::{SchedulerSettings, UnitId, UnitSpec};
 use mica_engines::{ContentionHub, EngineKind, EngineSpec};
-use mica_policies::{PolicyConfig, SchedulerSettings, UnitId, UnitSpec};
+use mica_policies::PolicyConfig;
 
 use crate::config::{LoadedConfig, UnitConfig};
 
@@ -167,7 +168,7 @@ fn dispatcher_panic_after() -> anyhow::Result<Option<u64>> {
 #[cfg(feature = "torch")]
 fn load_cuda_if_needed(units: &[UnitSetup]) {
     if units.iter().any(|u| {
-        u.engine.engine.kind() == EngineKind::Torch && u.spec.kind != mica_policies::UnitKind::Cpu
+        u.engine.engine.kind() == EngineKind::Torch && u.spec.kind != mica_core::UnitKind::Cpu
     }) {
         if let Err(error) = mica_engines::torch::load_cuda() {
             tracing::warn!(%error, "libtorch_cuda could not be loaded; CUDA torch units will not load");

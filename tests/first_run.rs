@@ -13,7 +13,8 @@ use mica::bench_context::{Context, Setting, Source};
 use mica::config::LoadedConfig;
 use mica::experiment::run::{simulate, RunPlan};
 use mica::wiring::{service_setup, RunOverrides};
-use mica_policies::{PolicyConfig, SearchProgress, UnitSpec};
+use mica_core::{SearchProgress, UnitSpec};
+use mica_policies::PolicyConfig;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

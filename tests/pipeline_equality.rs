@@ -12,11 +12,11 @@
 
 use std::sync::Arc;
 
-use mica_actors::pipeline::{Pipeline, PipelineSetup};
-use mica_actors::pipeline_stage::{StageSetup, StageUnit};
+use mica_core::contention::NoContention;
+use mica_core::{Profile, ProfileOrigin, ProfilePoint, UnitKind};
 use mica_engines::{ContentionHub, EngineContext, EngineSettings, EngineSpec, SimEngineConfig};
-use mica_policies::contention::NoContention;
-use mica_policies::{Profile, ProfileOrigin, ProfilePoint, UnitKind};
+use mica_pipeline::run::{Pipeline, PipelineSetup};
+use mica_pipeline::stage::{StageSetup, StageUnit};
 
 fn spec(unit: usize, stream: u32, input: usize, output: usize, batch: u32) -> EngineSpec {
     let settings = EngineSettings::Sim(SimEngineConfig {

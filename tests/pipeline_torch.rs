@@ -12,11 +12,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use mica_actors::pipeline::{Pipeline, PipelineSetup};
-use mica_actors::pipeline_stage::{StageSetup, StageUnit};
+use mica_core::contention::NoContention;
+use mica_core::UnitKind;
 use mica_engines::{ContentionHub, EngineContext, EngineSettings, EngineSpec, TorchEngineConfig};
-use mica_policies::contention::NoContention;
-use mica_policies::UnitKind;
+use mica_pipeline::run::{Pipeline, PipelineSetup};
+use mica_pipeline::stage::{StageSetup, StageUnit};
 use serve_support::{free_port, shipped_config, ChildServer};
 
 fn dir() -> PathBuf {

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use mica_policies::{Profile, ProfileOrigin};
+use mica_core::{Profile, ProfileOrigin};
 
 /// A config with a sim unit emulating 2 ms at batch 1 and 6 ms at batch 4, and a null
 /// unit, in `dir`.

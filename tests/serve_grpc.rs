@@ -34,7 +34,7 @@ use mica::serve::{
     ShutdownFuture,
 };
 use mica_actors::{InferError, InferRequest, InferResponse};
-use mica_policies::UnitId;
+use mica_core::UnitId;
 use serve_support::{
     free_port, label_file, le_bytes, shipped_config, test_model, test_settings, ChildServer,
     INPUT_LEN, OUTPUT_LEN,

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use mica_policies::Profile;
+use mica_core::Profile;
 
 /// The per-batch deadline rule.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,14 +33,14 @@ impl BatchDeadline {
     /// The deadline of a batch of `images` on a unit with this profile.
     pub fn for_batch(&self, profile: Option<&Profile>, images: u32) -> Duration {
         let predicted = profile.map_or(Duration::ZERO, |p| p.latency(images.max(1)));
-        mica_policies::time::scale(predicted, self.factor).saturating_add(self.floor)
+        mica_core::time::scale(predicted, self.factor).saturating_add(self.floor)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mica_policies::{ProfileOrigin, ProfilePoint};
+    use mica_core::{ProfileOrigin, ProfilePoint};
 
     #[test]
     fn a_multiple_of_the_prediction_plus_the_floor() {

@@ -1,6 +1,6 @@
 //! The `Dispatcher` actor: admits requests, forms batches and routes them to units.
 //!
-//! All decisions are made by the synchronous `Scheduler` core (mica-policies); this
+//! All decisions are made by the synchronous `Scheduler` core (mica-core); this
 //! actor only turns messages into scheduler events and scheduler actions into messages,
 //! and keeps one timer for the scheduler's next wake-up.
 
@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, SpawnHandle};
-use mica_policies::{Action, DropReason, PolicyConfig, Scheduler, SchedulerSettings, UnitSpec};
+use mica_core::{Action, DropReason, Scheduler, SchedulerSettings, UnitSpec};
+use mica_policies::PolicyConfig;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
@@ -130,7 +131,7 @@ impl Dispatcher {
         specs: &[UnitSpec],
         engines: &[&'static str],
         units: Vec<Addr<UnitActor>>,
-        policy: Box<dyn mica_policies::Policy>,
+        policy: Box<dyn mica_core::Policy>,
         settings: SchedulerSettings,
         liveness: Arc<Liveness>,
     ) -> Self {
@@ -301,10 +302,10 @@ impl Handler<Submit> for Dispatcher {
         }
         if let Err(invalid) = self.scheduler.check(request.images) {
             pending.fail(InferError::Invalid(match invalid {
-                mica_policies::InvalidRequest::TooManyImages { images, max } => {
+                mica_core::InvalidRequest::TooManyImages { images, max } => {
                     format!("batch of {images} images; the largest any unit accepts is {max}")
                 }
-                mica_policies::InvalidRequest::WrongBatch { images, fixed } => {
+                mica_core::InvalidRequest::WrongBatch { images, fixed } => {
                     format!("batch of {images} images; this run takes batches of exactly {fixed}")
                 }
             }));

@@ -9,8 +9,6 @@ pub mod batch_deadline;
 pub mod dispatcher;
 pub mod liveness;
 pub mod metrics;
-pub mod pipeline;
-pub mod pipeline_stage;
 pub mod responder;
 pub mod service;
 pub mod stream_worker;

@@ -14,7 +14,7 @@
 mod histogram;
 
 use metrics::{describe_counter, describe_gauge, Counter, Gauge, Unit};
-use mica_policies::UnitSpec;
+use mica_core::UnitSpec;
 
 pub use histogram::{HistogramRegistry, HistogramSpec, LocalHistogram};
 

@@ -11,10 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, AsyncContext};
+use mica_core::{SchedulerSettings, SearchProgress, UnitHealth, UnitId, UnitSpec};
 use mica_engines::{ContentionHub, CustomEngineBuilder, EngineContext, EngineSpec};
-use mica_policies::{
-    PolicyConfig, SchedulerSettings, SearchProgress, UnitHealth, UnitId, UnitSpec,
-};
+use mica_policies::PolicyConfig;
 use thiserror::Error;
 use tokio::sync::{oneshot, watch};
 

@@ -7,8 +7,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
 use actix::{Actor, Addr, Context, Handler, Message};
+use mica_core::UnitId;
 use mica_engines::{build_engine, BatchInput, BatchOutput, Engine, EngineContext, EngineSpec};
-use mica_policies::UnitId;
 
 use crate::dispatcher::Pending;
 use crate::service::{InferError, InferResponse};

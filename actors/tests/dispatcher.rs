@@ -6,15 +6,15 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use mica_actors::{BatchDeadline, InferError, InferRequest, Service, ServiceSetup, UnitSetup};
+use mica_core::contention::NoContention;
+use mica_core::{
+    HealthRules, SchedulerSettings, SearchProgress, UnitHealth, UnitId, UnitKind, UnitSpec,
+};
 use mica_engines::{
     check_input, BatchInput, BatchOutput, ContentionHub, Engine, EngineError, EngineInfo,
     EngineSettings, EngineSpec,
 };
-use mica_policies::contention::NoContention;
-use mica_policies::{
-    HealthRules, PolicyConfig, SchedulerSettings, SearchProgress, UnitHealth, UnitId, UnitKind,
-    UnitSpec,
-};
+use mica_policies::PolicyConfig;
 
 /// What a scripted engine does with batch number `n` (counted per engine).
 #[derive(Clone, Copy, Debug)]

@@ -6,12 +6,12 @@
 
 use std::time::{Duration, Instant};
 
+use mica_core::contention::NoContention;
+use mica_core::UnitKind;
 use mica_engines::{
     build_engine, BatchInput, ContentionHub, EngineContext, EngineSettings, EngineSpec,
     OnnxEngineConfig, OnnxProvider,
 };
-use mica_policies::contention::NoContention;
-use mica_policies::UnitKind;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use mica_policies::{ContentionModel, Load};
+use mica_core::{ContentionModel, Load};
 use parking_lot::{Condvar, Mutex};
 
 /// Work still to do below this many isolated seconds counts as done (a microsecond
@@ -83,7 +83,7 @@ impl ContentionHub {
             if job.remaining_s <= DONE_EPSILON_S {
                 break;
             }
-            let wait = mica_policies::time::secs(job.remaining_s * job.slowdown);
+            let wait = mica_core::time::secs(job.remaining_s * job.slowdown);
             self.changed.wait_for(&mut state, wait);
             self.advance(&mut state, Instant::now());
         }
@@ -131,8 +131,8 @@ impl ContentionHub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mica_policies::contention::BandwidthShare;
-    use mica_policies::UnitKind;
+    use mica_core::contention::BandwidthShare;
+    use mica_core::UnitKind;
     use std::sync::Arc;
 
     fn gpu_load(unit: usize) -> Load {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use mica_policies::{Profile, UnitKind};
+use mica_core::{Profile, UnitKind};
 use serde::{Deserialize, Serialize};
 
 use crate::contention_hub::ContentionHub;

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mica_policies::{Load, Profile, UnitKind};
+use mica_core::{Load, Profile, UnitKind};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -77,7 +77,7 @@ impl SimEngine {
         } else {
             1.0
         };
-        mica_policies::time::secs(base * factor)
+        mica_core::time::secs(base * factor)
     }
 }
 
@@ -146,8 +146,8 @@ fn fake_logits(data: &[f32], images: usize, output_len: usize) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mica_policies::contention::NoContention;
-    use mica_policies::{ProfileOrigin, ProfilePoint};
+    use mica_core::contention::NoContention;
+    use mica_core::{ProfileOrigin, ProfilePoint};
     use std::time::Instant;
 
     fn engine(latency_ms: f64, jitter: f64) -> SimEngine {

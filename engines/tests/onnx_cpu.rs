@@ -12,12 +12,12 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{relative_error, Fixture};
+use mica_core::contention::NoContention;
+use mica_core::UnitKind;
 use mica_engines::{
     build_engine, BatchInput, ContentionHub, Engine, EngineContext, EngineError, EngineSettings,
     EngineSpec, OnnxEngineConfig, OnnxProvider,
 };
-use mica_policies::contention::NoContention;
-use mica_policies::UnitKind;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")

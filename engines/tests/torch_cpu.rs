@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::{relative_error, Fixture};
+use mica_core::contention::NoContention;
+use mica_core::UnitKind;
 use mica_engines::torch::TorchEngine;
 use mica_engines::{
     build_engine, BatchInput, ContentionHub, Engine, EngineContext, EngineError, EngineSettings,
     EngineSpec, TorchEngineConfig,
 };
-use mica_policies::contention::NoContention;
-use mica_policies::UnitKind;
 
 /// The committed fixtures; `MICA_TORCH_FIXTURES` overrides the compiled-in path for a
 /// test binary carried to another machine (the GPU host has no Rust toolchain).

@@ -17,9 +17,9 @@ mod common;
 use std::path::PathBuf;
 
 use common::{relative_error, Fixture};
+use mica_core::UnitKind;
 use mica_engines::torch::TorchEngine;
 use mica_engines::{BatchInput, Engine, EngineSettings, EngineSpec, TorchEngineConfig};
-use mica_policies::UnitKind;
 
 #[test]
 #[ignore = "needs MICA_TORCH_MODELS: the folder written by scripts/export_model.py --reference N"]

@@ -51,8 +51,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{Completion, Decision, Policy, SearchProgress};
-use crate::view::{ClusterView, QueueView};
+use mica_core::policy::{Completion, Decision, Policy, SearchProgress};
+use mica_core::view::{ClusterView, QueueView};
 
 /// Tuning knobs of the search: the parameters of `policy = { type = "adaptive", ... }`,
 /// each defaulted when left out.

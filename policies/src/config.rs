@@ -11,13 +11,13 @@ use serde::de::value::MapDeserializer;
 use serde::{Deserialize, Serialize};
 
 use crate::adaptive::{Adaptive, AdaptiveSettings};
-use crate::contention::ContentionConfig;
 use crate::contention_aware::{default_contention, ContentionAware, ContentionAwareSettings};
 use crate::least_loaded::LeastLoaded;
-use crate::policy::Policy;
 use crate::round_robin::RoundRobin;
 use crate::slo::{Slo, SloSettings};
 use crate::weighted::Weighted;
+use mica_core::contention::ContentionConfig;
+use mica_core::policy::Policy;
 
 /// A policy and its parameters, as written in the config. A policy with parameters
 /// wraps its settings struct, which defaults every field left out and rejects unknown
@@ -178,7 +178,7 @@ pub fn build_policy(config: &PolicyConfig) -> Box<dyn Policy> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pccs::PccsParams;
+    use mica_core::pccs::PccsParams;
 
     #[test]
     fn every_listed_name_builds() {

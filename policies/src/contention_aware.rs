@@ -27,12 +27,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::contention::{ContentionConfig, ContentionModel, Load};
-use crate::pccs::PccsParams;
-use crate::policy::{Decision, Policy};
-use crate::profile::Profile;
-use crate::unit::UnitId;
-use crate::view::{ClusterView, QueueView, UnitView};
+use mica_core::contention::{ContentionConfig, ContentionModel, Load};
+use mica_core::pccs::PccsParams;
+use mica_core::policy::{Decision, Policy};
+use mica_core::profile::Profile;
+use mica_core::unit::UnitId;
+use mica_core::view::{ClusterView, QueueView, UnitView};
 
 /// Subsets are enumerated exhaustively up to this many profiled units.
 const EXHAUSTIVE_UNITS: usize = 8;
@@ -415,7 +415,7 @@ impl Policy for ContentionAware {
 mod tests {
     use super::*;
     use crate::test_support::{cluster, linear_profile, unit_of};
-    use crate::unit::UnitKind;
+    use mica_core::unit::UnitKind;
 
     fn queue(fixed: Option<u32>) -> QueueView<'static> {
         QueueView {
@@ -431,7 +431,7 @@ mod tests {
     /// set nobody measured is discounted by the held-out error.
     #[test]
     fn prefers_the_measured_best_set_over_a_prediction() {
-        use crate::pairwise::{CalibratedParams, MeasuredSet};
+        use mica_core::pairwise::{CalibratedParams, MeasuredSet};
         let a = unit_of("a", UnitKind::Cpu, linear_profile(10.0, 0.0, 0.0), 8);
         let b = unit_of("b", UnitKind::Cpu, linear_profile(10.0, 0.0, 0.0), 8);
         let view = cluster(vec![a, b]);

@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
-use crate::policy::{Decision, Policy};
-use crate::view::{ClusterView, QueueView};
+use mica_core::policy::{Decision, Policy};
+use mica_core::view::{ClusterView, QueueView};
 
 /// Earliest-finish-time placement.
 #[derive(Debug, Default, Clone)]

@@ -6,8 +6,8 @@
 //! paper ran as "several processes on several units": no model of speed or contention.
 //! Use it as the baseline the other policies are measured against.
 
-use crate::policy::{Decision, Policy};
-use crate::view::{ClusterView, QueueView};
+use mica_core::policy::{Decision, Policy};
+use mica_core::view::{ClusterView, QueueView};
 
 /// Rotation over the units that can take a batch.
 #[derive(Debug, Default, Clone)]

@@ -38,10 +38,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::contention::ContentionConfig;
 use crate::contention_aware::{default_contention, ContentionAware};
-use crate::policy::{Decision, Policy};
-use crate::view::{ClusterView, QueueView, UnitView};
+use mica_core::contention::ContentionConfig;
+use mica_core::policy::{Decision, Policy};
+use mica_core::view::{ClusterView, QueueView, UnitView};
 
 /// Knobs of the policy: the parameters of `policy = { type = "slo", ... }`, each
 /// defaulted when left out.
@@ -116,7 +116,7 @@ impl Slo {
     /// Predicted service time of `images` on `unit` running alone, margin included.
     fn service(&self, unit: &UnitView, images: u32) -> Option<Duration> {
         unit.predicted_latency(images)
-            .map(|d| crate::time::scale(d, self.settings.latency_margin.max(1.0)))
+            .map(|d| mica_core::time::scale(d, self.settings.latency_margin.max(1.0)))
     }
 
     /// Earliest time a batch of `images` could finish on any healthy unit.
@@ -161,7 +161,7 @@ impl Slo {
         }
         let service = |images| {
             self.service(unit, images)
-                .map(|d| crate::time::scale(d, slowdown))
+                .map(|d| mica_core::time::scale(d, slowdown))
         };
         if queue.head.is_empty() || queue.fixed_batch.is_some() {
             // No per-request view, or a fixed size: the batch is what it is.
@@ -351,7 +351,7 @@ impl Policy for Slo {
 mod tests {
     use super::*;
     use crate::test_support::{cluster, unit};
-    use crate::view::WaitingRequest;
+    use mica_core::view::WaitingRequest;
 
     fn request(id: u64, deadline_ms: Option<u64>) -> WaitingRequest {
         WaitingRequest {

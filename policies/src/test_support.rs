@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::profile::{Profile, ProfileOrigin, ProfilePoint};
-use crate::unit::{UnitId, UnitKind};
-use crate::view::{ClusterView, UnitView};
+use mica_core::profile::{Profile, ProfileOrigin, ProfilePoint};
+use mica_core::unit::{UnitId, UnitKind};
+use mica_core::view::{ClusterView, UnitView};
 
 /// A profile whose batches cost `ms_per_image` per image, with this occupancy and
 /// bandwidth at every batch.

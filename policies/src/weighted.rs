@@ -14,8 +14,8 @@
 //! units differ in speed and the load is below capacity; it has no model of contention
 //! and never leaves a unit idle on purpose.
 
-use crate::policy::{Decision, Policy};
-use crate::view::{ClusterView, QueueView, UnitView};
+use mica_core::policy::{Decision, Policy};
+use mica_core::view::{ClusterView, QueueView, UnitView};
 
 /// Credit is clamped to this many times the total weight, so a unit that stays busy for
 /// long does not bank an unbounded claim.

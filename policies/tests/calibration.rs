@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use mica_policies::{ContentionConfig, Load, Profile, UnitKind};
+use mica_core::{ContentionConfig, Load, Profile, UnitKind};
 
 fn dir(platform: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -11,10 +11,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use mica_core::{
+    ClusterView, Completion, ContentionConfig, Decision, PccsParams, Policy, Profile,
+    ProfileOrigin, ProfilePoint, QueueView, UnitId, UnitKind, UnitView, WaitingRequest,
+};
 use mica_policies::{
-    build_policy, AdaptiveSettings, ClusterView, Completion, ContentionAwareSettings,
-    ContentionConfig, Decision, PccsParams, Policy, PolicyConfig, Profile, ProfileOrigin,
-    ProfilePoint, QueueView, SloSettings, UnitId, UnitKind, UnitView, WaitingRequest,
+    build_policy, AdaptiveSettings, ContentionAwareSettings, PolicyConfig, SloSettings,
 };
 use proptest::prelude::*;
 

@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mica_policies::{
-    build_policy, simulate, ContentionConfig, PolicyConfig, Profile, SchedulerSettings,
-    SearchProgress, SimulationConfig, UnitId, UnitKind, UnitSpec, Workload,
+use mica_core::{
+    simulate, ContentionConfig, Profile, SchedulerSettings, SearchProgress, SimulationConfig,
+    UnitId, UnitKind, UnitSpec, Workload,
 };
+use mica_policies::{build_policy, PolicyConfig};
 
 fn unit(id: &str, kind: UnitKind, profile: &str) -> UnitSpec {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mica_policies::{
-    build_policy, simulate, ContentionConfig, PolicyConfig, Profile, SchedulerSettings,
-    SimulationConfig, SimulationOutcome, UnitId, UnitKind, UnitSpec, Workload,
+use mica_core::{
+    simulate, ContentionConfig, Profile, SchedulerSettings, SimulationConfig, SimulationOutcome,
+    UnitId, UnitKind, UnitSpec, Workload,
 };
+use mica_policies::{build_policy, PolicyConfig};
 
 fn orin(name: &str) -> Arc<Profile> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

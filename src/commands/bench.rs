@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use mica_actors::{Service, ServiceSetup};
-use mica_policies::{PolicyConfig, UnitSpec};
+use mica_core::UnitSpec;
+use mica_policies::PolicyConfig;
 
 use crate::bench::{self, BenchOptions, Load, Stop, Target};
 use crate::bench_context::{Context, Setting, Source};
@@ -14,7 +15,7 @@ use crate::cli::RunArgs;
 use crate::config::LoadedConfig;
 use crate::experiment::run::RunPlan;
 use crate::wiring::{self, RunOverrides};
-use mica_policies::RunReport;
+use mica_core::RunReport;
 
 /// Overrides from the shared run arguments.
 pub fn overrides(run: &RunArgs) -> anyhow::Result<RunOverrides> {

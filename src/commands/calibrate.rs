@@ -11,7 +11,7 @@
 //! instead (virtual time, the same emulation as the sim engine, seconds instead of
 //! minutes): figures from it are emulations and labelled so.
 //!
-//! **Fit.** `mica_policies::fit`: the base model's parameters (PCCS / proportional
+//! **Fit.** `mica_core::fit`: the base model's parameters (PCCS / proportional
 //! sharing) by coordinate descent from the config's model, then pairwise terms where the
 //! parametric model still misses. It is fitted on the *training* runs only: pairs at the
 //! batch sizes not held out. Sets of three or more units and every set at the held-out
@@ -33,13 +33,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use mica_engines::{build_engine, BatchInput, EngineContext, EngineKind, EngineSpec};
-use mica_policies::fit::{self, FitSettings, Observation, ObservedUnit};
-use mica_policies::pairwise::MeasuredSet;
-use mica_policies::{
-    simulate, ContentionConfig, Load, PolicyConfig, SchedulerSettings, SimulationConfig, UnitId,
-    UnitSpec, Workload,
+use mica_core::fit::{self, FitSettings, Observation, ObservedUnit};
+use mica_core::pairwise::MeasuredSet;
+use mica_core::{
+    simulate, ContentionConfig, Load, SchedulerSettings, SimulationConfig, UnitId, UnitSpec,
+    Workload,
 };
+use mica_engines::{build_engine, BatchInput, EngineContext, EngineKind, EngineSpec};
+use mica_policies::PolicyConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::config::LoadedConfig;

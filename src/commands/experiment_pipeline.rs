@@ -19,15 +19,13 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::Args;
-use mica_policies::pipeline::{
-    bottleneck_ms, profile_cuts, simulate_pipeline, MappingOption, RunLength,
-};
+use mica_pipeline::{bottleneck_ms, profile_cuts, simulate_pipeline, MappingOption, RunLength};
 use serde::Serialize;
 
-use crate::tune::measure::{point_spec, Backend as _, SimBackend};
-use crate::tune::run::{describe, Problem};
-use crate::tune::space::Point;
-use crate::tune::{BackendChoice, SearchKind, TuneOptions};
+use crate::pipeline::tune::measure::{point_spec, Backend as _, SimBackend};
+use crate::pipeline::tune::run::{describe, Problem};
+use crate::pipeline::tune::space::Point;
+use crate::pipeline::tune::{BackendChoice, SearchKind, TuneOptions};
 
 /// `mica experiment pipeline`.
 #[derive(Debug, Clone, Args)]
@@ -179,7 +177,7 @@ fn rows_for(config: &std::path::Path, args: &PipelineExperimentArgs) -> anyhow::
         .file_stem()
         .map_or("config".into(), |s| s.to_string_lossy().to_string());
     let started = Instant::now();
-    let report = crate::tune::tune(&TuneOptions {
+    let report = crate::pipeline::tune::tune(&TuneOptions {
         config: config.to_path_buf(),
         backend: BackendChoice::Sim,
         search: SearchKind::Heuristic,

@@ -1,5 +1,5 @@
 //! `mica profile`: measures a unit's batch latency at each batch size and writes a
-//! profile file in the format of `config/profiles/*/*.toml` (`mica_policies::Profile`,
+//! profile file in the format of `config/profiles/*/*.toml` (`mica_core::Profile`,
 //! `origin = "measured"`), so that the policies and the simulator run on measured
 //! numbers for real hardware.
 //!
@@ -26,8 +26,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
 use clap::Args;
+use mica_core::{Profile, ProfileOrigin, ProfilePoint, UnitKind};
 use mica_engines::{build_engine, BatchInput, EngineContext, EngineSpec};
-use mica_policies::{Profile, ProfileOrigin, ProfilePoint, UnitKind};
 use serde::Serialize;
 
 use crate::config::LoadedConfig;
@@ -221,7 +221,7 @@ fn plan_of(args: &ProfileArgs) -> anyhow::Result<Plan> {
         batch_sizes: args.batch_sizes.clone(),
         batches: args.batches,
         warmup_batches: args.warmup_batches,
-        max_per_size: mica_policies::time::secs(args.max_seconds_per_size),
+        max_per_size: mica_core::time::secs(args.max_seconds_per_size),
     })
 }
 

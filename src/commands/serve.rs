@@ -55,7 +55,7 @@ enum Plan {
         admin_token: Option<String>,
     },
     Pipeline {
-        setup: mica_actors::pipeline::PipelineSetup,
+        setup: mica_pipeline::run::PipelineSetup,
         options: PipelineOptions,
     },
 }

@@ -1,13 +1,13 @@
 //! `mica tune`: search mapping option, cut points, streams, threads and batch size of
 //! a pipelined network by measuring (Kang et al., JEDI, ACM TECS 2022); see
-//! `crate::tune`.
+//! `crate::pipeline::tune`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 
-use crate::tune::{tune, BackendChoice, SearchKind, TuneOptions};
+use crate::pipeline::tune::{tune, BackendChoice, SearchKind, TuneOptions};
 
 /// `mica tune`.
 #[derive(Debug, Clone, Args)]
@@ -67,7 +67,7 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", crate::tune::report::table(&report));
+        print!("{}", crate::pipeline::tune::report::table(&report));
         println!(
             "wrote {}/{{tune.json,evaluated.csv,tune.png,best.toml,cache.json}}",
             args.out.display()

@@ -29,7 +29,7 @@ pub fn run(config: &Path, as_json: bool) -> anyhow::Result<()> {
                     "core": unit.core,
                     "provider": unit.engine.provider_label(unit.kind).map(|(p, _)| p),
                     "precision": unit.engine.provider_label(unit.kind).map(|(_, p)| p),
-                    "dla_core": (unit.kind == mica_policies::UnitKind::Dla).then_some(unit.core).flatten(),
+                    "dla_core": (unit.kind == mica_core::UnitKind::Dla).then_some(unit.core).flatten(),
                     "model": unit.engine.models().first(),
                     "not_run_on_hardware": unit.engine.not_run_on_hardware(),
                     "profile": profile.as_deref(),
@@ -75,7 +75,7 @@ pub fn run(config: &Path, as_json: bool) -> anyhow::Result<()> {
         );
         if let Some((provider, precision)) = unit.engine.provider_label(unit.kind) {
             let core = match (unit.kind, unit.core) {
-                (mica_policies::UnitKind::Dla, Some(core)) => format!(", DLA core {core}"),
+                (mica_core::UnitKind::Dla, Some(core)) => format!(", DLA core {core}"),
                 _ => String::new(),
             };
             let _ = writeln!(out, "  runs on: {provider}, {precision}{core}");
@@ -141,7 +141,7 @@ pub fn runs_on(loaded: &LoadedConfig) -> Vec<(String, String)> {
             if let Some((provider, precision)) = unit.engine.provider_label(unit.kind) {
                 let _ = write!(line, ", provider {provider}, precision {precision}");
             }
-            if let (mica_policies::UnitKind::Dla, Some(core)) = (unit.kind, unit.core) {
+            if let (mica_core::UnitKind::Dla, Some(core)) = (unit.kind, unit.core) {
                 let _ = write!(line, ", DLA core {core}");
             }
             if unit.engine.not_run_on_hardware().is_some() {

@@ -6,7 +6,7 @@
 //! both cores with `DlaChoice::Both`. A last combination, "All units", is every enabled
 //! unit of the config: what a policy gets when it may use the whole device.
 
-use mica_policies::UnitKind;
+use mica_core::UnitKind;
 
 use crate::config::{LoadedConfig, UnitConfig};
 

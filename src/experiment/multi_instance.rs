@@ -13,7 +13,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use mica_policies::{PolicyConfig, RunReport};
+use mica_core::RunReport;
+use mica_policies::PolicyConfig;
 
 use crate::bench::Load;
 use crate::config::LoadedConfig;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use mica_actors::{Service, ServiceSetup};
-use mica_policies::{RunReport, SearchProgress, SimulationConfig, Workload};
+use mica_core::{RunReport, SearchProgress, SimulationConfig, Workload};
 
 use crate::bench::{self, BenchOptions, Load, Stop};
 use crate::config::LoadedConfig;
@@ -111,7 +111,7 @@ pub fn simulate(
     let config = simulation_config(loaded, &setup, plan)?;
     let policy = mica_policies::build_policy(&setup.policy);
     let started = Instant::now();
-    let outcome = mica_policies::simulate(&config, policy).context("simulation")?;
+    let outcome = mica_core::simulate(&config, policy).context("simulation")?;
     let wall = started.elapsed();
     Ok(RunOutcome {
         report: outcome.report,

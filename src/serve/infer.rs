@@ -498,7 +498,7 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
-    use mica_policies::UnitId;
+    use mica_core::UnitId;
 
     use super::*;
     use crate::serve::backend::{

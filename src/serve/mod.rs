@@ -9,7 +9,7 @@
 //! core calls an [`InferBackend`]: the scheduler's `Service`, or a
 //! [`PipelineBackend`] for a config with `[pipeline]`.
 
-mod backend;
+pub(crate) mod backend;
 pub mod binary;
 pub mod budget;
 mod drain;
@@ -21,7 +21,6 @@ mod infer;
 pub mod metrics;
 pub mod model;
 pub mod params;
-mod pipeline_backend;
 mod pool;
 mod preprocess;
 pub mod request;
@@ -30,6 +29,7 @@ mod running;
 mod settings;
 mod stats;
 
+pub use crate::pipeline::backend::{PipelineBackend, PipelineOptions};
 pub use backend::{InferBackend, InferFuture, ReadyFuture, Serves, ShutdownFuture};
 pub use budget::{ByteBudget, BytePermit, OverBudget};
 pub use drain::Drain;
@@ -37,7 +37,6 @@ pub use error::{ErrorKind, ServeError};
 pub use frontend::{stop_signal, FrontEnd, FrontEnds, Stopped};
 pub use http::HEADER_LENGTH;
 pub use infer::{Call, IndexEntry, Infer, Parse, Protocol, ServerMetadata, EXTENSIONS};
-pub use pipeline_backend::{PipelineBackend, PipelineOptions};
 pub use preprocess::Preprocessor;
 pub use running::{serve, start, RunningServer};
 pub use settings::{Layout, ModelSettings, PreprocessSettings, ServerSettings};

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use mica_policies::UnitId;
+use mica_core::UnitId;
 
 use super::backend::InferResponse;
 use super::error::ServeError;

@@ -15,7 +15,7 @@ use mica::serve::{
     InferBackend, InferFuture, ModelSettings, ReadyFuture, ServerSettings, Serves, ShutdownFuture,
 };
 use mica_actors::{InferError, InferRequest, InferResponse};
-use mica_policies::UnitId;
+use mica_core::UnitId;
 
 /// Values per output image of the test model.
 pub const OUTPUT_LEN: usize = 5;

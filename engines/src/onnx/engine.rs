@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use cudarc::driver::PinnedHostSlice;
-use mica_policies::UnitKind;
+use mica_core::UnitKind;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::TensorRef;

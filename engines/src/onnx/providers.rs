@@ -23,7 +23,7 @@
 
 use std::path::PathBuf;
 
-use mica_policies::UnitKind;
+use mica_core::UnitKind;
 use ort::ep::{self, ExecutionProviderDispatch};
 
 use crate::settings::{OnnxEngineConfig, OnnxProvider};

@@ -3,7 +3,7 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use mica_policies::UnitKind;
+use mica_core::UnitKind;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use mica_policies::UnitKind;
+use mica_core::UnitKind;
 use parking_lot::Mutex;
 use tracing::info;
 

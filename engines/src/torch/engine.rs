@@ -24,7 +24,7 @@
 
 use std::path::PathBuf;
 
-use mica_policies::UnitKind;
+use mica_core::UnitKind;
 use tch::{Device, Kind, Tensor};
 use tracing::{info, warn};
 

@@ -11,7 +11,7 @@
 //! | `amp`         | `cuda:i` | FP32 weights, autocast| FP16 where autocast deems it safe      |
 //! | `dla`         | —        | —                     | not a torch unit (TensorRT engine)     |
 
-use mica_policies::UnitKind;
+use mica_core::UnitKind;
 use tch::{Device, Kind};
 
 use crate::engine::EngineError;

@@ -12,7 +12,7 @@
 
 use std::path::Path;
 
-use mica_policies::UnitKind;
+use mica_core::UnitKind;
 use tch::{CModule, Kind, Tensor};
 use tracing::{debug, info, warn};
 

@@ -616,7 +616,7 @@ mod response_tests {
     use std::time::Duration;
 
     use actix_web::body::MessageBody;
-    use mica_policies::UnitId;
+    use mica_core::UnitId;
 
     use super::*;
     use crate::serve::response::{OutputTensor, RanOn};

@@ -30,7 +30,7 @@ pub const STAGE_BATCHES_TOTAL: &str = "mica_pipeline_stage_batches_total";
 /// Images a stage ran, per `stage` and `unit`.
 pub const STAGE_IMAGES_TOTAL: &str = "mica_pipeline_stage_images_total";
 /// Engine time of one stage batch (all its blocks), per `stage` and `unit`; the
-/// `_seconds` buckets of `crate::metrics::SECONDS_BUCKETS`.
+/// `_seconds` buckets of `mica_actors::metrics::SECONDS_BUCKETS`.
 pub const STAGE_SERVICE_SECONDS: &str = "mica_pipeline_stage_service_seconds";
 /// Stage batches whose engine failed, per `stage` and `unit`.
 pub const STAGE_FAILURES_TOTAL: &str = "mica_pipeline_stage_failures_total";
@@ -390,14 +390,14 @@ fn run_batch(
 mod tests {
     use std::sync::Arc;
 
+    use mica_core::contention::NoContention;
+    use mica_core::UnitKind;
     use mica_engines::{
         BatchOutput, ContentionHub, DeviceActivation, EngineInfo, EngineSettings, NullEngine,
     };
-    use mica_policies::contention::NoContention;
-    use mica_policies::UnitKind;
 
     use super::*;
-    use crate::pipeline::{Pipeline, PipelineSetup};
+    use crate::run::{Pipeline, PipelineSetup};
 
     /// Stands in for an accelerator engine: adds `step` to every value; its "device"
     /// activations are the values wrapped in a `DeviceActivation`.

@@ -22,10 +22,10 @@ use std::collections::VecDeque;
 
 use serde::Serialize;
 
-use crate::contention::{ContentionModel, Load};
-use crate::pipeline::spec::PipelineSpec;
-use crate::pipeline::stage_profile::{balance_for, StageCost, StageProfile};
-use crate::unit::UnitKind;
+use crate::spec::PipelineSpec;
+use crate::stage_profile::{balance_for, StageCost, StageProfile};
+use mica_core::contention::{ContentionModel, Load};
+use mica_core::unit::UnitKind;
 
 /// Remaining work below this counts as done, seconds.
 const EPSILON_S: f64 = 1e-12;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use mica_engines::{Activation, EngineContext, EngineError};
 
-use crate::pipeline_stage::{PipelineStage, StageItem, StageSetup};
+use crate::stage::{PipelineStage, StageItem, StageSetup};
 
 /// Everything a pipeline needs to start.
 #[derive(Debug, Clone)]

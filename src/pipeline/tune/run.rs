@@ -7,16 +7,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
-use mica_policies::pipeline::{PipelineSpec, RoleUnits, StageSpec};
+use mica_pipeline::{PipelineSpec, RoleUnits, StageSpec};
 
 use crate::config::LoadedConfig;
+use crate::pipeline::tune::cache::Evaluator;
+use crate::pipeline::tune::heuristic::{self, Settings};
+use crate::pipeline::tune::measure::{point_spec, SimBackend};
+use crate::pipeline::tune::report::{self, BestConfig, TuneReport};
+use crate::pipeline::tune::space::{Point, Space};
+use crate::pipeline::tune::{chart, exhaustive};
 use crate::pipeline_config::{PipelineConfig, ResolvedPipeline};
-use crate::tune::cache::Evaluator;
-use crate::tune::heuristic::{self, Settings};
-use crate::tune::measure::{point_spec, SimBackend};
-use crate::tune::report::{self, BestConfig, TuneReport};
-use crate::tune::space::{Point, Space};
-use crate::tune::{chart, exhaustive};
 
 /// Where points are measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -160,13 +160,13 @@ pub fn tune(options: &TuneOptions) -> anyhow::Result<TuneReport> {
         .with_context(|| format!("creating {}", options.out.display()))?;
     let mut sim;
     let mut real;
-    let backend: &mut dyn crate::tune::measure::Backend = match options.backend {
+    let backend: &mut dyn crate::pipeline::tune::measure::Backend = match options.backend {
         Backend::Sim => {
             sim = SimBackend::new(&problem.resolved);
             &mut sim
         }
         Backend::Real => {
-            real = crate::tune::real::RealBackend::new(&problem, options.real_duration)?;
+            real = crate::pipeline::tune::real::RealBackend::new(&problem, options.real_duration)?;
             &mut real
         }
     };

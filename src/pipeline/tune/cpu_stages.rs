@@ -17,12 +17,12 @@
 use std::sync::Arc;
 
 use image::RgbImage;
-use mica_actors::pipeline_stage::{StageSetup, StageUnit};
+use mica_core::UnitKind;
 use mica_engines::{
     check_input, BatchInput, BatchOutput, CustomEngineBuilder, Engine, EngineError, EngineInfo,
     EngineSettings, EngineSpec,
 };
-use mica_policies::UnitKind;
+use mica_pipeline::stage::{StageSetup, StageUnit};
 
 use crate::serve::{PreprocessSettings, Preprocessor};
 

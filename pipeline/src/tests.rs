@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::contention::NoContention;
-use crate::pccs::{Pccs, PccsParams};
-use crate::profile::{Profile, ProfileOrigin, ProfilePoint};
-use crate::unit::{UnitId, UnitKind};
+use mica_core::contention::NoContention;
+use mica_core::pccs::{Pccs, PccsParams};
+use mica_core::profile::{Profile, ProfileOrigin, ProfilePoint};
+use mica_core::unit::{UnitId, UnitKind};
 
 fn flat_profile(ms_per_image: f64, overhead_ms: f64, occupancy: f64) -> Arc<Profile> {
     Arc::new(Profile {

@@ -25,13 +25,13 @@
 //! Every point goes through the `Evaluator`, so a point is measured once however often
 //! the moves reach it, and the count of distinct points is the search's cost.
 
-use mica_policies::pipeline::{profile_cuts, MappingOption, PipelineSpec, RoleUnits};
+use mica_pipeline::{profile_cuts, MappingOption, PipelineSpec, RoleUnits};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::tune::cache::Evaluator;
-use crate::tune::measure::Measured;
-use crate::tune::space::{Point, Space};
+use crate::pipeline::tune::cache::Evaluator;
+use crate::pipeline::tune::measure::Measured;
+use crate::pipeline::tune::space::{Point, Space};
 
 /// Knobs of the heuristic.
 #[derive(Debug, Clone, Copy)]

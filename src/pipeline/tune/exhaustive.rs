@@ -1,9 +1,9 @@
 //! Exhaustive search: measures every point of the space. The reference the heuristic
 //! is judged against (best found, points measured, wall time).
 
-use crate::tune::cache::Evaluator;
-use crate::tune::measure::Measured;
-use crate::tune::space::{Point, Space};
+use crate::pipeline::tune::cache::Evaluator;
+use crate::pipeline::tune::measure::Measured;
+use crate::pipeline::tune::space::{Point, Space};
 
 /// Measures every point; returns the best (ties: fewer streams, then fewer threads).
 pub fn search(space: &Space, ev: &mut Evaluator<'_>) -> anyhow::Result<(Point, Measured)> {

@@ -7,13 +7,13 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context as _;
-use mica_policies::pipeline::MappingOption;
+use mica_pipeline::MappingOption;
 use serde::Serialize;
 
+use crate::pipeline::tune::cache::Entry;
+use crate::pipeline::tune::measure::Measured;
+use crate::pipeline::tune::space::Point;
 use crate::pipeline_config::PipelineConfig;
-use crate::tune::cache::Entry;
-use crate::tune::measure::Measured;
-use crate::tune::space::Point;
 
 /// The best configuration, in the terms of the config file.
 #[derive(Debug, Clone, Serialize)]

@@ -15,7 +15,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::blocks::BlockTable;
+use crate::blocks::BlockTable;
 
 /// Which unit a stage runs on, by role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -14,10 +14,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::blocks::BlockTable;
-use crate::pipeline::mapping::{MappingOption, Role};
-use crate::profile::Profile;
-use crate::unit::{UnitId, UnitKind};
+use crate::blocks::BlockTable;
+use crate::mapping::{MappingOption, Role};
+use mica_core::profile::Profile;
+use mica_core::unit::{UnitId, UnitKind};
 
 /// A unit a pipeline stage can run on.
 #[derive(Debug, Clone)]

@@ -2,12 +2,12 @@
 //! (`--backend sim`, about a millisecond a point) or through the running pipeline
 //! actors (`--backend real`, seconds a point).
 
-use mica_policies::pipeline::{simulate_pipeline, PipelineSpec, RoleUnits, RunLength, StageSpec};
-use mica_policies::{ContentionModel, UnitKind};
+use mica_core::{ContentionModel, UnitKind};
+use mica_pipeline::{simulate_pipeline, PipelineSpec, RoleUnits, RunLength, StageSpec};
 use serde::{Deserialize, Serialize};
 
+use crate::pipeline::tune::space::Point;
 use crate::pipeline_config::{auto_buffers, ResolvedPipeline};
-use crate::tune::space::Point;
 
 /// What one measurement gave.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

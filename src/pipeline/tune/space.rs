@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use mica_policies::pipeline::{BlockTable, MappingOption};
+use mica_pipeline::{BlockTable, MappingOption};
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline_config::TuneSpaceConfig;

@@ -19,12 +19,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
-use mica_actors::pipeline::{Pipeline, PipelineOutput, PipelineSetup};
-use mica_policies::UnitId;
+use mica_core::UnitId;
+use mica_pipeline::run::{Pipeline, PipelineOutput, PipelineSetup};
 use tokio::sync::{oneshot, watch};
 use tracing::{error, warn};
 
-use super::backend::{
+use crate::serve::backend::{
     InferBackend, InferError, InferFuture, InferRequest, InferResponse, ReadyFuture, Serves,
     ShutdownFuture,
 };

@@ -12,8 +12,8 @@ use anyhow::Context as _;
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
-use crate::tune::measure::{Backend, Measured};
-use crate::tune::space::Point;
+use crate::pipeline::tune::measure::{Backend, Measured};
+use crate::pipeline::tune::space::Point;
 
 /// One cached measurement.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -8,11 +8,11 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use anyhow::Context as _;
-use mica_policies::pipeline::MappingOption;
+use mica_pipeline::MappingOption;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use crate::tune::cache::Entry;
+use crate::pipeline::tune::cache::Entry;
 
 const FONT: &str = "sans-serif";
 

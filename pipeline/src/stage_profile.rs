@@ -18,9 +18,9 @@ use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::blocks::BlockTable;
-use crate::profile::Profile;
-use crate::unit::UnitKind;
+use crate::blocks::BlockTable;
+use mica_core::profile::Profile;
+use mica_core::unit::UnitKind;
 
 /// GPU SM share a DLA stage without the head keeps busy: the reformatting layers at the
 /// DLA/GPU boundary only (estimate; the whole-network DLA profile's larger share pays

@@ -10,10 +10,10 @@
 
 use std::collections::HashMap;
 
-use crate::pipeline::blocks::BlockTable;
-use crate::pipeline::mapping::MappingOption;
-use crate::pipeline::spec::{PipelineUnit, RoleUnits};
-use crate::pipeline::stage_profile::{StageCost, StageProfile};
+use crate::blocks::BlockTable;
+use crate::mapping::MappingOption;
+use crate::spec::{PipelineUnit, RoleUnits};
+use crate::stage_profile::{StageCost, StageProfile};
 
 /// Per-image isolated load of the busiest unit for these cuts, ms.
 pub fn bottleneck_ms(

@@ -16,16 +16,16 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use mica_actors::pipeline::{Pipeline, PipelineSetup};
 use mica_engines::EngineKind;
-use mica_policies::pipeline::{PipelineSpec, RoleUnits};
+use mica_pipeline::run::{Pipeline, PipelineSetup};
+use mica_pipeline::{PipelineSpec, RoleUnits};
 
 use crate::config::LoadedConfig;
+use crate::pipeline::tune::cpu_stages;
+use crate::pipeline::tune::measure::{point_spec, utilizations, Backend, Measured};
+use crate::pipeline::tune::run::Problem;
+use crate::pipeline::tune::space::Point;
 use crate::pipeline_config::build_setup;
-use crate::tune::cpu_stages;
-use crate::tune::measure::{point_spec, utilizations, Backend, Measured};
-use crate::tune::run::Problem;
-use crate::tune::space::Point;
 
 /// Measures points on the pipeline actors.
 #[derive(Debug)]

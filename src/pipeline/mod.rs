@@ -1,0 +1,10 @@
+//! Pipelines in the service: the serving backend that puts a `mica_pipeline::run::Pipeline`
+//! behind the HTTP and gRPC front ends (`backend`), and `mica tune`, the search for the
+//! best cut points and mapping by measurement (`tune`). The plan, the simulator and the
+//! stage threads they run are the `mica-pipeline` crate; the `[pipeline]` config is read
+//! by `crate::pipeline_config`.
+
+pub mod backend;
+pub mod tune;
+
+pub use backend::{PipelineBackend, PipelineOptions};
