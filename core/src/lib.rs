@@ -8,6 +8,8 @@
 //!   `mica-policies`), the views a policy sees (`view`), unit state and health
 //!   (`cluster`), and the synchronous `Scheduler` that the live dispatcher actor and the
 //!   simulator both drive (`scheduler`), on durations since an epoch (`time`).
+//! - Work in flight under contention, progressing at 1 / slowdown (`progress`): the one
+//!   rule the simulators and the sim engine's hub share.
 //! - The discrete-event simulator (`simulator`) and the run report it and `mica bench`
 //!   print (`report`).
 
@@ -18,6 +20,7 @@ pub mod pairwise;
 pub mod pccs;
 pub mod policy;
 pub mod profile;
+pub mod progress;
 pub mod report;
 pub mod scheduler;
 pub mod simulator;
@@ -30,6 +33,7 @@ pub use contention::{ContentionConfig, ContentionModel, Load};
 pub use pccs::{Pccs, PccsParams};
 pub use policy::{Completion, Decision, Policy, SearchProgress};
 pub use profile::{Profile, ProfileError, ProfileOrigin, ProfilePoint};
+pub use progress::{ContentionProgress, WorkId};
 pub use report::{IdleReason, ReportBuilder, RunReport, Stats, UnitStats};
 pub use scheduler::{
     Action, DropReason, InvalidRequest, Queued, Rejected, Scheduler, SchedulerSettings,

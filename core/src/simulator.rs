@@ -4,11 +4,12 @@
 //! Virtual time advances from event to event (arrivals, batch completions, the
 //! scheduler's wake-ups); nothing sleeps. The simulator drives the same `Scheduler` as
 //! the live dispatcher (admit, poll, complete), so policy, batching, deadlines and
-//! health rules are the service's own. Running batches are emulated exactly as the sim
-//! engine's `ContentionHub` does in real time: each batch carries its isolated service
-//! time (profile latency, optionally jittered) as remaining work, which progresses at
-//! 1 / slowdown, the slowdown coming from the platform's contention model applied to
-//! every batch running at that instant and recomputed at every start and end.
+//! health rules are the service's own. Running batches are emulated by the same
+//! `ContentionProgress` as the sim engine's `ContentionHub` uses in real time: each
+//! batch carries its isolated service time (profile latency, optionally jittered) as
+//! remaining work, which progresses at 1 / slowdown, the slowdown coming from the
+//! platform's contention model applied to every batch running at that instant and
+//! recomputed at every start and end.
 //!
 //! Workloads: closed loop (N clients, each sending its next request when the previous
 //! one is answered, after an optional think time) or open Poisson arrivals at a rate.
@@ -26,6 +27,7 @@ use thiserror::Error;
 use crate::cluster::UnitSpec;
 use crate::contention::{ContentionConfig, ContentionModel, Load};
 use crate::policy::{Policy, SearchProgress};
+use crate::progress::{ContentionProgress, WorkId};
 use crate::report::{ReportBuilder, RunReport};
 use crate::scheduler::{Action, DropReason, Scheduler, SchedulerSettings};
 
@@ -115,12 +117,11 @@ enum Event {
 
 const POISSON: u32 = u32::MAX;
 
+/// A running batch, the payload of its item in the `ContentionProgress`.
 #[derive(Debug)]
 struct Running {
     batch: u64,
-    load: Load,
-    remaining_s: f64,
-    slowdown: f64,
+    unit: usize,
     started: Duration,
     requests: Vec<(u32, Duration)>,
 }
@@ -145,9 +146,7 @@ struct Sim<'a> {
     report: ReportBuilder,
     heap: BinaryHeap<Reverse<(u64, u64, Event)>>,
     sequence: u64,
-    running: Vec<Running>,
-    loads: Vec<Load>,
-    slowdowns: Vec<f64>,
+    running: ContentionProgress<Running>,
     now: Duration,
     images: u32,
     outcome: SimulationOutcome,
@@ -203,9 +202,7 @@ impl<'a> Sim<'a> {
             report,
             heap: BinaryHeap::new(),
             sequence: 0,
-            running: Vec::new(),
-            loads: Vec::new(),
-            slowdowns: Vec::new(),
+            running: ContentionProgress::new(),
             now: Duration::ZERO,
             images,
             outcome: SimulationOutcome {
@@ -268,8 +265,8 @@ impl<'a> Sim<'a> {
             self.advance(at);
             self.outcome.events += 1;
             if is_completion {
-                let (index, _) = completion.expect("checked above; this is a bug");
-                self.complete(index);
+                let (id, _) = completion.expect("checked above; this is a bug");
+                self.complete(id);
             } else if let Some(Reverse((_, _, event))) = self.heap.pop() {
                 match event {
                     Event::Arrival(client) => self.arrive(client),
@@ -315,35 +312,18 @@ impl<'a> Sim<'a> {
         crate::time::secs(-u.ln() / rate_per_s)
     }
 
-    /// Index and time of the running batch that finishes first.
-    fn next_completion(&self) -> Option<(usize, Duration)> {
+    /// The running batch that finishes first, and when.
+    fn next_completion(&self) -> Option<(WorkId, Duration)> {
         self.running
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (i, r.remaining_s * r.slowdown))
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-            .map(|(i, s)| (i, self.now + crate::time::secs(s)))
+            .next_finish()
+            .map(|(id, s)| (id, self.now + crate::time::secs(s)))
     }
 
     /// Moves virtual time to `at`, progressing every running batch at 1 / slowdown.
     fn advance(&mut self, at: Duration) {
-        let elapsed = at.saturating_sub(self.now).as_secs_f64();
-        if elapsed > 0.0 {
-            for batch in &mut self.running {
-                batch.remaining_s -= elapsed / batch.slowdown;
-            }
-        }
+        self.running
+            .advance(at.saturating_sub(self.now).as_secs_f64());
         self.now = self.now.max(at);
-    }
-
-    /// Applies the contention model to every running batch.
-    fn recompute(&mut self) {
-        self.loads.clear();
-        self.loads.extend(self.running.iter().map(|r| r.load));
-        self.model.slowdowns(&self.loads, &mut self.slowdowns);
-        for (batch, slowdown) in self.running.iter_mut().zip(&self.slowdowns) {
-            batch.slowdown = slowdown.max(1.0);
-        }
     }
 
     fn arrive(&mut self, client: u32) {
@@ -409,18 +389,16 @@ impl<'a> Sim<'a> {
                     gpu_occupancy: profile.gpu_occupancy,
                     bandwidth_gbps: profile.bandwidth_gbps(images),
                 };
-                self.running.push(Running {
+                let running = Running {
                     batch,
-                    load,
-                    remaining_s: work.max(0.0),
-                    slowdown: 1.0,
+                    unit,
                     started: self.now,
                     requests: requests
                         .into_iter()
                         .map(|q| (q.payload, q.meta.arrival))
                         .collect(),
-                });
-                self.recompute();
+                };
+                self.running.add(self.model.as_ref(), load, work, running);
             }
             Action::Drop { request, reason } => {
                 if self.measuring() {
@@ -435,10 +413,12 @@ impl<'a> Sim<'a> {
         }
     }
 
-    fn complete(&mut self, index: usize) {
-        let done = self.running.swap_remove(index);
-        self.recompute();
-        let unit = done.load.unit;
+    fn complete(&mut self, id: WorkId) {
+        let done = self
+            .running
+            .remove(self.model.as_ref(), id)
+            .expect("the batch that finishes first is running; this is a bug");
+        let unit = done.unit;
         let images_per_request = self.images;
         self.scheduler.complete(self.now, done.batch, None, true);
         let measuring = self.measuring();

@@ -5,33 +5,19 @@
 //! `1 / slowdown`, where the slowdown comes from the platform's contention model applied
 //! to every batch running at that instant. Whenever a batch starts or ends, progress is
 //! brought up to date and every slowdown recomputed, so a batch that starts alone and is
-//! joined half-way by a co-runner finishes exactly as the model says. The discrete-event
-//! simulator uses the same model with the same progress rule in virtual time.
+//! joined half-way by a co-runner finishes exactly as the model says. The progress rule
+//! is `mica_core::ContentionProgress`, the one the discrete-event simulator advances
+//! in virtual time.
 
 use std::time::{Duration, Instant};
 
-use mica_core::{ContentionModel, Load};
+use mica_core::{ContentionModel, ContentionProgress, Load};
 use parking_lot::{Condvar, Mutex};
-
-/// Work still to do below this many isolated seconds counts as done (a microsecond
-/// of rounding when the condition variable wakes exactly at the predicted end).
-const DONE_EPSILON_S: f64 = 1e-6;
-
-#[derive(Debug)]
-struct Job {
-    id: u64,
-    load: Load,
-    remaining_s: f64,
-    slowdown: f64,
-}
 
 #[derive(Debug)]
 struct HubState {
-    jobs: Vec<Job>,
+    progress: ContentionProgress<()>,
     last_update: Instant,
-    next_id: u64,
-    scratch_loads: Vec<Load>,
-    scratch_slowdowns: Vec<f64>,
 }
 
 /// The contention coupling of one platform's simulated units.
@@ -48,11 +34,8 @@ impl ContentionHub {
         Self {
             model,
             state: Mutex::new(HubState {
-                jobs: Vec::new(),
+                progress: ContentionProgress::new(),
                 last_update: Instant::now(),
-                next_id: 0,
-                scratch_loads: Vec::new(),
-                scratch_slowdowns: Vec::new(),
             }),
             changed: Condvar::new(),
         }
@@ -64,31 +47,20 @@ impl ContentionHub {
     pub fn run(&self, load: Load, work: Duration) -> f64 {
         let started = Instant::now();
         let mut state = self.state.lock();
-        self.advance(&mut state, started);
-        let id = state.next_id;
-        state.next_id += 1;
-        state.jobs.push(Job {
-            id,
-            load,
-            remaining_s: work.as_secs_f64(),
-            slowdown: 1.0,
-        });
-        self.recompute(&mut state);
+        Self::advance(&mut state, started);
+        let id = state
+            .progress
+            .add(self.model.as_ref(), load, work.as_secs_f64(), ());
         self.changed.notify_all();
-        loop {
-            let job =
-                state.jobs.iter().find(|j| j.id == id).expect(
-                    "a job stays registered until its own thread removes it; this is a bug",
-                );
-            if job.remaining_s <= DONE_EPSILON_S {
-                break;
-            }
-            let wait = mica_core::time::secs(job.remaining_s * job.slowdown);
-            self.changed.wait_for(&mut state, wait);
-            self.advance(&mut state, Instant::now());
+        while !state.progress.is_finished(id) {
+            let left = state
+                .progress
+                .finishes_in(id)
+                .expect("a batch stays registered until its own thread removes it; this is a bug");
+            self.changed.wait_for(&mut state, wait_time(left));
+            Self::advance(&mut state, Instant::now());
         }
-        state.jobs.retain(|j| j.id != id);
-        self.recompute(&mut state);
+        state.progress.remove(self.model.as_ref(), id);
         self.changed.notify_all();
         drop(state);
         let elapsed = started.elapsed().as_secs_f64();
@@ -99,32 +71,22 @@ impl ContentionHub {
         }
     }
 
-    fn advance(&self, state: &mut HubState, now: Instant) {
-        let elapsed = now
-            .saturating_duration_since(state.last_update)
-            .as_secs_f64();
-        state.last_update = now;
-        if elapsed == 0.0 {
-            return;
-        }
-        for job in &mut state.jobs {
-            job.remaining_s -= elapsed / job.slowdown;
-        }
+    /// Brings progress up to `now`.
+    fn advance(state: &mut HubState, now: Instant) {
+        let elapsed = now.saturating_duration_since(state.last_update);
+        state.last_update = state.last_update.max(now);
+        state.progress.advance(elapsed.as_secs_f64());
     }
+}
 
-    fn recompute(&self, state: &mut HubState) {
-        let HubState {
-            jobs,
-            scratch_loads,
-            scratch_slowdowns,
-            ..
-        } = state;
-        scratch_loads.clear();
-        scratch_loads.extend(jobs.iter().map(|j| j.load));
-        self.model.slowdowns(scratch_loads, scratch_slowdowns);
-        for (job, slowdown) in jobs.iter_mut().zip(scratch_slowdowns.iter()) {
-            job.slowdown = slowdown.max(1.0);
-        }
+/// `seconds` as a time to wait, rounded up to the nanosecond: waiting it out leaves no
+/// work beyond the rounding that `DONE_EPSILON_S` absorbs.
+fn wait_time(seconds: f64) -> Duration {
+    let rounded = mica_core::time::secs(seconds);
+    if rounded.as_secs_f64() < seconds {
+        rounded + Duration::from_nanos(1)
+    } else {
+        rounded
     }
 }
 

@@ -13,7 +13,7 @@
 //! different units, the activation hand-off), which other streams overlap, then its
 //! compute part, which progresses at `1 / slowdown` where the slowdown comes from the
 //! platform's `ContentionModel` applied to every job computing at that instant — the
-//! rule `simulator.rs` and the sim engine's `ContentionHub` use. GPU stages of one
+//! same `ContentionProgress` as `simulator.rs` and the sim engine's `ContentionHub`. GPU stages of one
 //! network on the same GPU therefore time-slice its SMs; CPU threads map to cores and
 //! time-slice only when there are more threads than cores. Everything is
 //! deterministic: no jitter, no randomness.
@@ -25,9 +25,10 @@ use serde::Serialize;
 use crate::spec::PipelineSpec;
 use crate::stage_profile::{balance_for, StageCost, StageProfile};
 use mica_core::contention::{ContentionModel, Load};
+use mica_core::progress::{ContentionProgress, WorkId};
 use mica_core::unit::UnitKind;
 
-/// Remaining work below this counts as done, seconds.
+/// A fixed part below this counts as done, seconds.
 const EPSILON_S: f64 = 1e-12;
 /// A run stops with an error after this many events (a bug, not a slow pipeline).
 const MAX_EVENTS: u64 = 20_000_000;
@@ -111,15 +112,26 @@ struct Station {
     compute_integral: f64,
 }
 
+/// A job passes through three phases: its fixed part (`fixed_left`, at full speed),
+/// its compute part (an item of the `ContentionProgress`, `computing`), then finished
+/// (`blocked`) until the next buffer takes its images.
 #[derive(Debug)]
 struct Job {
     station: usize,
     slot: usize,
     images: Vec<f64>,
     fixed_left: f64,
-    work_left: f64,
-    slowdown: f64,
+    /// Isolated seconds of compute, done once the fixed part is.
+    work: f64,
+    computing: Option<WorkId>,
     blocked: bool,
+}
+
+impl Job {
+    /// Whether it is in its fixed part.
+    fn in_fixed_part(&self) -> bool {
+        !self.blocked && self.computing.is_none() && self.fixed_left > EPSILON_S
+    }
 }
 
 /// Simulates `spec` under `model` for `length`; see the module docs.
@@ -138,12 +150,12 @@ struct PipelineSim<'a> {
     model: &'a dyn ContentionModel,
     stations: Vec<Station>,
     jobs: Vec<Job>,
+    /// The compute parts in flight.
+    computing: ContentionProgress<()>,
+    finished: Vec<(WorkId, ())>,
     now: f64,
     in_system: usize,
     limit: usize,
-    loads: Vec<Load>,
-    load_jobs: Vec<usize>,
-    slowdowns: Vec<f64>,
 }
 
 impl<'a> PipelineSim<'a> {
@@ -248,12 +260,11 @@ impl<'a> PipelineSim<'a> {
             model,
             stations,
             jobs: Vec::new(),
+            computing: ContentionProgress::new(),
+            finished: Vec::new(),
             now: 0.0,
             in_system: 0,
             limit,
-            loads: Vec::new(),
-            load_jobs: Vec::new(),
-            slowdowns: Vec::new(),
         }
     }
 
@@ -265,7 +276,7 @@ impl<'a> PipelineSim<'a> {
         let mut events: u64 = 0;
         loop {
             self.start_jobs();
-            self.recompute();
+            self.start_compute();
             let Some(dt) = self.next_event_in() else {
                 return Err("the pipeline stalled: no job can run (this is a bug)".into());
             };
@@ -373,8 +384,8 @@ impl<'a> PipelineSim<'a> {
             slot,
             images,
             fixed_left: fixed,
-            work_left: work,
-            slowdown: 1.0,
+            work,
+            computing: None,
             blocked: false,
         });
         true
@@ -398,33 +409,25 @@ impl<'a> PipelineSim<'a> {
         true
     }
 
-    fn recompute(&mut self) {
-        self.loads.clear();
-        self.load_jobs.clear();
-        for (j, job) in self.jobs.iter().enumerate() {
-            if !job.blocked && job.fixed_left <= EPSILON_S {
-                self.loads
-                    .push(self.stations[job.station].costs[job.slot].2);
-                self.load_jobs.push(j);
+    /// Starts the compute part of every job whose fixed part is done.
+    fn start_compute(&mut self) {
+        for job in &mut self.jobs {
+            if !job.blocked && job.computing.is_none() && job.fixed_left <= EPSILON_S {
+                let load = self.stations[job.station].costs[job.slot].2;
+                job.computing = Some(self.computing.add(self.model, load, job.work, ()));
             }
-        }
-        self.model.slowdowns(&self.loads, &mut self.slowdowns);
-        for (&j, &s) in self.load_jobs.iter().zip(self.slowdowns.iter()) {
-            self.jobs[j].slowdown = s.max(1.0);
         }
     }
 
     fn next_event_in(&self) -> Option<f64> {
-        self.jobs
+        let fixed = self
+            .jobs
             .iter()
-            .filter(|job| !job.blocked)
-            .map(|job| {
-                if job.fixed_left > EPSILON_S {
-                    job.fixed_left
-                } else {
-                    job.work_left * job.slowdown
-                }
-            })
+            .filter(|job| job.in_fixed_part())
+            .map(|job| job.fixed_left);
+        let compute = self.computing.next_finish().map(|(_, dt)| dt);
+        fixed
+            .chain(compute)
             .min_by(f64::total_cmp)
             .map(|dt| dt.max(0.0))
     }
@@ -434,8 +437,8 @@ impl<'a> PipelineSim<'a> {
         for job in self.jobs.iter().filter(|j| !j.blocked) {
             let station = &mut self.stations[job.station];
             station.busy_integral += dt;
-            if job.fixed_left <= EPSILON_S {
-                station.slowdown_integral += dt * job.slowdown;
+            if let Some(slowdown) = job.computing.and_then(|id| self.computing.slowdown(id)) {
+                station.slowdown_integral += dt * slowdown;
                 station.compute_integral += dt;
                 if let Some(unit) = station.slots[job.slot].pipeline_unit {
                     computing[unit] = true;
@@ -451,13 +454,10 @@ impl<'a> PipelineSim<'a> {
 
     fn advance(&mut self, dt: f64) {
         self.now += dt;
-        for job in self.jobs.iter_mut().filter(|j| !j.blocked) {
-            if job.fixed_left > EPSILON_S {
-                job.fixed_left -= dt;
-            } else {
-                job.work_left -= dt / job.slowdown;
-            }
+        for job in self.jobs.iter_mut().filter(|j| j.in_fixed_part()) {
+            job.fixed_left -= dt;
         }
+        self.computing.advance(dt);
     }
 
     /// Completes finished jobs; returns the start times of images that left the
@@ -465,12 +465,18 @@ impl<'a> PipelineSim<'a> {
     fn finish_jobs(&mut self) -> Vec<f64> {
         let mut out = Vec::new();
         let last = self.stations.len() - 1;
+        self.finished.clear();
+        self.computing.take_finished(self.model, &mut self.finished);
         for j in 0..self.jobs.len() {
             let job = &self.jobs[j];
-            if job.blocked || job.fixed_left > EPSILON_S || job.work_left > EPSILON_S * 1e3 {
+            let Some(id) = job.computing else {
+                continue;
+            };
+            if !self.finished.iter().any(|(done, ())| *done == id) {
                 continue;
             }
-            let station = job.station;
+            self.jobs[j].computing = None;
+            let station = self.jobs[j].station;
             self.stations[station].batches += 1;
             if station == last {
                 out.extend(self.jobs[j].images.iter().copied());
