@@ -146,7 +146,7 @@ bench() { # name units batch(- for one-image requests) concurrency duration_s wa
     local cmd=("$bin" bench --config "$config" --units "$units" --concurrency "$conc"
         --duration "${dur}s" --warmup "${warm}s" --json --no-progress)
     if [[ $batch != - ]]; then cmd+=(--batch-size "$batch"); fi
-    printf '%s\n' "${cmd[*]}" >"$out/runs/$name.cmd"
+    typed "${cmd[@]}" >"$out/runs/$name.cmd"
     local t0=$(date +%s%N)
     "${cmd[@]}" >"$out/runs/$name.json" 2>"$out/runs/$name.err"
     local rc=$?

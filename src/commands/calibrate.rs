@@ -347,7 +347,7 @@ pub fn run(config: &Path, args: &CalibrateArgs) -> anyhow::Result<()> {
     }
     let report = Report {
         config: config.display().to_string(),
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        command: super::typed_command::current(),
         simulated: measurements.simulated,
         units: ids.iter().map(|i| i.to_string()).collect(),
         batch_sizes: args.batch_sizes.clone(),

@@ -119,4 +119,41 @@ mod tests {
         );
         assert_eq!(as_typed([""], cwd), "mica ''");
     }
+
+    /// The profiles, platforms and benchmark records committed to the repository name
+    /// their commands as a user would type them: no machine's folders, no copy of the
+    /// binary where some harness put it.
+    #[test]
+    fn committed_records_carry_no_machine_paths() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        let mut folders = vec![root.join("config"), root.join("bench/results")];
+        while let Some(folder) = folders.pop() {
+            for entry in std::fs::read_dir(&folder).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    folders.push(path);
+                } else if matches!(
+                    path.extension().and_then(|e| e.to_str()),
+                    Some("toml" | "json")
+                ) {
+                    files.push(path);
+                }
+            }
+        }
+        assert!(files.len() > 20, "found only {} records", files.len());
+        let machine_paths = ["/work/", "/tmp/", "/home/", "/root/", ".device"];
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for (number, line) in text.lines().enumerate() {
+                if let Some(path) = machine_paths.iter().find(|p| line.contains(*p)) {
+                    panic!(
+                        "{}:{}: a machine path ({path}) in a committed record: {line}",
+                        file.display(),
+                        number + 1
+                    );
+                }
+            }
+        }
+    }
 }
