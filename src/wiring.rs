@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use mica_actors::{ServiceSetup, UnitSetup};
-use mica_core::{SchedulerSettings, UnitId, UnitSpec};
+use mica_core::{Clock, SchedulerSettings, UnitId, UnitSpec};
 use mica_engines::{ContentionHub, EngineKind, EngineSpec};
 use mica_policies::PolicyConfig;
 
@@ -133,9 +133,12 @@ pub fn service_setup(
         policy,
         scheduler,
         batch_deadline: config.scheduler.batch_deadline(),
-        hub: Arc::new(ContentionHub::new(
+        // The service runs on the system clock; tests of the actors pass a manual one.
+        hub: Arc::new(ContentionHub::with_clock(
             loaded.emulated_contention().build_for(&unit_ids),
+            Clock::system(),
         )),
+        clock: Clock::system(),
         custom_engines: None,
         dispatcher_panic_after: dispatcher_panic_after()?,
         require_all_units: config.scheduler.require_all_units,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, SpawnHandle};
-use mica_core::{Action, DropReason, Scheduler, SchedulerSettings, UnitSpec};
+use mica_core::{Action, Clock, DropReason, Scheduler, SchedulerSettings, UnitSpec};
 use mica_policies::PolicyConfig;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
@@ -17,6 +17,7 @@ use crate::liveness::{Liveness, StopGuard};
 use crate::metrics::DispatcherMetrics;
 use crate::responder::Responder;
 use crate::service::{InferError, InferRequest, ServiceStatus};
+use crate::timer;
 use crate::unit_actor::{RunBatch, UnitActor};
 
 /// A request in flight through the actors, with the channel its answer goes to.
@@ -28,7 +29,7 @@ pub struct Pending {
     pub data: Option<Vec<f32>>,
     /// Where the answer goes (answered once, by whoever comes first).
     pub respond: Responder,
-    /// When it was admitted.
+    /// When it was admitted (on the service's clock).
     pub admitted: Instant,
     /// Time it waited before its batch started (set at dispatch).
     pub queue_wait: Duration,
@@ -110,6 +111,7 @@ pub struct Shutdown {
 pub struct Dispatcher {
     scheduler: Scheduler<Pending>,
     units: Vec<Addr<UnitActor>>,
+    clock: Clock,
     epoch: Instant,
     timer: Option<(Duration, SpawnHandle)>,
     actions: Vec<Action<Pending>>,
@@ -134,6 +136,7 @@ impl Dispatcher {
         policy: Box<dyn mica_core::Policy>,
         settings: SchedulerSettings,
         liveness: Arc<Liveness>,
+        clock: Clock,
     ) -> Self {
         let metrics = DispatcherMetrics::new(specs, engines, policy.name());
         Self {
@@ -144,7 +147,8 @@ impl Dispatcher {
             admitted: 0,
             scheduler: Scheduler::new(specs, policy, settings),
             units,
-            epoch: Instant::now(),
+            epoch: clock.now(),
+            clock,
             timer: None,
             actions: Vec::new(),
             draining: None,
@@ -165,8 +169,9 @@ impl Dispatcher {
         );
     }
 
+    /// Scheduler time: since the dispatcher was made, on the service's clock.
     fn now(&self) -> Duration {
-        self.epoch.elapsed()
+        self.clock.now().saturating_duration_since(self.epoch)
     }
 
     /// Sets `mica_unit_healthy` from what the dispatcher knows: loaded, not failed, not
@@ -193,10 +198,10 @@ impl Dispatcher {
                     images,
                     mut requests,
                 } => {
-                    let started = Instant::now();
+                    let started = self.clock.now();
                     for request in &mut requests {
                         request.payload.queue_wait =
-                            started.duration_since(request.payload.admitted);
+                            started.saturating_duration_since(request.payload.admitted);
                     }
                     self.metrics.dispatched(unit, policy, images);
                     self.units[unit].do_send(RunBatch {
@@ -229,7 +234,8 @@ impl Dispatcher {
             }
             ctx.cancel_future(handle);
         }
-        let handle = ctx.run_later(wake.saturating_sub(now), |act, ctx| {
+        let at = self.epoch + wake.min(mica_core::time::MAX_TIME);
+        let handle = timer::run_at(ctx, &self.clock, at, |act, ctx| {
             act.timer = None;
             act.schedule(ctx);
         });
@@ -241,7 +247,7 @@ impl Dispatcher {
             return;
         };
         let idle = self.scheduler.queued_requests() == 0 && self.scheduler.running_batches() == 0;
-        if !idle && Instant::now() < *deadline {
+        if !idle && self.clock.now() < *deadline {
             return;
         }
         let (_, done) = self.draining.take().expect("checked above; this is a bug");
@@ -267,10 +273,10 @@ impl Actor for Dispatcher {
     fn started(&mut self, ctx: &mut Self::Context) {
         debug!(units = self.units.len(), "dispatcher started");
         self.sample_queue();
-        self.guard.beat(Instant::now());
+        self.guard.beat(self.clock.now());
         self.publish_health();
         ctx.run_interval(crate::metrics::SAMPLE_INTERVAL, |act, _| {
-            act.guard.beat(Instant::now());
+            act.guard.beat(act.clock.now());
             act.publish_health();
             let policy = act.scheduler.policy();
             let slowdowns = policy.predicted_slowdowns(act.scheduler.view());
@@ -293,7 +299,7 @@ impl Handler<Submit> for Dispatcher {
             images: request.images,
             data: request.data,
             respond,
-            admitted: Instant::now(),
+            admitted: self.clock.now(),
             queue_wait: Duration::ZERO,
         };
         if self.draining.is_some() {
@@ -429,8 +435,11 @@ impl Handler<Shutdown> for Dispatcher {
             running = self.scheduler.running_batches(),
             "draining"
         );
-        self.draining = Some((Instant::now() + message.drain, message.done));
-        ctx.run_later(message.drain, |act, ctx| act.check_drained(ctx));
+        let deadline = timer::after(&self.clock, message.drain);
+        self.draining = Some((deadline, message.done));
+        timer::run_at(ctx, &self.clock, deadline, |act, ctx| {
+            act.check_drained(ctx)
+        });
         self.schedule(ctx);
     }
 }

@@ -8,10 +8,10 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::{Actor, Addr, AsyncContext};
-use mica_core::{SchedulerSettings, SearchProgress, UnitHealth, UnitId, UnitSpec};
+use mica_core::{Clock, SchedulerSettings, SearchProgress, UnitHealth, UnitId, UnitSpec};
 use mica_engines::{ContentionHub, CustomEngineBuilder, EngineContext, EngineSpec};
 use mica_policies::PolicyConfig;
 use thiserror::Error;
@@ -21,7 +21,8 @@ use crate::batch_deadline::BatchDeadline;
 use crate::dispatcher::{Dispatcher, QueryStatus, SetPolicy, Shutdown, Submit};
 use crate::liveness::{Dead, Liveness};
 use crate::responder::Responder;
-use crate::unit_actor::UnitActor;
+use crate::timer;
+use crate::unit_actor::{UnitActor, UnitShared};
 
 /// One inference request.
 #[derive(Debug, Clone, Default)]
@@ -138,8 +139,12 @@ pub struct ServiceSetup {
     pub scheduler: SchedulerSettings,
     /// How long a batch may run before its engine counts as hung.
     pub batch_deadline: BatchDeadline,
-    /// Contention coupling of the simulated units.
+    /// Contention coupling of the simulated units; built on `clock`.
     pub hub: Arc<ContentionHub>,
+    /// Where the actors read the time and wait: `Clock::system()` in service, a
+    /// `ManualClock` in tests (then every deadline, timeout and drain time fires when
+    /// the test advances it).
+    pub clock: Clock,
     /// Builds every engine instead of the engine kinds (tests, embedders).
     pub custom_engines: Option<CustomEngineBuilder>,
     /// Test tooling: the dispatcher panics when it admits this many requests (to test
@@ -158,6 +163,7 @@ impl std::fmt::Debug for ServiceSetup {
             .field("policy", &self.policy)
             .field("scheduler", &self.scheduler)
             .field("batch_deadline", &self.batch_deadline)
+            .field("clock", &self.clock)
             .field("custom_engines", &self.custom_engines.is_some())
             .finish()
     }
@@ -243,6 +249,7 @@ pub struct Service {
     dispatcher: Addr<Dispatcher>,
     readiness: Arc<Readiness>,
     liveness: Arc<Liveness>,
+    clock: Clock,
     shutting_down: Arc<AtomicBool>,
     max_batch: u32,
     priority_levels: u8,
@@ -284,8 +291,9 @@ impl Service {
             hub: setup.hub.clone(),
             custom: setup.custom_engines.clone(),
         };
+        let clock = setup.clock.clone();
         let liveness = Arc::new(Liveness::new(
-            Instant::now(),
+            clock.now(),
             setup.units.iter().map(|u| u.spec.id.to_string()),
         ));
         let deadline = setup.batch_deadline;
@@ -297,16 +305,14 @@ impl Service {
                 .iter()
                 .enumerate()
                 .map(|(index, unit)| {
-                    UnitActor::new(
-                        index,
-                        unit.clone(),
-                        context.clone(),
-                        dispatcher.clone(),
-                        readiness.clone(),
+                    let shared = UnitShared {
+                        context: context.clone(),
+                        readiness: readiness.clone(),
+                        liveness: liveness.clone(),
                         deadline,
-                        liveness.clone(),
-                    )
-                    .start()
+                        clock: clock.clone(),
+                    };
+                    UnitActor::new(index, unit.clone(), dispatcher.clone(), shared).start()
                 })
                 .collect();
             let policy = mica_policies::build_policy(&setup.policy);
@@ -322,6 +328,7 @@ impl Service {
                 policy,
                 setup.scheduler.clone(),
                 liveness.clone(),
+                clock.clone(),
             )
             .with_panic_after(setup.dispatcher_panic_after)
         });
@@ -329,6 +336,7 @@ impl Service {
             dispatcher,
             readiness,
             liveness,
+            clock,
             shutting_down: Arc::new(AtomicBool::new(false)),
             max_batch,
             priority_levels,
@@ -344,7 +352,10 @@ impl Service {
         request: InferRequest,
     ) -> impl Future<Output = Result<InferResponse, InferError>> + Send + 'static {
         let (respond, answer) = oneshot::channel();
-        let timeout = request.timeout;
+        let timeout = request
+            .timeout
+            .map(|limit| timer::after(&self.clock, limit));
+        let clock = self.clock.clone();
         let respond = Responder::new(respond);
         let sent = if self.shutting_down.load(Ordering::Acquire) {
             Err(InferError::ShuttingDown)
@@ -371,9 +382,10 @@ impl Service {
                 ))
             };
             match timeout {
-                Some(limit) => match tokio::time::timeout(limit, answer).await {
-                    Ok(answer) => answer.unwrap_or_else(|_| lost()),
-                    Err(_) => Err(InferError::TimedOut),
+                Some(deadline) => tokio::select! {
+                    biased;
+                    answer = answer => answer.unwrap_or_else(|_| lost()),
+                    () = timer::sleep_until(clock, deadline) => Err(InferError::TimedOut),
                 },
                 None => answer.await.unwrap_or_else(|_| lost()),
             }
@@ -396,7 +408,7 @@ impl Service {
         if !self.dispatcher.connected() {
             return Err(Dead::DispatcherStopped);
         }
-        self.liveness.check(Instant::now())
+        self.liveness.check(self.clock.now())
     }
 
     /// Whether `shutdown` was called.

@@ -4,10 +4,9 @@
 //! with an error and the worker keeps serving.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::Instant;
 
 use actix::{Actor, Addr, Context, Handler, Message};
-use mica_core::UnitId;
+use mica_core::{Clock, UnitId};
 use mica_engines::{build_engine, BatchInput, BatchOutput, Engine, EngineContext, EngineSpec};
 
 use crate::dispatcher::Pending;
@@ -39,23 +38,25 @@ pub struct StreamWorker {
     load_error: Option<String>,
     unit_actor: Addr<UnitActor>,
     input: Vec<f32>,
+    clock: Clock,
 }
 
 impl StreamWorker {
-    /// A worker that builds its engine when started (on its own thread).
+    /// A worker that builds its engine when started (on its own thread); it is stream
+    /// `spec.stream` of its unit.
     pub(crate) fn new(
         unit: UnitId,
         unit_index: usize,
-        worker: usize,
         generation: u64,
         spec: EngineSpec,
         context: EngineContext,
         unit_actor: Addr<UnitActor>,
+        clock: Clock,
     ) -> Self {
         Self {
             unit,
             unit_index,
-            worker,
+            worker: spec.stream as usize,
             generation,
             engine_label: spec.engine.as_str(),
             spec,
@@ -64,6 +65,7 @@ impl StreamWorker {
             load_error: None,
             unit_actor,
             input: Vec::new(),
+            clock,
         }
     }
 
@@ -158,9 +160,10 @@ impl Handler<Execute> for StreamWorker {
     type Result = ();
 
     fn handle(&mut self, message: Execute, _ctx: &mut Self::Context) {
-        let started = Instant::now();
+        let started = self.clock.now();
         let result = self.infer(message.images, &message.requests);
-        let service = started.elapsed();
+        let finished = self.clock.now();
+        let service = finished.saturating_duration_since(started);
         let error = match result {
             Ok(output) => {
                 let mut offset = 0usize;
@@ -184,7 +187,7 @@ impl Handler<Execute> for StreamWorker {
                         unit_index: self.unit_index,
                         engine: self.engine_label,
                         queue_wait: request.queue_wait,
-                        latency: request.admitted.elapsed(),
+                        latency: finished.saturating_duration_since(request.admitted),
                     }));
                 }
                 None

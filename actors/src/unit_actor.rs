@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use actix::{
     Actor, Addr, Arbiter, ArbiterHandle, AsyncContext, Context, Handler, Message, SpawnHandle,
 };
+use mica_core::Clock;
 use mica_engines::EngineContext;
 use tracing::{error, info, warn};
 
@@ -26,6 +27,7 @@ use crate::metrics::UnitMetrics;
 use crate::responder::Responder;
 use crate::service::{InferError, Readiness, UnitSetup};
 use crate::stream_worker::{Execute, StreamWorker};
+use crate::timer;
 
 /// Command: run these requests as one batch.
 #[derive(Message)]
@@ -117,6 +119,7 @@ pub struct UnitActor {
     busy: BusyClock,
     metrics: UnitMetrics,
     guard: StopGuard,
+    clock: Clock,
 }
 
 /// Integrates running batches over time, for the busy ratio.
@@ -157,17 +160,36 @@ impl BusyClock {
     }
 }
 
+/// What every unit actor gets from the service.
+#[derive(Clone)]
+pub(crate) struct UnitShared {
+    /// What its engines are built with.
+    pub(crate) context: EngineContext,
+    /// Loading progress, reported as its workers load.
+    pub(crate) readiness: Arc<Readiness>,
+    /// Heartbeats.
+    pub(crate) liveness: Arc<Liveness>,
+    /// The per-batch deadline rule.
+    pub(crate) deadline: BatchDeadline,
+    /// The service's clock.
+    pub(crate) clock: Clock,
+}
+
 impl UnitActor {
     /// An actor for unit `index`.
     pub(crate) fn new(
         index: usize,
         setup: UnitSetup,
-        context: EngineContext,
         dispatcher: Addr<Dispatcher>,
-        readiness: Arc<Readiness>,
-        deadline: BatchDeadline,
-        liveness: Arc<Liveness>,
+        shared: UnitShared,
     ) -> Self {
+        let UnitShared {
+            context,
+            readiness,
+            liveness,
+            deadline,
+            clock,
+        } = shared;
         let metrics = UnitMetrics::new(
             setup.spec.id.as_str(),
             setup.engine.engine.as_str(),
@@ -189,9 +211,10 @@ impl UnitActor {
             hung: 0,
             next_generation: 0,
             offline: false,
-            busy: BusyClock::new(Instant::now()),
+            busy: BusyClock::new(clock.now()),
             metrics,
             guard: StopGuard::unit(liveness, index),
+            clock,
         }
     }
 
@@ -201,6 +224,7 @@ impl UnitActor {
         let mut spec = self.setup.engine.clone();
         spec.stream = worker as u32;
         let context = self.context.clone();
+        let clock = self.clock.clone();
         let unit = ctx.address();
         let id = self.setup.spec.id.clone();
         let index = self.index;
@@ -208,7 +232,7 @@ impl UnitActor {
         self.next_generation += 1;
         let arbiter = Arbiter::new().handle();
         let address = StreamWorker::start_in_arbiter(&arbiter, move |_| {
-            StreamWorker::new(id, index, worker, generation, spec, context, unit)
+            StreamWorker::new(id, index, generation, spec, context, unit, clock)
         });
         WorkerSlot {
             address,
@@ -219,7 +243,8 @@ impl UnitActor {
     }
 
     fn run(&mut self, ctx: &mut Context<Self>, worker: usize, batch: RunBatch) {
-        self.busy.advance(Instant::now(), self.in_flight);
+        let now = self.clock.now();
+        self.busy.advance(now, self.in_flight);
         self.in_flight += 1;
         for request in &batch.requests {
             self.metrics
@@ -231,7 +256,8 @@ impl UnitActor {
             .for_batch(self.setup.spec.profile.as_deref(), batch.images);
         let generation = self.workers[worker].generation;
         let id = batch.batch;
-        let timer = ctx.run_later(deadline, move |act, ctx| {
+        let at = now + deadline.min(mica_core::time::MAX_TIME);
+        let timer = timer::run_at(ctx, &self.clock, at, move |act, ctx| {
             act.batch_overdue(ctx, worker, generation, id);
         });
         self.running[worker] = Some(Running {
@@ -301,7 +327,7 @@ impl UnitActor {
         for responder in &running.responders {
             responder.fail(InferError::Engine(message.clone()));
         }
-        self.busy.advance(Instant::now(), self.in_flight);
+        self.busy.advance(self.clock.now(), self.in_flight);
         self.in_flight = self.in_flight.saturating_sub(1);
         self.metrics.timeouts.increment(1);
         self.metrics.failures.increment(1);
@@ -357,9 +383,9 @@ impl Actor for UnitActor {
             self.workers.push(slot);
             self.running.push(None);
         }
-        self.guard.beat(Instant::now());
+        self.guard.beat(self.clock.now());
         ctx.run_interval(crate::metrics::SAMPLE_INTERVAL, |act, _| {
-            let now = Instant::now();
+            let now = act.clock.now();
             act.guard.beat(now);
             let ratio = act
                 .busy
@@ -421,7 +447,7 @@ impl Handler<WorkerFinished> for UnitActor {
                 return;
             }
         }
-        self.busy.advance(Instant::now(), self.in_flight);
+        self.busy.advance(self.clock.now(), self.in_flight);
         self.in_flight = self.in_flight.saturating_sub(1);
         match &done.error {
             None => {

@@ -7,12 +7,15 @@
 //! - The scheduler core: the `Policy` trait (`policy`; the policies themselves are in
 //!   `mica-policies`), the views a policy sees (`view`), unit state and health
 //!   (`cluster`), and the synchronous `Scheduler` that the live dispatcher actor and the
-//!   simulator both drive (`scheduler`), on durations since an epoch (`time`).
+//!   simulator both drive (`scheduler`), on durations since an epoch (`time`), and the
+//!   `Clock` the live actors read that epoch from (`clock`: the system's, or a test's
+//!   `ManualClock`).
 //! - Work in flight under contention, progressing at 1 / slowdown (`progress`): the one
 //!   rule the simulators and the sim engine's hub share.
 //! - The discrete-event simulator (`simulator`) and the run report it and `mica bench`
 //!   print (`report`).
 
+pub mod clock;
 pub mod cluster;
 pub mod contention;
 pub mod fit;
@@ -28,6 +31,7 @@ pub mod time;
 pub mod unit;
 pub mod view;
 
+pub use clock::{Clock, ManualClock, ManualSleep};
 pub use cluster::{ClusterState, HealthRules, UnitHealth, UnitSpec};
 pub use contention::{ContentionConfig, ContentionModel, Load};
 pub use pccs::{Pccs, PccsParams};

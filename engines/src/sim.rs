@@ -147,10 +147,13 @@ fn fake_logits(data: &[f32], images: usize, output_len: usize) -> Vec<f32> {
 mod tests {
     use super::*;
     use mica_core::contention::NoContention;
-    use mica_core::{ProfileOrigin, ProfilePoint};
-    use std::time::Instant;
+    use mica_core::{Clock, ManualClock, ProfileOrigin, ProfilePoint};
 
     fn engine(latency_ms: f64, jitter: f64) -> SimEngine {
+        engine_on(latency_ms, jitter, Clock::system())
+    }
+
+    fn engine_on(latency_ms: f64, jitter: f64, clock: Clock) -> SimEngine {
         let profile = Profile {
             model: "m".into(),
             origin: ProfileOrigin::Calibrated,
@@ -177,21 +180,29 @@ mod tests {
                 faults: None,
             },
             Arc::new(profile),
-            Arc::new(ContentionHub::new(Box::new(NoContention))),
+            Arc::new(ContentionHub::with_clock(Box::new(NoContention), clock)),
         )
     }
 
     #[test]
-    fn takes_the_profiled_time() {
-        let mut e = engine(20.0, 0.0);
-        let started = Instant::now();
-        e.infer(BatchInput {
-            images: 2,
-            data: None,
-        })
-        .unwrap();
-        let elapsed = started.elapsed();
-        assert!(elapsed >= Duration::from_millis(40), "{elapsed:?}");
+    fn takes_the_profiled_time_of_its_clock() {
+        let clock = ManualClock::new();
+        let mut e = engine_on(20.0, 0.0, clock.clock());
+        let work = e.profile.latency(2);
+        let hub = e.hub.clone();
+        let batch = std::thread::spawn(move || {
+            e.infer(BatchInput {
+                images: 2,
+                data: None,
+            })
+            .unwrap()
+        });
+        hub.wait_for_batches(1);
+        clock.advance(work - Duration::from_micros(1));
+        assert!(!batch.is_finished(), "a microsecond of work is left");
+        clock.advance(Duration::from_micros(1));
+        assert_eq!(batch.join().unwrap().images, 2);
+        assert_eq!(clock.elapsed(), work);
     }
 
     #[test]
