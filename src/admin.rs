@@ -5,7 +5,6 @@
 //!
 //! A policy set here lasts until the next config reload, which applies the file's.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use actix_web::http::header::{self, HeaderValue};
@@ -13,73 +12,17 @@ use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes, Data};
 use actix_web::{HttpRequest, HttpResponse};
 use mica_policies::PolicyConfig;
-use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::config::LoadedConfig;
+use crate::config::AdminToken;
 use crate::reload::{PolicyControl, PolicySource, SetPolicyError};
 
 /// Admin endpoint path.
 pub const POLICY_PATH: &str = "/v2/admin/policy";
 
-/// `[admin]`: the admin endpoint, off unless a token is configured.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminConfig {
-    /// Bearer token the admin endpoint requires (prefer `token_file`).
-    #[serde(default, skip_serializing)]
-    pub token: Option<String>,
-    /// File holding the token on its first line (relative to the config file), e.g.
-    /// `/etc/mica/admin.token` readable only by mica.
-    #[serde(default)]
-    pub token_file: Option<PathBuf>,
-}
-
-/// Shortest token accepted.
-pub const MIN_TOKEN_LEN: usize = 16;
-
-impl AdminConfig {
-    /// The configured token (`None`: admin off). The error names the key at fault.
-    pub fn resolve_token(&self, config_file: &Path) -> Result<Option<String>, String> {
-        let token = match (&self.token, &self.token_file) {
-            (Some(_), Some(_)) => {
-                return Err("admin: give either token or token_file, not both".into())
-            }
-            (Some(token), None) => token.trim().to_string(),
-            (None, Some(file)) => {
-                let file = if file.is_absolute() {
-                    file.clone()
-                } else {
-                    config_file.parent().unwrap_or(Path::new(".")).join(file)
-                };
-                let text = std::fs::read_to_string(&file)
-                    .map_err(|e| format!("admin.token_file: {}: {e}", file.display()))?;
-                text.lines().next().unwrap_or("").trim().to_string()
-            }
-            (None, None) => return Ok(None),
-        };
-        if token.len() < MIN_TOKEN_LEN {
-            return Err(format!(
-                "admin: the token must be at least {MIN_TOKEN_LEN} characters, got {}",
-                token.len()
-            ));
-        }
-        Ok(Some(token))
-    }
-}
-
-/// The admin token of a loaded config.
-pub fn token(loaded: &LoadedConfig) -> anyhow::Result<Option<String>> {
-    loaded
-        .config
-        .admin
-        .resolve_token(&loaded.path)
-        .map_err(|m| anyhow::anyhow!("{}: {m}", loaded.path.display()))
-}
-
 /// What the admin routes need.
 pub struct Admin {
-    token: String,
+    token: AdminToken,
     control: Arc<PolicyControl>,
 }
 
@@ -91,7 +34,7 @@ impl std::fmt::Debug for Admin {
 
 impl Admin {
     /// Admin over `control`, guarded by `token`.
-    pub fn new(token: String, control: Arc<PolicyControl>) -> Self {
+    pub fn new(token: AdminToken, control: Arc<PolicyControl>) -> Self {
         Self { token, control }
     }
 
@@ -104,7 +47,7 @@ impl Admin {
         else {
             return false;
         };
-        constant_time_eq(given.trim().as_bytes(), self.token.as_bytes())
+        constant_time_eq(given.trim().as_bytes(), self.token.secret().as_bytes())
     }
 }
 
@@ -181,43 +124,6 @@ mod tests {
         assert_eq!(bearer_credentials("BEARER abc"), Some("abc"));
         assert_eq!(bearer_credentials("Basic abc"), None);
         assert_eq!(bearer_credentials("Bearer"), None);
-    }
-
-    #[test]
-    fn token_rules() {
-        let file = Path::new("/nonexistent/mica.toml");
-        assert_eq!(AdminConfig::default().resolve_token(file).unwrap(), None);
-        let short = AdminConfig {
-            token: Some("abc".into()),
-            token_file: None,
-        };
-        assert!(short.resolve_token(file).unwrap_err().contains("at least"));
-        let both = AdminConfig {
-            token: Some("a".repeat(20)),
-            token_file: Some("t".into()),
-        };
-        assert!(both.resolve_token(file).is_err());
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("admin.token"), "0123456789abcdef0123\n").unwrap();
-        let from_file = AdminConfig {
-            token: None,
-            token_file: Some("admin.token".into()),
-        };
-        assert_eq!(
-            from_file
-                .resolve_token(&dir.path().join("mica.toml"))
-                .unwrap()
-                .as_deref(),
-            Some("0123456789abcdef0123")
-        );
-        let missing = AdminConfig {
-            token: None,
-            token_file: Some("absent.token".into()),
-        };
-        assert!(missing
-            .resolve_token(&dir.path().join("mica.toml"))
-            .unwrap_err()
-            .contains("admin.token_file"));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use mica_core::SearchProgress;
 use mica_policies::PolicyConfig;
 use serde::Serialize;
 
-use crate::config::LoadedConfig;
+use crate::config::ResolvedConfig;
 use crate::experiment::run::{self, RunPlan};
 use crate::wiring::RunOverrides;
 
@@ -72,7 +72,7 @@ pub struct Context {
 #[derive(Debug, Clone)]
 pub struct Setting<'a> {
     /// The run's config.
-    pub loaded: &'a LoadedConfig,
+    pub loaded: &'a ResolvedConfig,
     /// The run's overrides (units, batch size); the policy is replaced per reference.
     pub overrides: &'a RunOverrides,
     /// The run's load and window.

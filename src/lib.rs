@@ -17,7 +17,6 @@ pub mod logging;
 pub mod metrics;
 pub mod metrics_server;
 pub mod pipeline;
-pub mod pipeline_config;
 pub mod reload;
 pub mod serve;
 pub mod systemd;

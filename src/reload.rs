@@ -29,7 +29,7 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::config::{Config, LoadedConfig};
+use crate::config::{AdminToken, Config, ResolvedConfig};
 use crate::metrics::{CONFIG_RELOADS_TOTAL, RELOAD_RESULTS};
 use crate::systemd;
 
@@ -57,7 +57,7 @@ struct Active {
     source: PolicySource,
     config: Config,
     /// The admin token in effect (read at start; a new one needs a restart).
-    admin_token: Option<String>,
+    admin_token: Option<AdminToken>,
 }
 
 /// What `GET /v2/admin/policy` answers.
@@ -106,7 +106,7 @@ impl PolicyControl {
     /// or `written` from the command line).
     pub fn new(
         service: Service,
-        loaded: &LoadedConfig,
+        loaded: &ResolvedConfig,
         written: PolicyConfig,
         resolved: PolicyConfig,
         source: PolicySource,
@@ -119,7 +119,7 @@ impl PolicyControl {
                 contention: loaded.contention.clone(),
                 source,
                 config: loaded.config.clone(),
-                admin_token: crate::admin::token(loaded).ok().flatten(),
+                admin_token: loaded.admin_token.clone(),
             }),
         }
     }
@@ -179,14 +179,13 @@ impl PolicyControl {
     }
 
     /// Applies a freshly loaded config: its policy, resolved against its platform.
-    async fn apply(&self, loaded: &LoadedConfig) -> Result<PolicyChange, SetPolicyError> {
+    async fn apply(&self, loaded: &ResolvedConfig) -> Result<PolicyChange, SetPolicyError> {
         let mut active = self.active.lock().await;
-        let new_token = crate::admin::token(loaded).ok().flatten();
         let restart = restart_keys(
             &active.config,
-            active.admin_token.as_deref(),
+            active.admin_token.as_ref().map(AdminToken::secret),
             &loaded.config,
-            new_token.as_deref(),
+            loaded.admin_token.as_ref().map(AdminToken::secret),
         );
         if !restart.is_empty() {
             warn!(
@@ -449,7 +448,7 @@ fn watch_file(
 async fn reload_once(path: &Path, control: &PolicyControl, cause: &str) -> ReloadResult {
     systemd::reloading();
     let owned = path.to_path_buf();
-    let loaded = match tokio::task::spawn_blocking(move || LoadedConfig::load(&owned)).await {
+    let loaded = match tokio::task::spawn_blocking(move || ResolvedConfig::load(&owned)).await {
         Ok(loaded) => loaded,
         Err(join) => {
             warn!(error = %join, "config reload: the loading task failed");

@@ -10,7 +10,7 @@ use mica_core::{Clock, SchedulerSettings, UnitId, UnitSpec};
 use mica_engines::{ContentionHub, EngineKind, EngineSpec};
 use mica_policies::PolicyConfig;
 
-use crate::config::{LoadedConfig, UnitConfig};
+use crate::config::{ResolvedConfig, UnitConfig};
 
 /// Overrides a command line applies on top of the config file.
 #[derive(Debug, Clone, Default)]
@@ -26,7 +26,7 @@ pub struct RunOverrides {
 
 /// The units a run uses, in index order, with their config entries.
 pub fn selected_units<'a>(
-    loaded: &'a LoadedConfig,
+    loaded: &'a ResolvedConfig,
     overrides: &RunOverrides,
 ) -> anyhow::Result<Vec<(usize, &'a UnitConfig)>> {
     let all = &loaded.config.units;
@@ -59,7 +59,11 @@ pub fn selected_units<'a>(
 /// The engine spec of stream 0 of the config's unit `config_index` running its whole
 /// model at batches up to `max_batch`: the one place a unit's config becomes an
 /// [`EngineSpec`] (pipeline stages narrow it to their blocks and shapes).
-pub fn unit_engine_spec(loaded: &LoadedConfig, config_index: usize, max_batch: u32) -> EngineSpec {
+pub fn unit_engine_spec(
+    loaded: &ResolvedConfig,
+    config_index: usize,
+    max_batch: u32,
+) -> EngineSpec {
     let config = &loaded.config;
     let unit = &config.units[config_index];
     EngineSpec::new(
@@ -70,13 +74,13 @@ pub fn unit_engine_spec(loaded: &LoadedConfig, config_index: usize, max_batch: u
         config.model.output_len(),
     )
     .with_unit(config_index, unit.gpu_device(), unit.core)
-    .with_profile(loaded.profiles[config_index].clone())
+    .with_profile(loaded.units[config_index].profile.clone())
     .with_seed(config.scheduler.seed)
 }
 
 /// Builds the service setup for a run.
 pub fn service_setup(
-    loaded: &LoadedConfig,
+    loaded: &ResolvedConfig,
     overrides: &RunOverrides,
 ) -> anyhow::Result<ServiceSetup> {
     let config = &loaded.config;
@@ -91,11 +95,9 @@ pub fn service_setup(
     let chosen = selected_units(loaded, overrides)?;
     let mut units = Vec::with_capacity(chosen.len());
     for (position, (config_index, unit)) in chosen.iter().enumerate() {
-        let profile = loaded.profiles[*config_index].clone();
-        let max_batch = overrides.batch_size.unwrap_or_else(|| {
-            unit.max_batch
-                .expect("resolved when the config was loaded; this is a bug")
-        });
+        let resolved = &loaded.units[*config_index];
+        let profile = resolved.profile.clone();
+        let max_batch = overrides.batch_size.unwrap_or(resolved.max_batch);
         let device = unit.gpu_device();
         let spec = UnitSpec {
             id: UnitId::new(&unit.id),

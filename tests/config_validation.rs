@@ -1,10 +1,12 @@
-//! Config validation: every rejected case names the file and the key, and the shipped
-//! configs load.
+//! Config validation: every rejected case names the file and the key (once), `mica
+//! check` refuses what `mica serve` would refuse at start (`[pipeline]` included), and
+//! the shipped configs load and pass `mica check`.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use mica::config::LoadedConfig;
+use mica::config::ResolvedConfig;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -12,7 +14,7 @@ fn repo() -> PathBuf {
 
 /// Writes `text` as a config file in a temporary folder (never into `config/`), its
 /// `profiles/...` and `../engines/...` paths pointed at the repository's, and loads it.
-fn load(text: &str) -> Result<LoadedConfig, String> {
+fn load(text: &str) -> Result<ResolvedConfig, String> {
     let root = repo();
     let text = text
         .replace(
@@ -27,7 +29,7 @@ fn load(text: &str) -> Result<LoadedConfig, String> {
         .tempfile_in(dir.path())
         .unwrap();
     file.write_all(text.as_bytes()).unwrap();
-    let result = LoadedConfig::load(file.path()).map_err(|e| e.to_string());
+    let result = ResolvedConfig::load(file.path()).map_err(|e| e.to_string());
     if let Err(message) = &result {
         let name = file
             .path()
@@ -64,19 +66,35 @@ fn rejected(text: &str, key: &str, words: &str) {
 fn shipped_configs_load() {
     for name in ["orin-agx-sim.toml", "null.toml"] {
         let path = repo().join("config").join(name);
-        LoadedConfig::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        ResolvedConfig::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
-    let orin = LoadedConfig::load(&repo().join("config/orin-agx-sim.toml")).unwrap();
+    let orin = ResolvedConfig::load(&repo().join("config/orin-agx-sim.toml")).unwrap();
     let ids: Vec<&str> = orin.config.units.iter().map(|u| u.id.as_str()).collect();
     assert_eq!(ids, ["cpu", "cuda", "amp", "dla0", "dla1"]);
-    assert!(orin.profiles.iter().all(Option::is_some));
+    assert!(orin.units.iter().all(|u| u.profile.is_some()));
+    assert!(orin.pipeline.is_none());
 }
 
-/// Every shipped config loads, or fails only for what a checkout may lack: the torch
-/// feature, or model files that `scripts/export_model.py` writes into models/.
+/// `mica check` on `path`: its exit status and what it printed.
+fn mica_check(path: &Path) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_mica"))
+        .args(["check", "--config"])
+        .arg(path)
+        .env_remove("MICA_CONFIG")
+        .output()
+        .expect("runs mica check");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+/// Every shipped config loads and passes `mica check` (its `[pipeline]` resolved), or
+/// fails both only for what a checkout may lack: the torch feature, or model files that
+/// `scripts/export_model.py` writes into models/. `mica check` says what loading says.
 #[test]
-fn every_shipped_config_loads_or_lacks_only_models_or_the_torch_feature() {
+fn every_shipped_config_loads_and_passes_mica_check() {
     let mut checked = 0;
+    let mut pipelines = 0;
     for entry in std::fs::read_dir(repo().join("config")).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
@@ -84,19 +102,38 @@ fn every_shipped_config_loads_or_lacks_only_models_or_the_torch_feature() {
             continue;
         }
         checked += 1;
-        if let Err(error) = LoadedConfig::load(&path) {
-            let message = error.to_string();
-            let lacks_model = message.contains("/models/") && message.contains("does not exist");
-            let lacks_torch = message.contains("not built into this binary");
-            assert!(lacks_model || lacks_torch, "{name}: {message}");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let (passed, output) = mica_check(&path);
+        match ResolvedConfig::load(&path) {
+            Ok(loaded) => {
+                assert!(passed, "{name}: mica check fails: {output}");
+                assert!(output.contains(": ok ("), "{name}: {output}");
+                let has_pipeline = text.lines().any(|l| l.trim() == "[pipeline]");
+                assert_eq!(loaded.pipeline.is_some(), has_pipeline, "{name}");
+                if has_pipeline {
+                    pipelines += 1;
+                    assert!(output.contains("pipeline"), "{name}: {output}");
+                }
+            }
+            Err(error) => {
+                let message = error.to_string();
+                let lacks_model =
+                    message.contains("/models/") && message.contains("does not exist");
+                let lacks_torch = message.contains("not built into this binary");
+                assert!(lacks_model || lacks_torch, "{name}: {message}");
+                assert!(!passed, "{name}: mica check passes what loading refuses");
+                assert!(output.contains(&message), "{name}: {output} vs {message}");
+            }
         }
     }
-    assert!(checked >= 10, "only {checked} shipped configs found");
+    assert!(checked >= 13, "only {checked} shipped configs found");
+    // The pipeline configs without torch units (the others need the feature).
+    assert!(pipelines >= 3, "only {pipelines} pipeline configs resolved");
 }
 
 #[test]
 fn a_missing_file_is_named() {
-    let message = LoadedConfig::load(Path::new("config/no-such-file.toml"))
+    let message = ResolvedConfig::load(Path::new("config/no-such-file.toml"))
         .unwrap_err()
         .to_string();
     assert!(
@@ -373,4 +410,205 @@ fn onnx_units_are_checked_against_their_kind_and_each_other() {
         "units[0] (bf16).kind",
         "no BF16",
     );
+}
+
+/// Two simulated units of the Orin (a GPU and DLA0) and the tiny staged model
+/// pipelined over them, as `config/tiny-sim-pipeline.toml`; `pipeline` adds or
+/// replaces keys of `[pipeline]`.
+fn tiny_pipeline(pipeline: &str) -> String {
+    format!(
+        r#"[model]
+name = "tiny"
+input_shape = [3, 32, 32]
+output_shape = [10]
+
+[[units]]
+id = "gpu"
+kind = "tensor_fp16"
+engine = {{ type = "sim" }}
+profile = "profiles/orin-agx/tensor_fp16.toml"
+
+[[units]]
+id = "dla0"
+kind = "dla"
+core = 0
+engine = {{ type = "sim" }}
+profile = "profiles/orin-agx/dla.toml"
+
+[[units]]
+id = "bare"
+kind = "cuda_fp32"
+engine = {{ type = "null" }}
+
+[pipeline]
+model = "tiny"
+gpu = "gpu"
+dla = ["dla0"]
+{pipeline}
+"#
+    )
+}
+
+#[test]
+fn a_valid_pipeline_resolves() {
+    let loaded = load(&tiny_pipeline("option = \"a\"\ncuts = [2]\nbatch = 4")).unwrap();
+    let pipeline = loaded.pipeline.expect("resolved");
+    assert_eq!(pipeline.spec.stages.len(), 2);
+    assert_eq!(pipeline.model.name, "tiny");
+    let loaded = load(&tiny_pipeline(
+        "name = \"tiny-pipe\"\n[[pipeline.stages]]\nunits = [\"dla0\"]\nblocks = [0, 2]\n\
+         [[pipeline.stages]]\nunits = [\"gpu\"]\nblocks = [2, 4]",
+    ))
+    .unwrap();
+    assert_eq!(loaded.pipeline.unwrap().model.name, "tiny-pipe");
+}
+
+#[test]
+fn a_pipeline_naming_a_unit_that_does_not_exist_is_rejected() {
+    rejected(
+        &tiny_pipeline("").replace("gpu = \"gpu\"", "gpu = \"gpu9\""),
+        "pipeline.gpu",
+        "no unit \"gpu9\"",
+    );
+    rejected(
+        &tiny_pipeline("").replace("dla = [\"dla0\"]", "dla = [\"dla7\"]"),
+        "pipeline.dla[0]",
+        "no unit \"dla7\"",
+    );
+    rejected(
+        &tiny_pipeline("[[pipeline.stages]]\nunits = [\"gpu\", \"ghost\"]\nblocks = [0, 4]"),
+        "pipeline.stages[0].units",
+        "no unit \"ghost\"",
+    );
+}
+
+#[test]
+fn a_pipeline_unit_needs_a_profile() {
+    rejected(
+        &tiny_pipeline("").replace("gpu = \"gpu\"", "gpu = \"bare\""),
+        "pipeline.gpu",
+        "has no profile",
+    );
+}
+
+#[test]
+fn pipeline_stages_and_cut_points_must_cover_the_model() {
+    rejected(
+        &tiny_pipeline("option = \"a\"\ncuts = [9]"),
+        "pipeline.cuts",
+        "",
+    );
+    rejected(
+        &tiny_pipeline("[[pipeline.stages]]\nunits = [\"gpu\"]\nblocks = [0, 3]"),
+        "pipeline.stages",
+        "",
+    );
+    rejected(
+        &tiny_pipeline("[[pipeline.stages]]\nunits = [\"gpu\"]\nblocks = [0, 4]\nbatch = 0"),
+        "pipeline.stages",
+        "at least 1",
+    );
+    rejected(
+        &tiny_pipeline("model = \"vgg\"").replace("model = \"tiny\"\ngpu", "gpu"),
+        "pipeline.model",
+        "unknown staged model",
+    );
+    rejected(
+        &tiny_pipeline("[pipeline.tune]\nbatch_sizes = []"),
+        "pipeline.tune.batch_sizes",
+        "at least one value",
+    );
+}
+
+#[test]
+fn a_pipeline_must_match_the_served_model() {
+    rejected(
+        &tiny_pipeline("").replace("output_shape = [10]", "output_shape = [1000]"),
+        "model.output_shape",
+        "holds 10",
+    );
+    rejected(
+        &tiny_pipeline("name = \"a/b\""),
+        "pipeline.name",
+        "without '/'",
+    );
+}
+
+/// What `mica serve` refuses before it starts, `mica check` refuses with the same
+/// message (serve is run on a config that fails only its pipeline, and stops there).
+#[test]
+fn mica_check_and_mica_serve_refuse_a_broken_pipeline_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken-pipeline.toml");
+    let text = tiny_pipeline("").replace("gpu = \"gpu\"", "gpu = \"gpu9\"");
+    let root = repo();
+    let text = text.replace(
+        "\"profiles/",
+        &format!("\"{}/config/profiles/", root.display()),
+    );
+    std::fs::write(&path, text).unwrap();
+    let (passed, checked) = mica_check(&path);
+    assert!(!passed, "{checked}");
+    let serve = Command::new(env!("CARGO_BIN_EXE_mica"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env_remove("MICA_CONFIG")
+        .output()
+        .expect("runs mica serve");
+    assert!(!serve.status.success());
+    let served = String::from_utf8_lossy(&serve.stderr);
+    let message = ResolvedConfig::load(&path).unwrap_err().to_string();
+    assert!(message.contains("pipeline.gpu"), "{message}");
+    assert!(checked.contains(&message), "{checked}");
+    assert!(served.contains(&message), "{served}");
+}
+
+/// The key, and each word of the problem, appear once: the error type puts them
+/// together, and no layer repeats what the one below said.
+#[test]
+fn messages_name_the_key_once() {
+    let cases = [
+        (format!("[server]\nhttp_workers = 0\n{CUDA_UNIT}"), "server.http_workers"),
+        (format!("[server]\nport = \"abc\"\n{CUDA_UNIT}"), "server.port"),
+        (format!("[model]\nmax_batch = 0\n{CUDA_UNIT}"), "model.max_batch"),
+        (
+            format!("[model]\nimage_input = \"image\"\n[model.preprocessing]\nresize_shorter = 10\n{CUDA_UNIT}"),
+            "model.preprocessing.resize_shorter",
+        ),
+        (
+            format!("[platform]\ncontention = {{ type = \"pccs\", onset = 1 }}\n{CUDA_UNIT}"),
+            "platform.contention",
+        ),
+        (
+            format!("[scheduler]\npolicy = {{ type = \"fastest\" }}\n{CUDA_UNIT}"),
+            "scheduler.policy.type",
+        ),
+        (
+            format!("[scheduler]\npolicy = {{ type = \"slo\", latency_margin = 0.5 }}\n{CUDA_UNIT}"),
+            "latency_margin",
+        ),
+        (format!("[admin]\ntoken = \"short\"\n{CUDA_UNIT}"), "admin.token"),
+        (format!("{CUDA_UNIT}streams = 0\n"), "units[0] (cuda).streams"),
+        (
+            CUDA_UNIT.replace("{ type = \"sim\" }", "{ type = \"sim\", jitter = \"a\" }"),
+            "units[0].engine",
+        ),
+        (
+            tiny_pipeline("[pipeline.tune]\ngpu_utilization_threshold = 2.0"),
+            "pipeline.tune.gpu_utilization_threshold",
+        ),
+        (tiny_pipeline("").replace("gpu = \"gpu\"", "gpu = \"x\""), "pipeline.gpu"),
+    ];
+    for (text, key) in cases {
+        let message = load(&text).expect_err("must be rejected");
+        assert_eq!(
+            message.matches(key).count(),
+            1,
+            "the key {key:?} once: {message}"
+        );
+        assert!(!message.contains(" for key "), "{message}");
+        assert!(!message.contains("\n"), "one line: {message}");
+        let file = message.split(": ").next().unwrap();
+        assert_eq!(message.matches(file).count(), 1, "the file once: {message}");
+    }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use mica::bench::{saturating_concurrency, Load};
 use mica::bench_context::{Context, Setting, Source};
-use mica::config::LoadedConfig;
+use mica::config::ResolvedConfig;
 use mica::experiment::run::{simulate, RunPlan};
 use mica::wiring::{service_setup, RunOverrides};
 use mica_core::{SearchProgress, UnitSpec};
@@ -20,11 +20,11 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn orin() -> LoadedConfig {
-    LoadedConfig::load(&root().join("config/orin-agx-sim.toml")).unwrap()
+fn orin() -> ResolvedConfig {
+    ResolvedConfig::load(&root().join("config/orin-agx-sim.toml")).unwrap()
 }
 
-fn specs(loaded: &LoadedConfig, overrides: &RunOverrides) -> Vec<UnitSpec> {
+fn specs(loaded: &ResolvedConfig, overrides: &RunOverrides) -> Vec<UnitSpec> {
     service_setup(loaded, overrides)
         .unwrap()
         .units
@@ -93,7 +93,7 @@ fn at_the_default_load_every_unit_runs_full_batches() {
     );
 }
 
-fn context(loaded: &LoadedConfig, overrides: &RunOverrides, seconds: u64) -> Context {
+fn context(loaded: &ResolvedConfig, overrides: &RunOverrides, seconds: u64) -> Context {
     let setup = service_setup(loaded, overrides).unwrap();
     let units: Vec<String> = setup.units.iter().map(|u| u.spec.id.to_string()).collect();
     let specs: Vec<UnitSpec> = setup.units.iter().map(|u| u.spec.clone()).collect();
@@ -199,7 +199,7 @@ fn the_shipped_policy_beats_the_static_baseline_and_the_best_single_unit() {
     // What the shipped config's policy choice promises, by the simulator's prediction
     // at the default load (the README's first command).
     for config in ["config/orin-agx-sim.toml", "config/xavier-agx-sim.toml"] {
-        let loaded = LoadedConfig::load(&root().join(config)).unwrap();
+        let loaded = ResolvedConfig::load(&root().join(config)).unwrap();
         let overrides = RunOverrides::default();
         let units = specs(&loaded, &overrides);
         let p = plan(saturating_concurrency(&units, 1), 60);

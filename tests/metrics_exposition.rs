@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use metrics_exporter_prometheus::PrometheusBuilder;
-use mica::config::LoadedConfig;
+use mica::config::ResolvedConfig;
 use mica::wiring::{self, RunOverrides};
 use mica_actors::metrics::{
     HistogramRegistry, BATCH_DURATION_SECONDS, BATCH_SIZE, BATCH_SIZE_BUCKETS,
@@ -96,7 +96,7 @@ fn actor_histograms_render_as_the_exporter_renders_them() {
 fn a_running_service_records_every_request_and_batch() {
     let metrics = mica::metrics::install_recorder().expect("installing the recorder");
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/null.toml");
-    let loaded = LoadedConfig::load(&config).expect("config/null.toml loads");
+    let loaded = ResolvedConfig::load(&config).expect("config/null.toml loads");
     let setup = wiring::service_setup(&loaded, &RunOverrides::default()).expect("a setup");
     let requests = 300;
     actix::System::new().block_on(async move {

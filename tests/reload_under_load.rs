@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mica::config::LoadedConfig;
+use mica::config::ResolvedConfig;
 use mica::reload::{self, PolicyControl, PolicySource, ReloadOptions, ReloadResult};
 use mica::wiring::{self, RunOverrides};
 use mica_actors::{InferRequest, Service};
@@ -90,8 +90,8 @@ fn start_load(service: &Service, clients: usize) -> Load {
     load
 }
 
-fn start(path: &Path) -> (LoadedConfig, mica_actors::ServiceSetup) {
-    let loaded = LoadedConfig::load(path).unwrap();
+fn start(path: &Path) -> (ResolvedConfig, mica_actors::ServiceSetup) {
+    let loaded = ResolvedConfig::load(path).unwrap();
     let setup = wiring::service_setup(&loaded, &RunOverrides::default()).unwrap();
     (loaded, setup)
 }

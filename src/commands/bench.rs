@@ -12,7 +12,7 @@ use crate::bench::{self, BenchOptions, Load, Stop, Target};
 use crate::bench_context::{Context, Setting, Source};
 use crate::bench_http::HttpTarget;
 use crate::cli::RunArgs;
-use crate::config::LoadedConfig;
+use crate::config::ResolvedConfig;
 use crate::experiment::run::RunPlan;
 use crate::wiring::{self, RunOverrides};
 use mica_core::RunReport;
@@ -142,7 +142,7 @@ fn run_in_process(
     loads: impl FnOnce(Load) -> Vec<Load>,
     stop: Stop,
 ) -> anyhow::Result<()> {
-    let loaded = LoadedConfig::load(config)?;
+    let loaded = ResolvedConfig::load(config)?;
     let overrides = overrides(run)?;
     let setup = wiring::service_setup(&loaded, &overrides)?;
     let loads = loads(load_or_default(load, &setup, run));

@@ -43,7 +43,7 @@ use mica_engines::{build_engine, BatchInput, EngineContext, EngineKind, EngineSp
 use mica_policies::PolicyConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::config::LoadedConfig;
+use crate::config::ResolvedConfig;
 use crate::wiring::{self, RunOverrides};
 
 /// `mica calibrate`'s options.
@@ -156,7 +156,7 @@ struct BestAt {
 /// Runs the command.
 pub fn run(config: &Path, args: &CalibrateArgs) -> anyhow::Result<()> {
     check_args(args)?;
-    let loaded = LoadedConfig::load(config)?;
+    let loaded = ResolvedConfig::load(config)?;
     let setup = wiring::service_setup(
         &loaded,
         &RunOverrides {
@@ -553,7 +553,7 @@ impl Runner for Nothing {
 /// (`emulated_contention_file` if set), every stream busy (round_robin, a closed loop of
 /// two requests per stream).
 struct Simulated<'a> {
-    loaded: &'a LoadedConfig,
+    loaded: &'a ResolvedConfig,
     units: Vec<UnitSpec>,
     seconds: f64,
     warmup: f64,

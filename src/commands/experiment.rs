@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use mica_policies::PolicyConfig;
 
-use crate::config::{LoadedConfig, MAX_BATCH_LIMIT};
+use crate::config::{ResolvedConfig, MAX_BATCH_LIMIT};
 use crate::experiment::combination::{self, DlaChoice, ALL};
 use crate::experiment::multi_instance::{self, Grid, Mode};
 use crate::experiment::{chart, csv, summary, ExperimentCommand, MultiInstanceArgs};
@@ -20,7 +20,7 @@ pub fn run(command: &ExperimentCommand) -> anyhow::Result<()> {
 }
 
 fn multi_instance(args: &MultiInstanceArgs) -> anyhow::Result<()> {
-    let loaded = LoadedConfig::load(&args.config.config)?;
+    let loaded = ResolvedConfig::load(&args.config.config)?;
     let (combinations, skipped) =
         combination::resolve(&loaded, args.combinations.as_deref(), args.dla)?;
     let batch_sizes = batch_sizes(&args.batch_sizes)?;

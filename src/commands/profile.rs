@@ -30,7 +30,7 @@ use mica_core::{Profile, ProfileOrigin, ProfilePoint, UnitKind};
 use mica_engines::{build_engine, BatchInput, EngineContext, EngineSpec};
 use serde::Serialize;
 
-use crate::config::LoadedConfig;
+use crate::config::ResolvedConfig;
 use crate::wiring::{self, RunOverrides};
 
 /// `mica profile`'s options.
@@ -103,7 +103,7 @@ struct UnitResult {
 /// Runs the command.
 pub fn run(config: &Path, args: &ProfileArgs) -> anyhow::Result<()> {
     let plan = plan_of(args)?;
-    let loaded = LoadedConfig::load(config)?;
+    let loaded = ResolvedConfig::load(config)?;
     let machine = args.machine.clone().unwrap_or_else(describe_machine);
     let command = super::typed_command::current();
     let date = utc_date(SystemTime::now());

@@ -20,10 +20,10 @@ use tracing::{error, info, warn};
 
 use super::serve_banner::Banner;
 use crate::admin::Admin;
-use crate::config::{LoadedConfig, MetricsConfig};
+use crate::config::{AdminToken, MetricsConfig, ResolvedConfig, ResolvedPipeline};
 use crate::instrumented::Instrumented;
 use crate::metrics::MetricsHandle;
-use crate::pipeline_config::{build_setup, PipelineConfig};
+use crate::pipeline::setup::build_setup;
 use crate::reload::{PolicyControl, PolicySource, ReloadOptions};
 use crate::serve::{InferBackend, ModelSettings, PipelineBackend, PipelineOptions, Protocol};
 use crate::telemetry::Telemetry;
@@ -52,7 +52,7 @@ enum Plan {
         written: mica_policies::PolicyConfig,
         resolved: mica_policies::PolicyConfig,
         source: PolicySource,
-        admin_token: Option<String>,
+        admin_token: Option<AdminToken>,
     },
     Pipeline {
         setup: mica_pipeline::run::PipelineSetup,
@@ -71,13 +71,16 @@ struct Shown {
 /// A started backend, and the scheduler's policy control where there is one.
 struct Started {
     backend: Arc<dyn InferBackend>,
-    control: Option<(Arc<PolicyControl>, Option<String>)>,
+    control: Option<(Arc<PolicyControl>, Option<AdminToken>)>,
 }
 
 impl Plan {
     /// The scheduler over the config's units.
-    fn scheduler(loaded: &LoadedConfig, overrides: &RunOverrides) -> anyhow::Result<(Self, Shown)> {
-        let admin_token = crate::admin::token(loaded)?;
+    fn scheduler(
+        loaded: &ResolvedConfig,
+        overrides: &RunOverrides,
+    ) -> anyhow::Result<(Self, Shown)> {
+        let admin_token = loaded.admin_token.clone();
         let setup = wiring::service_setup(loaded, overrides)?;
         let (written, source) = match &overrides.policy {
             Some(policy) => (policy.clone(), PolicySource::CommandLine),
@@ -114,8 +117,8 @@ impl Plan {
 
     /// The config's pipeline; `model` becomes what it serves.
     fn pipeline(
-        loaded: &LoadedConfig,
-        pipeline: &PipelineConfig,
+        loaded: &ResolvedConfig,
+        resolved: &ResolvedPipeline,
         overrides: &RunOverrides,
         model: &mut ModelSettings,
     ) -> anyhow::Result<(Self, Shown)> {
@@ -126,16 +129,11 @@ impl Plan {
                  [pipeline] section: it serves the pipeline, whose stages name the units"
             );
         }
-        if crate::admin::token(loaded)?.is_some() {
+        if loaded.admin_token.is_some() {
             warn!("admin routes swap the scheduler's policy; a pipeline has none: not served");
         }
-        let resolved = pipeline
-            .resolve(loaded)
-            .map_err(|m| anyhow::anyhow!("{file}: {m}"))?;
         let spec = &resolved.spec;
-        *model = pipeline
-            .served_model(&loaded.config.model, spec)
-            .map_err(|m| anyhow::anyhow!("{file}: {m}"))?;
+        model.clone_from(&resolved.model);
         let setup = build_setup(loaded, spec, &resolved.config_units)?;
         let engines: BTreeSet<&'static str> = resolved
             .config_units
@@ -190,7 +188,7 @@ impl Plan {
     }
 
     /// Starts the backend (inside the actix system).
-    fn start(self, loaded: &LoadedConfig) -> anyhow::Result<Started> {
+    fn start(self, loaded: &ResolvedConfig) -> anyhow::Result<Started> {
         Ok(match self {
             Plan::Scheduler {
                 setup,
@@ -223,11 +221,11 @@ impl Plan {
 /// Runs the service until SIGTERM/SIGINT, then drains and exits: one path for the
 /// scheduler and the pipeline backends.
 pub fn run(config: &Path, overrides: &RunOverrides) -> anyhow::Result<()> {
-    let loaded = LoadedConfig::load(config)?;
+    let loaded = ResolvedConfig::load(config)?;
     let mut model = loaded.config.model.clone();
     model.units = crate::commands::units::runs_on(&loaded);
-    let (plan, shown) = match loaded.config.pipeline.clone() {
-        Some(pipeline) => Plan::pipeline(&loaded, &pipeline, overrides, &mut model)?,
+    let (plan, shown) = match &loaded.pipeline {
+        Some(pipeline) => Plan::pipeline(&loaded, pipeline, overrides, &mut model)?,
         None => Plan::scheduler(&loaded, overrides)?,
     };
     let metrics = loaded.config.metrics.clone();

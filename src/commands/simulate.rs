@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::bench::Stop;
 use crate::cli::RunArgs;
 use crate::commands::bench::{load_and_stop, load_or_default, overrides};
-use crate::config::LoadedConfig;
+use crate::config::ResolvedConfig;
 use crate::experiment::run::{self, RunPlan};
 use crate::wiring;
 
@@ -25,7 +25,7 @@ pub fn run(
     progress: bool,
     timeout: Option<Duration>,
 ) -> anyhow::Result<()> {
-    let loaded = LoadedConfig::load(config)?;
+    let loaded = ResolvedConfig::load(config)?;
     let overrides = overrides(args)?;
     let (load, stop) = load_and_stop(args)?;
     let load = load_or_default(load, &wiring::service_setup(&loaded, &overrides)?, args);

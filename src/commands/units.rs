@@ -5,18 +5,18 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::config::LoadedConfig;
+use crate::config::ResolvedConfig;
 
 /// Lists the units and their profiles.
 pub fn run(config: &Path, as_json: bool) -> anyhow::Result<()> {
-    let loaded = LoadedConfig::load(config)?;
+    let loaded = ResolvedConfig::load(config)?;
     if as_json {
         let units: Vec<_> = loaded
             .config
             .units
             .iter()
-            .zip(&loaded.profiles)
-            .map(|(unit, profile)| {
+            .zip(&loaded.units)
+            .map(|(unit, resolved)| {
                 json!({
                     "id": unit.id,
                     "kind": unit.kind.as_str(),
@@ -24,7 +24,7 @@ pub fn run(config: &Path, as_json: bool) -> anyhow::Result<()> {
                     "simulated": unit.engine.kind() == mica_engines::EngineKind::Sim,
                     "enabled": unit.enabled,
                     "streams": unit.streams,
-                    "max_batch": unit.max_batch,
+                    "max_batch": resolved.max_batch,
                     "device": unit.device,
                     "core": unit.core,
                     "provider": unit.engine.provider_label(unit.kind).map(|(p, _)| p),
@@ -32,7 +32,7 @@ pub fn run(config: &Path, as_json: bool) -> anyhow::Result<()> {
                     "dla_core": (unit.kind == mica_core::UnitKind::Dla).then_some(unit.core).flatten(),
                     "model": unit.engine.models().first(),
                     "not_run_on_hardware": unit.engine.not_run_on_hardware(),
-                    "profile": profile.as_deref(),
+                    "profile": resolved.profile.as_deref(),
                 })
             })
             .collect();
@@ -56,7 +56,7 @@ pub fn run(config: &Path, as_json: bool) -> anyhow::Result<()> {
         "contention model: {}",
         loaded.contention.build().name()
     );
-    for (unit, profile) in loaded.config.units.iter().zip(&loaded.profiles) {
+    for (unit, resolved) in loaded.config.units.iter().zip(&loaded.units) {
         let simulated = if unit.engine.kind() == mica_engines::EngineKind::Sim {
             " [SIMULATED]"
         } else {
@@ -70,7 +70,7 @@ pub fn run(config: &Path, as_json: bool) -> anyhow::Result<()> {
             unit.engine.as_str(),
             simulated,
             unit.streams,
-            unit.max_batch.unwrap_or(0),
+            resolved.max_batch,
             if unit.enabled { "" } else { " (disabled)" }
         );
         if let Some((provider, precision)) = unit.engine.provider_label(unit.kind) {
@@ -86,7 +86,7 @@ pub fn run(config: &Path, as_json: bool) -> anyhow::Result<()> {
         if let Some(note) = unit.engine.not_run_on_hardware() {
             let _ = writeln!(out, "  {note}");
         }
-        match profile {
+        match &resolved.profile {
             None => {
                 let _ = writeln!(out, "  no profile (policies use measured rates)");
             }
@@ -127,7 +127,7 @@ pub fn run(config: &Path, as_json: bool) -> anyhow::Result<()> {
 
 /// Each enabled unit's id and one line saying what runs it: engine, provider,
 /// precision, DLA core, and "not run on hardware" where that is so.
-pub fn runs_on(loaded: &LoadedConfig) -> Vec<(String, String)> {
+pub fn runs_on(loaded: &ResolvedConfig) -> Vec<(String, String)> {
     loaded
         .config
         .units
@@ -152,14 +152,22 @@ pub fn runs_on(loaded: &LoadedConfig) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Validates a config and says so.
+/// Validates a config (everything `mica serve` checks before it starts, the
+/// `[pipeline]` included) and says so.
 pub fn check(config: &Path) -> anyhow::Result<()> {
-    let loaded = LoadedConfig::load(config)?;
+    let loaded = ResolvedConfig::load(config)?;
+    let serves = match &loaded.pipeline {
+        Some(pipeline) => format!(
+            "pipeline {} of {} stages",
+            pipeline.model.name,
+            pipeline.spec.stages.len()
+        ),
+        None => format!("policy {}", loaded.config.scheduler.policy.name()),
+    };
     println!(
-        "{}: ok ({} units, policy {})",
+        "{}: ok ({} units, {serves})",
         loaded.path.display(),
         loaded.config.units.len(),
-        loaded.config.scheduler.policy.name()
     );
     Ok(())
 }

@@ -8,7 +8,7 @@
 
 use mica_core::UnitKind;
 
-use crate::config::{LoadedConfig, UnitConfig};
+use crate::config::{ResolvedConfig, UnitConfig};
 
 /// Which DLA cores a combination with "DLA" uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -78,7 +78,7 @@ pub fn is_subset(key: &str) -> bool {
 /// combination whose unit kinds the config has (the others are returned as skipped,
 /// with the reason); with names, exactly those, and a missing kind is an error.
 pub fn resolve(
-    loaded: &LoadedConfig,
+    loaded: &ResolvedConfig,
     wanted: Option<&[String]>,
     dla: DlaChoice,
 ) -> anyhow::Result<(Vec<Combination>, Vec<String>)> {
@@ -185,9 +185,9 @@ mod tests {
 
     use super::*;
 
-    fn orin() -> LoadedConfig {
+    fn orin() -> ResolvedConfig {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/orin-agx-sim.toml");
-        LoadedConfig::load(&path).unwrap()
+        ResolvedConfig::load(&path).unwrap()
     }
 
     #[test]

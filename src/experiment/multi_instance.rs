@@ -17,7 +17,7 @@ use mica_core::RunReport;
 use mica_policies::PolicyConfig;
 
 use crate::bench::Load;
-use crate::config::LoadedConfig;
+use crate::config::ResolvedConfig;
 use crate::experiment::combination::Combination;
 use crate::experiment::run::{self, RunOutcome, RunPlan};
 use crate::wiring::RunOverrides;
@@ -129,7 +129,7 @@ impl ResultRow {
 
 /// Runs the whole grid, in the order combination, batch size, policy.
 pub fn run_grid(
-    loaded: &LoadedConfig,
+    loaded: &ResolvedConfig,
     grid: &Grid,
     progress: bool,
 ) -> anyhow::Result<Vec<ResultRow>> {

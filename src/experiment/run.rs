@@ -12,7 +12,7 @@ use mica_actors::{Service, ServiceSetup};
 use mica_core::{RunReport, SearchProgress, SimulationConfig, Workload};
 
 use crate::bench::{self, BenchOptions, Load, Stop};
-use crate::config::LoadedConfig;
+use crate::config::ResolvedConfig;
 use crate::wiring::{self, RunOverrides};
 
 /// What a run offers and for how long.
@@ -65,7 +65,7 @@ impl RunOutcome {
 /// The simulator's input for a service setup: the same units, scheduler settings and
 /// platform contention model the live service would use.
 pub fn simulation_config(
-    loaded: &LoadedConfig,
+    loaded: &ResolvedConfig,
     setup: &ServiceSetup,
     plan: &RunPlan,
 ) -> anyhow::Result<SimulationConfig> {
@@ -103,7 +103,7 @@ pub fn simulation_config(
 
 /// Runs the setup in the discrete-event simulator.
 pub fn simulate(
-    loaded: &LoadedConfig,
+    loaded: &ResolvedConfig,
     overrides: &RunOverrides,
     plan: &RunPlan,
 ) -> anyhow::Result<RunOutcome> {
@@ -131,7 +131,7 @@ pub fn simulate(
 /// load with `mica bench`'s generator and shuts the service down. The metrics recorder
 /// must already be installed (once per process).
 pub fn real_time(
-    loaded: &LoadedConfig,
+    loaded: &ResolvedConfig,
     overrides: &RunOverrides,
     plan: &RunPlan,
     progress: bool,

@@ -24,8 +24,8 @@ use super::request::{
     carries_images, prepare, prepare_with, timeout_of, Decoding, Prepared, TensorRequest,
 };
 use super::response::{build, InferResult};
-use super::settings::{ModelSettings, ServerSettings};
 use super::stats::{ModelStats, Phases, StatsResponse};
+use crate::config::{ModelSettings, ServerSettings};
 
 /// Extensions reported in the server metadata.
 pub const EXTENSIONS: &[&str] = &[

@@ -26,9 +26,9 @@ mod preprocess;
 pub mod request;
 pub mod response;
 mod running;
-mod settings;
 mod stats;
 
+pub use crate::config::{Layout, ModelSettings, PreprocessSettings, ServerSettings};
 pub use crate::pipeline::backend::{PipelineBackend, PipelineOptions};
 pub use backend::{InferBackend, InferFuture, ReadyFuture, Serves, ShutdownFuture};
 pub use budget::{ByteBudget, BytePermit, OverBudget};
@@ -39,4 +39,3 @@ pub use http::HEADER_LENGTH;
 pub use infer::{Call, IndexEntry, Infer, Parse, Protocol, ServerMetadata, EXTENSIONS};
 pub use preprocess::Preprocessor;
 pub use running::{serve, start, RunningServer};
-pub use settings::{Layout, ModelSettings, PreprocessSettings, ServerSettings};

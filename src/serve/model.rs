@@ -2,15 +2,13 @@
 //! priority levels), its labels and preprocessor, and how clients see it — KServe model
 //! metadata and Triton's model configuration, with Triton's JSON field names.
 
-use std::path::Path;
-
 use serde::Serialize;
 use tracing::warn;
 
 use super::backend::InferBackend;
 use super::error::ServeError;
 use super::preprocess::{ImageLimits, Preprocessor};
-use super::settings::{ModelSettings, ServerSettings};
+use crate::config::{Labels, ModelSettings, ServerSettings};
 
 /// Everything the handlers need to know about the one model served.
 #[derive(Debug)]
@@ -29,38 +27,6 @@ pub struct ServedModel {
     pub preprocessor: Option<Preprocessor>,
 }
 
-/// Labels read from the label file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Labels {
-    /// File name (reported as `label_filename`).
-    pub file_name: String,
-    /// One label per output index.
-    pub names: Vec<String>,
-}
-
-impl Labels {
-    /// Reads one label per line; trailing whitespace is dropped, blank lines kept (as
-    /// empty labels) so that line numbers stay indices.
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|error| format!("server.label_file {}: {error}", path.display()))?;
-        let mut names: Vec<String> = text.lines().map(|l| l.trim_end().to_string()).collect();
-        while names.last().is_some_and(String::is_empty) {
-            names.pop();
-        }
-        if names.is_empty() {
-            return Err(format!(
-                "server.label_file {} has no labels",
-                path.display()
-            ));
-        }
-        let file_name = path
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        Ok(Self { file_name, names })
-    }
-}
-
 impl ServedModel {
     /// Resolves validated settings against the backend; errors name the bad key.
     pub fn new(
@@ -68,9 +34,14 @@ impl ServedModel {
         server: &ServerSettings,
         backend: &dyn InferBackend,
     ) -> Result<Self, String> {
-        model.validate()?;
-        server.validate()?;
-        let labels = server.label_file.as_deref().map(Labels::load).transpose()?;
+        model.validate().map_err(|e| e.to_string())?;
+        server.validate().map_err(|e| e.to_string())?;
+        let labels = server
+            .label_file
+            .as_deref()
+            .map(Labels::load)
+            .transpose()
+            .map_err(|e| e.to_string())?;
         if let Some(labels) = &labels {
             if labels.names.len() != model.output_len() {
                 warn!(

@@ -30,7 +30,7 @@ use image::{ColorType, DynamicImage, ImageDecoder, ImageFormat, ImageReader, Lim
 
 use super::budget::{ByteBudget, BytePermit};
 use super::error::ServeError;
-use super::settings::{Layout, ModelSettings, PreprocessSettings, ServerSettings};
+use crate::config::{Layout, ModelSettings, PreprocessSettings, ServerSettings};
 
 /// What decoding one image may take (`[server]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,8 +9,9 @@ use mica_core::UnitId;
 
 use super::backend::InferResponse;
 use super::error::ServeError;
-use super::model::{Labels, ServedModel};
+use super::model::ServedModel;
 use super::request::OutputPlan;
+use crate::config::Labels;
 
 /// An answered request, ready for its transport.
 #[derive(Debug, Clone, PartialEq)]

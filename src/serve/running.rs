@@ -10,7 +10,7 @@ use super::frontend::{FrontEnd, FrontEnds};
 use super::grpc::GrpcFrontEnd;
 use super::http::HttpFrontEnd;
 use super::infer::{Infer, Protocol};
-use super::settings::{ModelSettings, ServerSettings};
+use crate::config::{ModelSettings, ServerSettings};
 
 /// The running front ends.
 #[derive(Debug)]

@@ -6,8 +6,8 @@ use mica_core::{ContentionModel, UnitKind};
 use mica_pipeline::{simulate_pipeline, PipelineSpec, RoleUnits, RunLength, StageSpec};
 use serde::{Deserialize, Serialize};
 
+use crate::config::{auto_buffers, ResolvedPipeline};
 use crate::pipeline::tune::space::Point;
-use crate::pipeline_config::{auto_buffers, ResolvedPipeline};
 
 /// What one measurement gave.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

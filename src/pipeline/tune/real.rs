@@ -20,17 +20,17 @@ use mica_engines::EngineKind;
 use mica_pipeline::run::{Pipeline, PipelineSetup};
 use mica_pipeline::{PipelineSpec, RoleUnits};
 
-use crate::config::LoadedConfig;
+use crate::config::ResolvedConfig;
+use crate::pipeline::setup::build_setup;
 use crate::pipeline::tune::cpu_stages;
 use crate::pipeline::tune::measure::{point_spec, utilizations, Backend, Measured};
 use crate::pipeline::tune::run::Problem;
 use crate::pipeline::tune::space::Point;
-use crate::pipeline_config::build_setup;
 
 /// Measures points on the pipeline actors.
 #[derive(Debug)]
 pub struct RealBackend {
-    loaded: LoadedConfig,
+    loaded: ResolvedConfig,
     base: PipelineSpec,
     roles: RoleUnits,
     config_units: Vec<usize>,

@@ -10,10 +10,10 @@ use anyhow::Context as _;
 use mica_pipeline::MappingOption;
 use serde::Serialize;
 
+use crate::config::PipelineConfig;
 use crate::pipeline::tune::cache::Entry;
 use crate::pipeline::tune::measure::Measured;
 use crate::pipeline::tune::space::Point;
-use crate::pipeline_config::PipelineConfig;
 
 /// The best configuration, in the terms of the config file.
 #[derive(Debug, Clone, Serialize)]

@@ -9,14 +9,14 @@ use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use mica_pipeline::{PipelineSpec, RoleUnits, StageSpec};
 
-use crate::config::LoadedConfig;
+use crate::config::ResolvedConfig;
+use crate::config::{PipelineConfig, ResolvedPipeline};
 use crate::pipeline::tune::cache::Evaluator;
 use crate::pipeline::tune::heuristic::{self, Settings};
 use crate::pipeline::tune::measure::{point_spec, SimBackend};
 use crate::pipeline::tune::report::{self, BestConfig, TuneReport};
 use crate::pipeline::tune::space::{Point, Space};
 use crate::pipeline::tune::{chart, exhaustive};
-use crate::pipeline_config::{PipelineConfig, ResolvedPipeline};
 
 /// Where points are measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -72,7 +72,7 @@ pub struct TuneOptions {
 #[derive(Debug, Clone)]
 pub struct Problem {
     /// The loaded config.
-    pub loaded: LoadedConfig,
+    pub loaded: ResolvedConfig,
     /// Its `[pipeline]`.
     pub pipeline: PipelineConfig,
     /// The resolved pipeline (base units, CPU side, contention).
@@ -84,16 +84,17 @@ pub struct Problem {
 impl Problem {
     /// Loads `config` and builds the space (`model_stages` coarsens the model).
     pub fn load(config: &Path, model_stages: Option<usize>) -> anyhow::Result<Self> {
-        let loaded = LoadedConfig::load(config)?;
+        let loaded = ResolvedConfig::load(config)?;
         let pipeline = loaded.config.pipeline.clone().with_context(|| {
             format!(
                 "{} has no [pipeline] section: name the gpu and dla units there",
                 config.display()
             )
         })?;
-        let mut resolved = pipeline
-            .resolve(&loaded)
-            .map_err(|m| anyhow::anyhow!("{}: {m}", config.display()))?;
+        let mut resolved = loaded
+            .pipeline
+            .clone()
+            .expect("a config with [pipeline] resolves it when it loads; this is a bug");
         if let Some(n) = model_stages {
             let table = resolved.spec.table.coarsen(n).map_err(anyhow::Error::msg)?;
             resolved.spec.stages = vec![StageSpec {

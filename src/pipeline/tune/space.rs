@@ -7,7 +7,7 @@ use std::fmt;
 use mica_pipeline::{BlockTable, MappingOption};
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline_config::TuneSpaceConfig;
+use crate::config::TuneSpaceConfig;
 
 /// One configuration of the space.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

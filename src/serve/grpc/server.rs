@@ -18,9 +18,9 @@ use tower::util::MapRequestLayer;
 use super::deadline;
 use super::proto::grpc_inference_service_server::GrpcInferenceServiceServer;
 use super::service::Service;
+use crate::config::ServerSettings;
 use crate::serve::frontend::{FrontEnd, Stopped};
 use crate::serve::infer::{Infer, Protocol};
-use crate::serve::settings::ServerSettings;
 
 /// How the server is asked to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,9 +13,9 @@ use futures::FutureExt;
 use tracing::info;
 
 use super::routes::{configure, BodyTimeout};
+use crate::config::ServerSettings;
 use crate::serve::frontend::{FrontEnd, Stopped, ANSWER_GRACE};
 use crate::serve::infer::{Infer, Protocol};
-use crate::serve::settings::ServerSettings;
 
 /// A running HTTP server.
 pub struct HttpFrontEnd {

@@ -10,25 +10,22 @@
 //! `mica serve` on a config with `[pipeline]` serves the pipeline (and not the
 //! scheduler over `[[units]]`) under `pipeline.name`, by default `[model] name`; the
 //! model's input and output are the first stage's input and the last stage's output,
-//! spelled with `[model]`'s dimensions (which must hold as many elements). This module
-//! also builds the actor pipeline a spec describes (`build_setup`), for `mica serve`
-//! and `mica tune --backend real`.
+//! spelled with `[model]`'s dimensions (which must hold as many elements). Loading a
+//! config resolves and checks its pipeline (`PipelineConfig::resolve`), so that `mica
+//! check` rejects what `mica serve` would; `crate::pipeline::setup` builds the actor
+//! pipeline a resolved spec describes.
 
 use std::ops::Range;
-use std::sync::Arc;
 
-use mica_core::{ContentionConfig, UnitId, UnitKind};
-use mica_engines::{ContentionHub, EngineContext, EngineSpec};
-use mica_pipeline::run::PipelineSetup;
-use mica_pipeline::stage::{StageSetup, StageUnit};
+use mica_core::{ContentionConfig, UnitId};
 use mica_pipeline::{
-    stage_unit_profile, BlockTable, CpuSide, MappingOption, PipelineSpec, PipelineUnit, RoleUnits,
-    StageProfile, StageSpec,
+    BlockTable, CpuSide, MappingOption, PipelineSpec, PipelineUnit, RoleUnits, StageSpec,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::config::LoadedConfig;
-use crate::serve::ModelSettings;
+use super::error::Invalid;
+use super::serve::ModelSettings;
+use super::units::{ResolvedUnit, UnitConfig};
 
 /// `[pipeline]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -211,44 +208,59 @@ pub struct ResolvedPipeline {
     pub roles: RoleUnits,
     /// The platform's contention model.
     pub contention: ContentionConfig,
+    /// The model `mica serve` serves: `[model]` under `pipeline.name`, its input and
+    /// output the first stage's input and the last stage's output.
+    pub model: ModelSettings,
 }
 
 impl PipelineConfig {
     /// The block table of `model`.
-    pub fn table(&self) -> Result<BlockTable, String> {
+    pub fn table(&self) -> Result<BlockTable, Invalid> {
         match self.model.as_str() {
             "resnet50" => Ok(BlockTable::resnet50()),
             "tiny" | "tiny_resnet" => Ok(BlockTable::tiny()),
-            other => Err(format!(
-                "pipeline.model: unknown staged model {other:?} (resnet50, tiny)"
+            other => Err(Invalid::new(
+                "pipeline.model",
+                format!("unknown staged model {other:?} (resnet50, tiny)"),
             )),
         }
     }
 
-    /// Builds the pipeline over `loaded`'s units; errors name the key.
-    pub fn resolve(&self, loaded: &LoadedConfig) -> Result<ResolvedPipeline, String> {
+    /// Builds the pipeline over the config's units (`resolved[i]` is what loading
+    /// made of `units[i]`) and checks everything `mica serve` needs of it: the units
+    /// it names exist and have profiles, the stages and cut points cover the model,
+    /// each stage's engines can name their model files, and `model` spells the
+    /// pipeline's input and output. Errors name the key.
+    pub fn resolve(
+        &self,
+        units: &[UnitConfig],
+        resolved: &[ResolvedUnit],
+        contention: &ContentionConfig,
+        model: &ModelSettings,
+    ) -> Result<ResolvedPipeline, Invalid> {
         let table = self.table()?;
-        let mut units: Vec<PipelineUnit> = Vec::new();
+        let mut pipeline_units: Vec<PipelineUnit> = Vec::new();
         let mut config_units: Vec<usize> = Vec::new();
-        let mut index_of = |id: &str, key: &str| -> Result<usize, String> {
-            let Some(at) = loaded.config.units.iter().position(|u| u.id == id) else {
-                return Err(format!("{key}: no unit {id:?} in [[units]]"));
+        let mut index_of = |id: &str, key: &str| -> Result<usize, Invalid> {
+            let Some(at) = units.iter().position(|u| u.id == id) else {
+                return Err(Invalid::new(key, format!("no unit {id:?} in [[units]]")));
             };
             if let Some(found) = config_units.iter().position(|&c| c == at) {
                 return Ok(found);
             }
-            let unit = &loaded.config.units[at];
-            let profile = loaded.profiles[at]
+            let unit = &units[at];
+            let profile = resolved[at]
+                .profile
                 .clone()
-                .ok_or_else(|| format!("{key}: unit {id:?} has no profile"))?;
-            units.push(PipelineUnit {
+                .ok_or_else(|| Invalid::new(key, format!("unit {id:?} has no profile")))?;
+            pipeline_units.push(PipelineUnit {
                 id: UnitId::new(id),
                 kind: unit.kind,
-                device: (unit.kind != UnitKind::Cpu).then_some(unit.device.unwrap_or(0)),
-                profile: Arc::clone(&profile),
+                device: unit.gpu_device(),
+                profile,
             });
             config_units.push(at);
-            Ok(units.len() - 1)
+            Ok(pipeline_units.len() - 1)
         };
         let gpu = index_of(&self.gpu, "pipeline.gpu")?;
         let dla0 = match self.dla.first() {
@@ -259,16 +271,32 @@ impl PipelineConfig {
             Some(id) => Some(index_of(id, "pipeline.dla[1]")?),
             None => None,
         };
+        if self.dla.len() > 2 {
+            return Err(Invalid::new(
+                "pipeline.dla",
+                format!(
+                    "at most two DLA units (the DLA0 and DLA1 roles), got {}",
+                    self.dla.len()
+                ),
+            ));
+        }
         let roles = RoleUnits { gpu, dla0, dla1 };
         let stages = if self.stages.is_empty() {
             let cuts = if self.cuts.is_empty() && self.option.cuts() > 0 {
-                mica_pipeline::profile_cuts(self.option, &roles, &units, &table, self.batch)?
+                mica_pipeline::profile_cuts(
+                    self.option,
+                    &roles,
+                    &pipeline_units,
+                    &table,
+                    self.batch,
+                )
+                .map_err(|m| Invalid::under("pipeline.option", &m))?
             } else {
                 self.cuts.clone()
             };
             roles
                 .stages(self.option, &cuts, &table, self.batch, self.streams)
-                .map_err(|m| format!("pipeline.cuts: {m}"))?
+                .map_err(|m| Invalid::new("pipeline.cuts", m))?
         } else {
             let mut stages = Vec::with_capacity(self.stages.len());
             for (i, stage) in self.stages.iter().enumerate() {
@@ -294,7 +322,7 @@ impl PipelineConfig {
             self.buffers
         };
         let spec = PipelineSpec {
-            units,
+            units: pipeline_units,
             stages,
             table,
             cpu: CpuSide {
@@ -309,23 +337,49 @@ impl PipelineConfig {
             transfer_gbps: self.transfer_gbps,
             transfer_overhead_ms: self.transfer_overhead_ms,
         };
-        spec.validate().map_err(|m| format!("pipeline: {m}"))?;
+        spec.validate()
+            .map_err(|m| Invalid::under(self.stages_key(), &m))?;
         self.tune.validate()?;
+        for (i, stage) in spec.stages.iter().enumerate() {
+            for &u in &stage.units {
+                let at = config_units[u];
+                units[at]
+                    .engine
+                    .stage_models(stage.blocks.clone())
+                    .map_err(|m| {
+                        Invalid::new(format!("units[{at}] ({}).engine.model", units[at].id), {
+                            format!("{m} (it runs pipeline stage {i})")
+                        })
+                    })?;
+            }
+        }
+        let model = self.served_model(model, &spec)?;
         Ok(ResolvedPipeline {
             spec,
             config_units,
             roles,
-            contention: loaded.contention.clone(),
+            contention: contention.clone(),
+            model,
         })
     }
+
+    /// The key the stages came from: `pipeline.stages` or the option's cuts.
+    fn stages_key(&self) -> &'static str {
+        if self.stages.is_empty() {
+            "pipeline.cuts"
+        } else {
+            "pipeline.stages"
+        }
+    }
+
     /// The model `mica serve` serves: `model` under `pipeline.name`, its input and
     /// output the first stage's input and the last stage's output (`model`'s
     /// dimensions, which must hold as many elements: the error names the key).
-    pub fn served_model(
+    fn served_model(
         &self,
         model: &ModelSettings,
         spec: &PipelineSpec,
-    ) -> Result<ModelSettings, String> {
+    ) -> Result<ModelSettings, Invalid> {
         let mut served = model.clone();
         if let Some(name) = &self.name {
             served.name.clone_from(name);
@@ -348,159 +402,53 @@ impl PipelineConfig {
         ] {
             let elements: usize = shape.iter().product();
             if elements != wanted {
-                return Err(format!(
-                    "{key} {shape:?} holds {elements} values but the pipeline's {side} \
-                     ({}) holds {wanted}",
-                    spec.table.model
+                return Err(Invalid::new(
+                    key,
+                    format!(
+                        "{shape:?} holds {elements} values but the pipeline's {side} \
+                         ({}) holds {wanted}",
+                        spec.table.model
+                    ),
                 ));
             }
         }
-        served
-            .validate()
-            .map_err(|m| m.replace("model.name", "pipeline.name"))?;
+        served.validate().map_err(|e| {
+            let key = if e.key == "model.name" {
+                "pipeline.name".to_string()
+            } else {
+                e.key
+            };
+            Invalid::new(key, e.problem)
+        })?;
         Ok(served)
     }
 }
 
-/// The actor pipeline for `spec` over `loaded`'s units (`config_units[i]` is the
-/// config index of `spec.units[i]`).
-///
-/// Stages are built as the config's units would run them: a `sim` unit emulates its
-/// stage's share of its profile (`stage_unit_profile`) in real time with the shared
-/// contention hub; a `torch` unit runs the stage's per-block TorchScript files
-/// (`<engine.model>/block_<i>.pt`, written by `scripts/export_model.py --stages`) as one
-/// engine that chains them on its device. With a torch unit on a GPU, libtorch_cuda is
-/// loaded first.
-pub fn build_setup(
-    loaded: &LoadedConfig,
-    spec: &PipelineSpec,
-    config_units: &[usize],
-) -> anyhow::Result<PipelineSetup> {
-    load_cuda_if_needed(loaded, spec, config_units);
-    // Model files are per block of the model's own table; a coarsened table's block
-    // is a run of them.
-    let files: Vec<Range<usize>> = match loaded.config.pipeline.as_ref().map(PipelineConfig::table)
-    {
-        Some(Ok(fine)) => fine
-            .coarse_groups(spec.table.len())
-            .map_err(anyhow::Error::msg)?,
-        _ => (0..spec.table.len()).map(|b| b..b + 1).collect(),
-    };
-    let device_handoff = loaded
-        .config
-        .pipeline
-        .as_ref()
-        .is_none_or(|p| p.device_handoff);
-    // Stages whose every engine takes and keeps activations on its device.
-    let keeps_on_device = |stage: &mica_pipeline::StageSpec| {
-        stage.units.iter().all(|&u| {
-            loaded.config.units[config_units[u]]
-                .engine
-                .kind()
-                .keeps_activations_on_device()
-        })
-    };
-    let mut stages = Vec::with_capacity(spec.stages.len());
-    for (index, stage) in spec.stages.iter().enumerate() {
-        let input_len = spec.table.boundary_elems(stage.blocks.start) as usize;
-        let output_len = spec.table.boundary_elems(stage.blocks.end) as usize;
-        let mut units = Vec::new();
-        for &u in &stage.units {
-            let unit = &spec.units[u];
-            let config_index = config_units[u];
-            let config = &loaded.config.units[config_index];
-            let shares = StageProfile::new(&spec.table, unit.kind);
-            let profile = Arc::new(stage_unit_profile(
-                &unit.profile,
-                &shares,
-                stage.blocks.clone(),
-            ));
-            // The engine names the stage's model files (torch: the block files, run
-            // as one engine chaining them on its device); emulating engines none.
-            let first = files[stage.blocks.start].start;
-            let last = files[stage.blocks.end - 1].end;
-            let models = config
-                .engine
-                .stage_models(first..last)
-                .map_err(|m| anyhow::anyhow!("unit {}: {m}", unit.id))?;
-            let base = crate::wiring::unit_engine_spec(loaded, config_index, stage.batch);
-            let spec_for = |stream: u32| EngineSpec {
-                input_shape: vec![input_len],
-                output_len,
-                ..base
-                    .clone()
-                    .with_stream(stream)
-                    .with_profile(Some(Arc::clone(&profile)))
-                    .with_models(models.clone())
-            };
-            let streams = (0..stage.streams).map(spec_for).collect();
-            units.push(StageUnit {
-                id: unit.id.to_string(),
-                streams,
-            });
-        }
-        stages.push(StageSetup {
-            name: format!("stage{index}"),
-            units,
-            batch: stage.batch,
-            device_output: device_handoff
-                && spec
-                    .stages
-                    .get(index + 1)
-                    .is_some_and(|next| keeps_on_device(next) && keeps_on_device(stage)),
-            builder: None,
-        });
-    }
-    let buffer_images = spec.buffers as usize * spec.max_batch() as usize;
-    Ok(PipelineSetup {
-        stages,
-        buffer_images,
-        context: EngineContext {
-            hub: Arc::new(ContentionHub::new(loaded.contention.build())),
-            custom: None,
-        },
-    })
-}
-
-/// Loads libtorch_cuda when a torch unit of the pipeline runs on a GPU: libtorch
-/// decides once per process whether it has CUDA, so before any engine is built. A
-/// failure is logged; the CUDA units then fail to load with it.
-#[cfg(feature = "torch")]
-fn load_cuda_if_needed(loaded: &LoadedConfig, spec: &PipelineSpec, config_units: &[usize]) {
-    let cuda = spec.units.iter().zip(config_units).any(|(unit, &c)| {
-        unit.kind != UnitKind::Cpu
-            && loaded.config.units[c].engine.kind() == mica_engines::EngineKind::Torch
-    });
-    if cuda {
-        if let Err(error) = mica_engines::torch::load_cuda() {
-            tracing::warn!(%error, "libtorch_cuda could not be loaded; CUDA torch stages will not load");
-        }
-    }
-}
-
-/// Without the torch engine there is nothing to load.
-#[cfg(not(feature = "torch"))]
-fn load_cuda_if_needed(_: &LoadedConfig, _: &PipelineSpec, _: &[usize]) {}
-
 impl TuneSpaceConfig {
     /// Checks the space; the error names the key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Invalid> {
         for (key, values) in [
             ("pipeline.tune.batch_sizes", &self.batch_sizes),
             ("pipeline.tune.streams", &self.streams),
             ("pipeline.tune.threads", &self.threads),
         ] {
             if values.is_empty() || values.contains(&0) {
-                return Err(format!("{key}: give at least one value, each at least 1"));
+                return Err(Invalid::new(
+                    key,
+                    "give at least one value, each at least 1",
+                ));
             }
         }
         if self.options.is_empty() {
-            return Err("pipeline.tune.options: give at least one option".into());
+            return Err(Invalid::new(
+                "pipeline.tune.options",
+                "give at least one option",
+            ));
         }
         if !(0.0..=1.0).contains(&self.gpu_utilization_threshold) {
-            return Err(format!(
-                "pipeline.tune.gpu_utilization_threshold must be in [0, 1], got {}",
-                self.gpu_utilization_threshold
+            return Err(Invalid::new(
+                "pipeline.tune.gpu_utilization_threshold",
+                format!("must be in [0, 1], got {}", self.gpu_utilization_threshold),
             ));
         }
         Ok(())

@@ -1,13 +1,16 @@
-//! Settings of the HTTP server (`[server]`) and of the model it serves (`[model]`).
+//! Settings of the HTTP server (`[server]`) and of the model it serves (`[model]`),
+//! and the label file the server names.
 //!
 //! Both are plain serde structs: unknown keys are errors, every key has a default, and
 //! `validate` names the key that is wrong.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use super::error::Invalid;
 
 /// The HTTP server: where it listens, how much it accepts, how it stops.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,84 +119,90 @@ impl Default for ServerSettings {
 
 impl ServerSettings {
     /// Checks values; the error names the bad key.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.http_workers == 0 || self.http_workers > 256 {
-            return Err(format!(
-                "server.http_workers must be between 1 and 256, got {}",
-                self.http_workers
-            ));
-        }
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let key = |field: &str| format!("server.{field}");
+        let between = |field: &str, value: usize, low: usize, high: usize| {
+            if value < low || value > high {
+                Err(Invalid::new(
+                    key(field),
+                    format!("must be between {low} and {high}, got {value}"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        between("http_workers", self.http_workers, 1, 256)?;
         if self.grpc_port != 0 && self.grpc_port == self.port {
-            return Err(format!(
-                "server.grpc_port must differ from server.port (both {})",
-                self.port
+            return Err(Invalid::new(
+                key("grpc_port"),
+                format!("must differ from server.port (both {})", self.port),
             ));
         }
         if self.max_body_bytes < 1024 {
-            return Err(format!(
-                "server.max_body_bytes must be at least 1024, got {}",
-                self.max_body_bytes
+            return Err(Invalid::new(
+                key("max_body_bytes"),
+                format!("must be at least 1024, got {}", self.max_body_bytes),
             ));
         }
         if self.drain_time > Duration::from_secs(3600) {
-            return Err("server.drain_time must be at most 1h".to_string());
+            return Err(Invalid::new(key("drain_time"), "must be at most 1h"));
         }
-        for (key, value) in [
+        for (field, value) in [
             ("header_timeout", self.header_timeout),
             ("body_timeout", self.body_timeout),
             ("keep_alive", self.keep_alive),
         ] {
             if value.is_zero() || value > Duration::from_secs(3600) {
-                return Err(format!(
-                    "server.{key} must be between 1ms and 1h, got {value:?}"
+                return Err(Invalid::new(
+                    key(field),
+                    format!("must be between 1ms and 1h, got {value:?}"),
                 ));
             }
         }
         if self.max_connections < self.http_workers || self.max_connections > 1_000_000 {
-            return Err(format!(
-                "server.max_connections must be between http_workers ({}) and 1000000, got {}",
-                self.http_workers, self.max_connections
+            return Err(Invalid::new(
+                key("max_connections"),
+                format!(
+                    "must be between http_workers ({}) and 1000000, got {}",
+                    self.http_workers, self.max_connections
+                ),
             ));
         }
         if self.memory_budget_bytes < self.max_body_bytes {
-            return Err(format!(
-                "server.memory_budget_bytes ({}) must be at least server.max_body_bytes ({})",
-                self.memory_budget_bytes, self.max_body_bytes
+            return Err(Invalid::new(
+                key("memory_budget_bytes"),
+                format!(
+                    "({}) must be at least server.max_body_bytes ({})",
+                    self.memory_budget_bytes, self.max_body_bytes
+                ),
             ));
         }
-        if self.preprocess_threads == 0 || self.preprocess_threads > 256 {
-            return Err(format!(
-                "server.preprocess_threads must be between 1 and 256, got {}",
-                self.preprocess_threads
-            ));
-        }
+        between("preprocess_threads", self.preprocess_threads, 1, 256)?;
         if self.preprocess_queue == 0 {
-            return Err("server.preprocess_queue must be at least 1".to_string());
+            return Err(Invalid::new(key("preprocess_queue"), "must be at least 1"));
         }
-        if self.image_threads == 0 || self.image_threads > 256 {
-            return Err(format!(
-                "server.image_threads must be between 1 and 256, got {}",
-                self.image_threads
-            ));
-        }
+        between("image_threads", self.image_threads, 1, 256)?;
         if self.image_queue == 0 {
-            return Err("server.image_queue must be at least 1".to_string());
+            return Err(Invalid::new(key("image_queue"), "must be at least 1"));
         }
         if self.max_image_pixels < 1 << 16 {
-            return Err(format!(
-                "server.max_image_pixels must be at least 65536, got {}",
-                self.max_image_pixels
+            return Err(Invalid::new(
+                key("max_image_pixels"),
+                format!("must be at least 65536, got {}", self.max_image_pixels),
             ));
         }
         if self.max_image_decode_bytes < 3 << 16 {
-            return Err(format!(
-                "server.max_image_decode_bytes must be at least 196608 (an RGB image of 65536 pixels), got {}",
-                self.max_image_decode_bytes
+            return Err(Invalid::new(
+                key("max_image_decode_bytes"),
+                format!(
+                    "must be at least 196608 (an RGB image of 65536 pixels), got {}",
+                    self.max_image_decode_bytes
+                ),
             ));
         }
         if let Some(path) = &self.label_file {
             if path.as_os_str().is_empty() {
-                return Err("server.label_file must not be empty".to_string());
+                return Err(Invalid::new(key("label_file"), "must not be empty"));
             }
         }
         Ok(())
@@ -359,7 +368,7 @@ impl ModelSettings {
     }
 
     /// Checks values; the error names the bad key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Invalid> {
         let names = [
             ("model.name", &self.name),
             ("model.version", &self.version),
@@ -368,8 +377,9 @@ impl ModelSettings {
         ];
         for (key, value) in names {
             if value.is_empty() || value.contains('/') || value.chars().any(char::is_whitespace) {
-                return Err(format!(
-                    "{key} must be non-empty, without '/' or spaces, got {value:?}"
+                return Err(Invalid::new(
+                    key,
+                    format!("must be non-empty, without '/' or spaces, got {value:?}"),
                 ));
             }
         }
@@ -378,29 +388,39 @@ impl ModelSettings {
             ("model.output_shape", &self.output_shape),
         ] {
             if shape.is_empty() || shape.contains(&0) {
-                return Err(format!(
-                    "{key} must list positive dimensions, got {shape:?}"
+                return Err(Invalid::new(
+                    key,
+                    format!("must list positive dimensions, got {shape:?}"),
                 ));
             }
             let elements = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
             if elements.is_none_or(|n| n > 1 << 28) {
-                return Err(format!("{key} {shape:?} has too many elements"));
+                return Err(Invalid::new(
+                    key,
+                    format!("{shape:?} has too many elements"),
+                ));
             }
         }
         if self.max_batch == 0 {
-            return Err("model.max_batch must be at least 1".to_string());
+            return Err(Invalid::new("model.max_batch", "must be at least 1"));
         }
         if let Some(image_input) = &self.image_input {
             if image_input.is_empty() || image_input == &self.input_name {
-                return Err(format!(
-                    "model.image_input must be non-empty and differ from model.input_name, got {image_input:?}"
+                return Err(Invalid::new(
+                    "model.image_input",
+                    format!(
+                        "must be non-empty and differ from model.input_name, got {image_input:?}"
+                    ),
                 ));
             }
             let Some((h, w)) = self.image_size() else {
-                return Err(format!(
-                    "model.input_shape {:?} is not a 3-channel image in the {} layout of model.preprocessing.layout",
-                    self.input_shape,
-                    self.preprocessing.layout.as_str()
+                return Err(Invalid::new(
+                    "model.input_shape",
+                    format!(
+                        "{:?} is not a 3-channel image in the {} layout of model.preprocessing.layout",
+                        self.input_shape,
+                        self.preprocessing.layout.as_str()
+                    ),
                 ));
             };
             self.preprocessing.validate(h, w)?;
@@ -439,6 +459,39 @@ fn default_output_shape() -> Vec<usize> {
 
 fn default_max_batch() -> u32 {
     32
+}
+
+/// Labels read from the label file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Labels {
+    /// File name (reported as `label_filename`).
+    pub file_name: String,
+    /// One label per output index.
+    pub names: Vec<String>,
+}
+
+impl Labels {
+    /// Reads one label per line; trailing whitespace is dropped, blank lines kept (as
+    /// empty labels) so that line numbers stay indices.
+    pub fn load(path: &Path) -> Result<Self, Invalid> {
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            Invalid::new("server.label_file", format!("{}: {error}", path.display()))
+        })?;
+        let mut names: Vec<String> = text.lines().map(|l| l.trim_end().to_string()).collect();
+        while names.last().is_some_and(String::is_empty) {
+            names.pop();
+        }
+        if names.is_empty() {
+            return Err(Invalid::new(
+                "server.label_file",
+                format!("{} has no labels", path.display()),
+            ));
+        }
+        let file_name = path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        Ok(Self { file_name, names })
+    }
 }
 
 /// Memory layout of the preprocessed image.
@@ -506,29 +559,36 @@ impl Default for PreprocessSettings {
 
 impl PreprocessSettings {
     /// Checks values against the crop size; the error names the bad key.
-    pub fn validate(&self, crop_height: u32, crop_width: u32) -> Result<(), String> {
+    pub fn validate(&self, crop_height: u32, crop_width: u32) -> Result<(), Invalid> {
+        let key = |field: &str| format!("model.preprocessing.{field}");
         if self.resize_shorter < crop_height.max(crop_width) {
-            return Err(format!(
-                "model.preprocessing.resize_shorter ({}) must be at least the crop size {crop_height}x{crop_width}",
-                self.resize_shorter
+            return Err(Invalid::new(
+                key("resize_shorter"),
+                format!(
+                    "({}) must be at least the crop size {crop_height}x{crop_width}",
+                    self.resize_shorter
+                ),
             ));
         }
         if self.std.iter().any(|s| !s.is_finite() || *s <= 0.0) {
-            return Err(format!(
-                "model.preprocessing.std must be positive, got {:?}",
-                self.std
+            return Err(Invalid::new(
+                key("std"),
+                format!("must be positive, got {:?}", self.std),
             ));
         }
         if self.mean.iter().any(|m| !m.is_finite()) {
-            return Err(format!(
-                "model.preprocessing.mean must be finite, got {:?}",
-                self.mean
+            return Err(Invalid::new(
+                key("mean"),
+                format!("must be finite, got {:?}", self.mean),
             ));
         }
         if self.max_image_side < self.resize_shorter {
-            return Err(format!(
-                "model.preprocessing.max_image_side ({}) must be at least resize_shorter ({})",
-                self.max_image_side, self.resize_shorter
+            return Err(Invalid::new(
+                key("max_image_side"),
+                format!(
+                    "({}) must be at least resize_shorter ({})",
+                    self.max_image_side, self.resize_shorter
+                ),
             ));
         }
         Ok(())
@@ -596,7 +656,7 @@ mod tests {
             "name = \"m\"\nimage_input = \"image\"\n[preprocessing]\nlayout = \"nhwc\"\n",
         )
         .unwrap();
-        assert!(model.validate().unwrap_err().contains("model.input_shape"));
+        assert_eq!(model.validate().unwrap_err().key, "model.input_shape");
         let model: ModelSettings = toml::from_str(
             "name = \"m\"\nimage_input = \"image\"\ninput_shape = [224, 224, 3]\n[preprocessing]\nlayout = \"nhwc\"\n",
         )
@@ -620,29 +680,26 @@ mod tests {
             preprocess_threads: 0,
             ..ServerSettings::default()
         };
-        assert!(bad
-            .validate()
-            .unwrap_err()
-            .contains("server.preprocess_threads"));
+        assert_eq!(bad.validate().unwrap_err().key, "server.preprocess_threads");
         let bad = ModelSettings {
             input_shape: vec![3, 0, 224],
             ..ModelSettings::default()
         };
-        assert!(bad.validate().unwrap_err().contains("model.input_shape"));
+        assert_eq!(bad.validate().unwrap_err().key, "model.input_shape");
         let bad = ModelSettings {
             image_input: Some("image".into()),
             input_shape: vec![1, 224, 224],
             ..ModelSettings::default()
         };
-        assert!(bad.validate().unwrap_err().contains("model.input_shape"));
+        assert_eq!(bad.validate().unwrap_err().key, "model.input_shape");
         let mut bad = ModelSettings {
             image_input: Some("image".into()),
             ..ModelSettings::default()
         };
         bad.preprocessing.resize_shorter = 100;
-        assert!(bad
-            .validate()
-            .unwrap_err()
-            .contains("model.preprocessing.resize_shorter"));
+        assert_eq!(
+            bad.validate().unwrap_err().key,
+            "model.preprocessing.resize_shorter"
+        );
     }
 }
