@@ -1,10 +1,14 @@
 //! `adaptive`: profile-free active-set search by measurement.
 //!
 //! The policy needs no profile and no contention model. It learns from completions
-//! only: each unit's completion rate while busy (images / service time × streams) is
-//! kept as an EWMA, and the *capacity* of the active set — the sum of its units'
-//! measured rates, which already includes whatever contention they cause each other —
-//! is measured over epochs. A first-improvement hill climb searches which units to keep
+//! only. What a set of units is worth is measured over epochs: kept busy (the queue
+//! never ran dry while one of its units had a free stream), its *output over wall
+//! time*, images per second from its first completion in the epoch to its last, which
+//! includes whatever contention the units cause each other and whatever their service
+//! times leave out (the gap between batches, the dispatcher's time, a co-runner's
+//! threads spinning between its batches); offered less than it can do, or cut short,
+//! its *capacity*, the sum of its units' rates while busy (images / service time ×
+//! streams, an EWMA across epochs). A first-improvement hill climb searches which units to keep
 //! active: starting from every healthy unit, it tries the neighbouring sets (drop one
 //! unit, least productive first; then add one back, most productive first; then swap
 //! one active unit for an idle one; then drop two at once — the last two find sets a
@@ -16,9 +20,11 @@
 //!
 //! A measurement counts only batches started after every unit outside the measured set
 //! has drained, so batches that ran beside the previous set do not pollute it; an epoch
+//! lasts at least `min_epoch_seconds` of measurement (units that finish a batch in a
+//! millisecond are not compared over a few tens of milliseconds of a noisy host), then
 //! ends after `epoch_batches` counted completions with at least `min_unit_batches` from
-//! every measured unit, or 4 × `epoch_batches` counted completions, or `epoch_seconds`
-//! of measurement, whichever first: epochs are bounded in time, not only in batches, so
+//! every measured unit, or 4 × `epoch_batches` counted completions; and it ends after
+//! `epoch_seconds` of measurement whatever it counted: epochs are bounded in time, not only in batches, so
 //! a unit much slower than the rest (a CPU batch of 256 takes seconds) does not stretch
 //! every epoch. Such a unit is judged on what it finished: one that finished nothing in
 //! a whole epoch added nothing to it and leaves the set (frozen out of the rest of the
@@ -85,6 +91,11 @@ pub struct AdaptiveSettings {
     /// (convergence bounded in wall time whatever the units' speeds). Time spent
     /// waiting for the last batch of a unit left out as too slow does not count.
     pub search_seconds: f64,
+    /// Shortest an epoch lasts, seconds of measurement, however many batches it
+    /// counted: units that finish a batch in a millisecond (a small model on the CPU)
+    /// would otherwise be compared over a few tens of milliseconds, which the host's
+    /// scheduling noise decides. A clearly worse trial still ends sooner.
+    pub min_epoch_seconds: f64,
 }
 
 impl Default for AdaptiveSettings {
@@ -99,6 +110,7 @@ impl Default for AdaptiveSettings {
             reject_after_batches: 6,
             epoch_seconds: 2.0,
             search_seconds: 25.0,
+            min_epoch_seconds: 0.25,
         }
     }
 }
@@ -113,11 +125,20 @@ impl AdaptiveSettings {
             reject_margin,
             epoch_seconds,
             search_seconds,
+            min_epoch_seconds,
             ..
         } = *self;
         if !(epoch_seconds.is_finite() && epoch_seconds > 0.0) {
             return Err(format!(
                 "epoch_seconds must be a positive number, got {epoch_seconds}"
+            ));
+        }
+        if !(min_epoch_seconds.is_finite()
+            && min_epoch_seconds >= 0.0
+            && min_epoch_seconds <= epoch_seconds)
+        {
+            return Err(format!(
+                "min_epoch_seconds must be between 0 and epoch_seconds ({epoch_seconds}), got {min_epoch_seconds}"
             ));
         }
         if !(search_seconds.is_finite() && search_seconds >= epoch_seconds) {
@@ -155,6 +176,17 @@ struct Epoch {
     images: Vec<f64>,
     busy_s: Vec<f64>,
     batches: Vec<u32>,
+    /// The set's output over wall time: from the first completion of a set unit after
+    /// the epoch became clean (`window_start`) to the latest (`window_end`), the images
+    /// of the completions in between.
+    window_start: Option<Duration>,
+    window_end: Duration,
+    window_images: f64,
+    window_batches: u32,
+    /// Whether a unit of the set had a free stream while the queue was empty: the set
+    /// was offered less than it can do, so its output is the offered load, not what it
+    /// could do.
+    starved: bool,
 }
 
 /// Measurement-driven active-set hill climbing.
@@ -254,6 +286,7 @@ impl Adaptive {
             images: vec![0.0; n],
             busy_s: vec![0.0; n],
             batches: vec![0; n],
+            ..Epoch::default()
         };
     }
 
@@ -300,10 +333,29 @@ impl Adaptive {
             .collect();
     }
 
-    /// The measured capacity of the set of the finished epoch: each unit's rate while
-    /// busy over the batches it finished in the epoch (its earlier rate if it finished
-    /// none: a unit slower than the epoch is judged on what it finished before).
+    /// What the set of the finished epoch did. Kept busy the whole epoch (the queue
+    /// never ran dry while a unit of it had a free stream), its output over wall time:
+    /// images per second from its first completion to its last, which counts what the
+    /// units' service times leave out (the gap between one batch and the next, the
+    /// dispatcher's time, a co-runner's threads spinning between its batches). Offered
+    /// less than it can do, or measured over fewer than half an epoch's batches (an
+    /// epoch cut short by a slow unit's drain: two completions a moment apart say
+    /// nothing of a rate), its capacity from service times (`capacity`).
     fn epoch_value(&self, set: &[bool]) -> f64 {
+        let epoch = &self.epoch;
+        let measured = epoch.window_batches >= (self.settings.epoch_batches / 2).max(2);
+        match epoch.window_start {
+            Some(start) if measured && !epoch.starved && epoch.window_end > start => {
+                epoch.window_images / (epoch.window_end - start).as_secs_f64()
+            }
+            _ => self.capacity(set),
+        }
+    }
+
+    /// The set's capacity from service times: each unit's rate while busy over the
+    /// batches it finished in the epoch (its earlier rate if it finished none: a unit
+    /// slower than the epoch is judged on what it finished before), summed.
+    fn capacity(&self, set: &[bool]) -> f64 {
         (0..set.len())
             .filter(|&i| set[i])
             .map(|i| {
@@ -396,13 +448,16 @@ impl Adaptive {
     fn epoch_done(&self, now: Duration) -> bool {
         let set = self.active();
         let counted = self.epoch.counted;
-        if counted >= 4 * self.settings.epoch_batches {
-            return true;
-        }
         if counted > 0 && self.measuring_for(now) >= self.settings.epoch_seconds {
             return true;
         }
         if self.clearly_worse(set) {
+            return true;
+        }
+        if self.measuring_for(now) < self.settings.min_epoch_seconds {
+            return false;
+        }
+        if counted >= 4 * self.settings.epoch_batches {
             return true;
         }
         counted >= self.settings.epoch_batches
@@ -434,7 +489,7 @@ impl Adaptive {
         let every_unit_has_a_rate = (0..set.len())
             .filter(|&i| set[i] && self.healthy[i])
             .all(|i| self.epoch.batches[i] > 0 || self.rates[i] > 0.0);
-        every_unit_has_a_rate && self.epoch_value(set) < incumbent * (1.0 - margin)
+        every_unit_has_a_rate && self.capacity(set) < incumbent * (1.0 - margin)
     }
 
     fn note_clean(&mut self, view: &ClusterView) {
@@ -477,6 +532,12 @@ impl Policy for Adaptive {
         }
         self.note_clean(view);
         if queue.requests == 0 {
+            let active = self.active();
+            if self.epoch.clean_since.is_some()
+                && view.ready_units().any(|i| active.get(i).copied().unwrap_or(false))
+            {
+                self.epoch.starved = true;
+            }
             return Decision::Wait { until: None };
         }
         let active = self.active();
@@ -536,6 +597,19 @@ impl Policy for Adaptive {
                     .epoch
                     .clean_since
                     .is_some_and(|clean| completion.started >= clean);
+            let in_set = self.active()[unit];
+            if let Some(clean) = self.epoch.clean_since.filter(|_| in_set) {
+                if completion.finished >= clean {
+                    match self.epoch.window_start {
+                        None => self.epoch.window_start = Some(completion.finished),
+                        Some(_) => {
+                            self.epoch.window_images += f64::from(completion.images);
+                            self.epoch.window_batches += 1;
+                        }
+                    }
+                    self.epoch.window_end = self.epoch.window_end.max(completion.finished);
+                }
+            }
             if counts {
                 self.epoch.counted += 1;
                 self.epoch.images[unit] += f64::from(completion.images) * streams;
@@ -595,17 +669,22 @@ mod tests {
         };
         let mut now = Duration::ZERO;
         for _ in 0..5_000 {
-            // One decision (all units idle), then one completion from every active unit.
+            // One decision (all units idle), then every active unit runs one batch from
+            // now; the round ends with the slowest.
             let _ = policy.decide(&view, &queue);
             let active = policy.active().to_vec();
-            for unit in 0..3 {
-                if !active[unit] {
-                    continue;
-                }
-                let ms = if active[2] && unit != 2 { 20 } else { 10 };
-                let ms = if unit == 2 { 40 } else { ms };
-                let started = now;
-                now += Duration::from_millis(1);
+            let mut finishes: Vec<(Duration, usize)> = (0..3)
+                .filter(|&unit| active[unit])
+                .map(|unit| {
+                    let ms = if active[2] && unit != 2 { 20 } else { 10 };
+                    let ms = if unit == 2 { 40 } else { ms };
+                    (now + Duration::from_millis(ms), unit)
+                })
+                .collect();
+            finishes.sort();
+            let started = now;
+            for (finished, unit) in finishes {
+                now = finished;
                 view.now = now;
                 policy.on_completion(
                     &view,
@@ -613,7 +692,7 @@ mod tests {
                         unit,
                         images: 8,
                         started,
-                        finished: started + Duration::from_millis(ms),
+                        finished,
                         ok: true,
                     },
                 );
@@ -625,6 +704,58 @@ mod tests {
         assert_eq!(policy.active(), &[true, true, false]);
         let took = policy.converged_after().expect("converges");
         assert!(took <= 31 * 4 * 30, "took {took} batches");
+    }
+
+    /// Two units whose service times do not change when they run together, but which
+    /// together start each batch only after a long gap (a dispatcher, a host, threads
+    /// spinning between batches): their capacity from service times doubles, their
+    /// output over wall time halves. The search must judge by the output and keep one.
+    #[test]
+    fn judges_a_set_by_its_output_over_wall_time_not_by_service_times() {
+        let mut view = cluster(vec![unit("a", 1.0, 8), unit("b", 1.0, 8)]);
+        for u in &mut view.units {
+            u.completed_batches = 1;
+        }
+        let mut policy = Adaptive::new(AdaptiveSettings::default());
+        let queue = QueueView {
+            requests: 10,
+            images: 80,
+            head: &[],
+            fixed_batch: Some(8),
+        };
+        let mut now = Duration::ZERO;
+        for _ in 0..20_000 {
+            let _ = policy.decide(&view, &queue);
+            let active = policy.active().to_vec();
+            let started = now;
+            let finished = started + Duration::from_millis(10);
+            for unit in (0..2).filter(|&u| active[u]) {
+                view.now = finished;
+                policy.on_completion(
+                    &view,
+                    &Completion {
+                        unit,
+                        images: 8,
+                        started,
+                        finished,
+                        ok: true,
+                    },
+                );
+            }
+            // Alone a unit starts its next batch at once; together, 30 ms later.
+            let gap = if active.iter().all(|&a| a) { 30 } else { 0 };
+            now = finished + Duration::from_millis(gap);
+            if policy.converged_after().is_some() {
+                break;
+            }
+        }
+        assert!(policy.converged_after().is_some());
+        assert_eq!(
+            policy.active().iter().filter(|&&a| a).count(),
+            1,
+            "{:?}",
+            policy.active()
+        );
     }
 
     /// The sequential test: a trial far below the incumbent is rejected after one

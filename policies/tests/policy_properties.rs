@@ -40,13 +40,13 @@ fn adaptive_strategy() -> impl Strategy<Value = AdaptiveSettings> {
     (
         (1u32..100, 0u32..8, 0.0f64..0.5, 1u64..100_000),
         (0.01f64..=1.0, 0.01f64..0.99, 0u32..20),
-        (0.001f64..5.0, 0.0f64..60.0),
+        (0.001f64..5.0, 0.0f64..60.0, 0.0f64..=1.0),
     )
         .prop_map(
             |(
                 (epoch_batches, min_unit_batches, hysteresis, reexplore_batches),
                 (ewma_weight, reject_margin, reject_after_batches),
-                (epoch_seconds, search_extra_seconds),
+                (epoch_seconds, search_extra_seconds, min_epoch_share),
             )| AdaptiveSettings {
                 epoch_batches,
                 min_unit_batches,
@@ -57,6 +57,7 @@ fn adaptive_strategy() -> impl Strategy<Value = AdaptiveSettings> {
                 reject_after_batches,
                 epoch_seconds,
                 search_seconds: epoch_seconds + search_extra_seconds,
+                min_epoch_seconds: epoch_seconds * min_epoch_share,
             },
         )
 }
