@@ -1,13 +1,12 @@
 //! `adaptive`: profile-free active-set search by measurement.
 //!
 //! The policy needs no profile and no contention model. It learns from completions
-//! only. What a set of units is worth is measured over epochs: kept busy (the queue
-//! never ran dry while one of its units had a free stream), its *output over wall
+//! only. What a set of units is worth is measured over epochs: its *output over wall
 //! time*, images per second from its first completion in the epoch to its last, which
 //! includes whatever contention the units cause each other and whatever their service
 //! times leave out (the gap between batches, the dispatcher's time, a co-runner's
-//! threads spinning between its batches); offered less than it can do, or cut short,
-//! its *capacity*, the sum of its units' rates while busy (images / service time ×
+//! threads spinning between its batches); for an epoch cut too short to time, its
+//! *capacity*, the sum of its units' rates while busy (images / service time ×
 //! streams, an EWMA across epochs). A first-improvement hill climb searches which units to keep
 //! active: starting from every healthy unit, it tries the neighbouring sets (drop one
 //! unit, least productive first; then add one back, most productive first; then swap
@@ -183,10 +182,6 @@ struct Epoch {
     window_end: Duration,
     window_images: f64,
     window_batches: u32,
-    /// Whether a unit of the set had a free stream while the queue was empty: the set
-    /// was offered less than it can do, so its output is the offered load, not what it
-    /// could do.
-    starved: bool,
 }
 
 /// Measurement-driven active-set hill climbing.
@@ -333,19 +328,21 @@ impl Adaptive {
             .collect();
     }
 
-    /// What the set of the finished epoch did. Kept busy the whole epoch (the queue
-    /// never ran dry while a unit of it had a free stream), its output over wall time:
-    /// images per second from its first completion to its last, which counts what the
-    /// units' service times leave out (the gap between one batch and the next, the
-    /// dispatcher's time, a co-runner's threads spinning between its batches). Offered
-    /// less than it can do, or measured over fewer than half an epoch's batches (an
-    /// epoch cut short by a slow unit's drain: two completions a moment apart say
-    /// nothing of a rate), its capacity from service times (`capacity`).
+    /// What the set of the finished epoch did: its output over wall time, images per
+    /// second from its first completion to its last, which counts what the units'
+    /// service times leave out (the gap between one batch and the next, the
+    /// dispatcher's time, a co-runner's threads spinning between its batches). Under a
+    /// load lighter than the set can serve it is the load, for this set as for any
+    /// other that can serve it, so no trial beats the incumbent by the hysteresis and
+    /// the set stays; a set that cannot serve the load shows less. Measured over fewer
+    /// than half an epoch's batches (an epoch cut short by a slow unit's drain: two
+    /// completions a moment apart say nothing of a rate), its capacity from service
+    /// times (`capacity`) instead.
     fn epoch_value(&self, set: &[bool]) -> f64 {
         let epoch = &self.epoch;
         let measured = epoch.window_batches >= (self.settings.epoch_batches / 2).max(2);
         match epoch.window_start {
-            Some(start) if measured && !epoch.starved && epoch.window_end > start => {
+            Some(start) if measured && epoch.window_end > start => {
                 epoch.window_images / (epoch.window_end - start).as_secs_f64()
             }
             _ => self.capacity(set),
@@ -532,12 +529,6 @@ impl Policy for Adaptive {
         }
         self.note_clean(view);
         if queue.requests == 0 {
-            let active = self.active();
-            if self.epoch.clean_since.is_some()
-                && view.ready_units().any(|i| active.get(i).copied().unwrap_or(false))
-            {
-                self.epoch.starved = true;
-            }
             return Decision::Wait { until: None };
         }
         let active = self.active();
