@@ -220,6 +220,24 @@ async fn flood(service: &Service, count: usize) -> (usize, Vec<InferError>) {
     counted_flood(service, count, &watch::Sender::new(0)).await
 }
 
+/// `count` requests, each sent once the one before is answered: every stream is free
+/// at each, so round_robin rotates them over the serving units. The errors.
+async fn one_at_a_time(service: &Service, count: usize) -> Vec<InferError> {
+    let mut errors = Vec::new();
+    for i in 0..count {
+        let answer = service
+            .submit(InferRequest {
+                images: 1,
+                data: Some(vec![i as f32, 0.0]),
+                priority: 0,
+                timeout: None,
+            })
+            .await;
+        errors.extend(answer.err());
+    }
+    errors
+}
+
 /// `flood`, counting the answers in `answered` as they come.
 async fn counted_flood(
     service: &Service,
@@ -289,17 +307,7 @@ async fn failing_and_panicking_engines_fail_only_their_batches() {
             // whole flood and reach no fourth batch. Requests one at a time rotate over
             // the three units (round_robin, every stream free at each), so 24 more give
             // it 8 batches: a fourth on some stream, whichever streams take them.
-            for i in 0..24 {
-                let answer = service
-                    .submit(InferRequest {
-                        images: 1,
-                        data: Some(vec![i as f32, 0.0]),
-                        priority: 0,
-                        timeout: None,
-                    })
-                    .await;
-                errors.extend(answer.err());
-            }
+            errors.extend(one_at_a_time(&service, 24).await);
         }
         assert!(
             errors.iter().all(|e| matches!(e, InferError::Engine(_))),
@@ -606,16 +614,7 @@ async fn status_names_the_offline_and_the_quarantined_units_and_the_search() {
     // whole flood and get fewer than three batches of it. Requests one at a time
     // alternate between the two serving units (round_robin, every stream free at each),
     // so six more give it three failures in a row, whatever the flood left.
-    for i in 0..6 {
-        let _ = service
-            .submit(InferRequest {
-                images: 1,
-                data: Some(vec![i as f32, 0.0]),
-                priority: 0,
-                timeout: None,
-            })
-            .await;
-    }
+    one_at_a_time(&service, 6).await;
     let status = service.status().await.unwrap();
     assert_eq!(status.policy, "round_robin");
     assert_eq!(status.search, None, "round_robin does not search");

@@ -639,15 +639,17 @@ mod tests {
     use crate::test_support::{cluster, unit};
     use std::time::Duration;
 
-    /// Drives the policy with a synthetic platform where running unit 2 beside the
-    /// others halves their rate while adding little: the search must drop unit 2.
-    #[test]
-    fn drops_the_unit_that_costs_more_than_it_adds_and_converges() {
-        let mut view = cluster(vec![
-            unit("a", 1.0, 8),
-            unit("b", 1.0, 8),
-            unit("c", 1.0, 8),
-        ]);
+    /// Drives adaptive over `units` identical units in rounds until it converges (or
+    /// `max_rounds`): each round, one decision with work waiting, then every active unit
+    /// runs one batch of 8 images from the round's start; `round(active)` gives each
+    /// active unit's service time and the round's length (ms), both from the set.
+    fn drive(
+        units: usize,
+        max_rounds: usize,
+        round: impl Fn(&[bool]) -> (Vec<(usize, u64)>, u64),
+    ) -> Adaptive {
+        let names = ["a", "b", "c", "d"];
+        let mut view = cluster(names[..units].iter().map(|n| unit(n, 1.0, 8)).collect());
         for u in &mut view.units {
             u.completed_batches = 1;
         }
@@ -659,68 +661,13 @@ mod tests {
             fixed_batch: Some(8),
         };
         let mut now = Duration::ZERO;
-        for _ in 0..5_000 {
-            // One decision (all units idle), then every active unit runs one batch from
-            // now; the round ends with the slowest.
+        for _ in 0..max_rounds {
             let _ = policy.decide(&view, &queue);
-            let active = policy.active().to_vec();
-            let mut finishes: Vec<(Duration, usize)> = (0..3)
-                .filter(|&unit| active[unit])
-                .map(|unit| {
-                    let ms = if active[2] && unit != 2 { 20 } else { 10 };
-                    let ms = if unit == 2 { 40 } else { ms };
-                    (now + Duration::from_millis(ms), unit)
-                })
-                .collect();
-            finishes.sort();
+            let (mut services, length) = round(policy.active());
+            services.sort_by_key(|&(unit, ms)| (ms, unit));
             let started = now;
-            for (finished, unit) in finishes {
-                now = finished;
-                view.now = now;
-                policy.on_completion(
-                    &view,
-                    &Completion {
-                        unit,
-                        images: 8,
-                        started,
-                        finished,
-                        ok: true,
-                    },
-                );
-            }
-            if policy.converged_after().is_some() {
-                break;
-            }
-        }
-        assert_eq!(policy.active(), &[true, true, false]);
-        let took = policy.converged_after().expect("converges");
-        assert!(took <= 31 * 4 * 30, "took {took} batches");
-    }
-
-    /// Two units whose service times do not change when they run together, but which
-    /// together start each batch only after a long gap (a dispatcher, a host, threads
-    /// spinning between batches): their capacity from service times doubles, their
-    /// output over wall time halves. The search must judge by the output and keep one.
-    #[test]
-    fn judges_a_set_by_its_output_over_wall_time_not_by_service_times() {
-        let mut view = cluster(vec![unit("a", 1.0, 8), unit("b", 1.0, 8)]);
-        for u in &mut view.units {
-            u.completed_batches = 1;
-        }
-        let mut policy = Adaptive::new(AdaptiveSettings::default());
-        let queue = QueueView {
-            requests: 10,
-            images: 80,
-            head: &[],
-            fixed_batch: Some(8),
-        };
-        let mut now = Duration::ZERO;
-        for _ in 0..20_000 {
-            let _ = policy.decide(&view, &queue);
-            let active = policy.active().to_vec();
-            let started = now;
-            let finished = started + Duration::from_millis(10);
-            for unit in (0..2).filter(|&u| active[u]) {
+            for (unit, ms) in services {
+                let finished = started + Duration::from_millis(ms);
                 view.now = finished;
                 policy.on_completion(
                     &view,
@@ -733,13 +680,47 @@ mod tests {
                     },
                 );
             }
-            // Alone a unit starts its next batch at once; together, 30 ms later.
-            let gap = if active.iter().all(|&a| a) { 30 } else { 0 };
-            now = finished + Duration::from_millis(gap);
+            now = started + Duration::from_millis(length);
             if policy.converged_after().is_some() {
                 break;
             }
         }
+        policy
+    }
+
+    /// A synthetic platform where running unit 2 beside the others halves their rate
+    /// while adding little: the search must drop unit 2.
+    #[test]
+    fn drops_the_unit_that_costs_more_than_it_adds_and_converges() {
+        let policy = drive(3, 5_000, |active| {
+            let services: Vec<(usize, u64)> = (0..3)
+                .filter(|&unit| active[unit])
+                .map(|unit| match unit {
+                    2 => (unit, 40),
+                    _ if active[2] => (unit, 20),
+                    _ => (unit, 10),
+                })
+                .collect();
+            let length = services.iter().map(|&(_, ms)| ms).max().unwrap_or(1);
+            (services, length)
+        });
+        assert_eq!(policy.active(), &[true, true, false]);
+        let took = policy.converged_after().expect("converges");
+        assert!(took <= 31 * 4 * 30, "took {took} batches");
+    }
+
+    /// Two units whose service times do not change when they run together, but which
+    /// together start each batch only after a long gap (a dispatcher, a host, threads
+    /// spinning between batches): their capacity from service times doubles, their
+    /// output over wall time halves. The search must judge by the output and keep one.
+    #[test]
+    fn judges_a_set_by_its_output_over_wall_time_not_by_service_times() {
+        let policy = drive(2, 20_000, |active| {
+            let services = (0..2).filter(|&u| active[u]).map(|u| (u, 10)).collect();
+            // Alone a unit starts its next batch at once; together, 30 ms later.
+            let both = active.iter().all(|&a| a);
+            (services, if both { 40 } else { 10 })
+        });
         assert!(policy.converged_after().is_some());
         assert_eq!(
             policy.active().iter().filter(|&&a| a).count(),
