@@ -11,20 +11,22 @@
 #      replay) and script_half_cl at 1, 8, 32, 64, 256, batch-1 p50
 #   4. mica bench, tensor_fp16 with cuda_graphs = true (and without, for the before
 #      figure) at 1, 8, 32, 64; batch-1 p50 at concurrency 1; one-image requests at
-#      concurrency 256 (dynamic batching) vs fixed batch 256
-#   5. PyTorch torch.compile references at 64 and 256 (default, max-autotune-no-cudagraphs)
-#   6. AOTInductor packages (export_model.py --aoti): FP16 at batch 64 and 256,
-#      max-autotune; mica bench of each (plain and with CUDA graphs) and agreement
-#   7. a dynamic-batch package (1..256, default mode): loads? agrees? speed at 64/256
-#   8. the tiny model's CPU package (the CI fixture engines/tests/fixtures/
+#      concurrency 256 (dynamic batching) vs fixed batch 256 (part c256: only these)
+#   5. (compiled) the tiny model's CPU package (the CI fixture engines/tests/fixtures/
 #      tiny_fp32_cpu_dyn8.pt2), returned under $OUT/fixtures/
+#   6. a dynamic-batch package (1..256, default mode): mica bench at 64 and 256, plain
+#      and with CUDA graphs
+#   7. PyTorch references at 64 and 256: eager, graph replay, torch.compile default and
+#      max-autotune-no-cudagraphs
+#   8. per-size packages (FP16, 64 and 256, max-autotune) as time allows; agreement of
+#      every package, plain and with CUDA graphs
 #   9. device_graphs_report.py: results.json + summary.md under $OUT (table printed last)
 # Steps that would start after the time budget are skipped and reported as such; `part`
-# selects steps for a second call (all | graphs | compiled).
+# selects steps for a second call (all | graphs | compiled | c256).
 #
 # Usage (on the GPU machine, from the repository root, the scripts carried in
 # .device-graphs/ with the binaries):
-#   bash .device-graphs/device-graphs.sh [all|graphs|compiled]
+#   bash .device-graphs/device-graphs.sh [all|graphs|compiled|c256]
 # Needs in .device-graphs/: mica (stripped release binary, --features torch),
 # torch_resnet50 (stripped test binary), export_model.py, torch_reference.py,
 # device_graphs_report.py, device-common.sh, this script.
@@ -203,84 +205,90 @@ if want graphs; then
     bench plain-b8 tensor_fp16 8 8 2 1
 fi
 
+if want c256; then
+    step "mica bench: one-image requests at concurrency 256 vs fixed batch 256 (and 128)"
+    bench graphs-b256 tensor_fp16_graphs 256 8 2 1
+    bench graphs-b128 tensor_fp16_graphs 128 8 2 1
+    bench graphs-dynamic-c256 tensor_fp16_graphs - 256 3 1
+fi
+
+package_units() { # id file max_batch -> a plain unit and one with CUDA graphs
+    cat >>"$work/extra-units.toml" <<TOML
+
+[[units]]
+id = "$1"
+kind = "tensor_fp16"
+device = 0
+streams = 2
+max_batch = $3
+engine = { type = "torch", model = "../models/$2", warmup_batches = 2 }
+
+[[units]]
+id = "${1}_graphs"
+kind = "tensor_fp16"
+device = 0
+streams = 2
+max_batch = $3
+engine = { type = "torch", model = "../models/$2", cuda_graphs = true, warmup_batches = 2 }
+TOML
+    write_config
+}
+
 if want compiled; then
-    step "PyTorch reference: torch.compile default and max-autotune-no-cudagraphs (64, 256)"
+    # Cheapest and most useful first: the CPU fixture CI tests the package loader with;
+    # then one dynamic-batch package (one compilation serves 64 and 256); then PyTorch's
+    # references; the per-size max-autotune packages last, as time allows.
+    step "the tiny model's CPU package (CI fixture)"
+    if gated "tiny-cpu-package"; then
+        mkdir -p "$out/fixtures"
+        ATEN_CPU_CAPABILITY=avx2 timeout 150 "$python" -W ignore "$here/export_model.py" \
+            --tiny --out "$out/fixtures" --aoti fp32:cpu:dyn8 2>&1 | grep -E "wrote|Error|error" | tail -n 3
+    fi
+
+    step "a dynamic-batch package (1..256, default mode)"
+    packages=()
+    if gated "aoti-dyn256"; then
+        t0=$(date +%s%N)
+        timeout 200 "$python" -W ignore "$here/export_model.py" --out models \
+            --aoti "fp16:cuda:dyn256" 2>&1 | grep -E "wrote|Error|error" | tail -n 3
+        echo "  export took $(seconds_since "$t0") s"
+        if [[ -f models/resnet50_fp16_cuda_dyn256.pt2 ]]; then
+            packages+=("tensor_fp16:resnet50_fp16_cuda_dyn256.pt2")
+            package_units aot_dyn resnet50_fp16_cuda_dyn256.pt2 256
+            bench aot-dyn-b64 aot_dyn 64 8 2 1
+            bench aot-dyn-graphs-b64 aot_dyn_graphs 64 8 2 1
+            bench aot-dyn-b256 aot_dyn 256 8 2 1
+            bench aot-dyn-graphs-b256 aot_dyn_graphs 256 8 2 1
+        fi
+    fi
+
+    step "PyTorch reference: eager, graph replay, torch.compile default and max-autotune-no-cudagraphs (64, 256)"
     gated "reference-compile" &&
-        timeout 240 "$python" -W ignore "$here/torch_reference.py" --batch-sizes 64,256 \
+        timeout "${MICA_COMPILE_REFERENCE_S:-240}" "$python" -W ignore "$here/torch_reference.py" \
+            --batch-sizes 64,256 \
             --configs half_cl,half_cl_graph,half_cl_compile,half_cl_compile_mat --seconds 0.2 \
             --latency-iters 10 --out "$out/reference-compile.json" 2>&1 | grep -v Warning | tail -n 6
 
-    step "AOTInductor packages: FP16, batch 64 and 256, max-autotune"
-    packages=()
+    step "AOTInductor packages per batch size: FP16, 64 and 256, max-autotune"
     for b in 64 256; do
         gated "aoti-b$b" || continue
-        "$python" -W ignore "$here/export_model.py" --out models \
+        t0=$(date +%s%N)
+        timeout 200 "$python" -W ignore "$here/export_model.py" --out models \
             --aoti "fp16:cuda:$b:max-autotune" 2>&1 | grep -E "wrote|Error|error" | tail -n 3
+        echo "  export took $(seconds_since "$t0") s"
         file="resnet50_fp16_cuda_b${b}_maxautotune.pt2"
         if [[ -f "models/$file" ]]; then
             packages+=("tensor_fp16:$file")
-            cat >>"$work/extra-units.toml" <<TOML
-
-[[units]]
-id = "aot_b$b"
-kind = "tensor_fp16"
-device = 0
-streams = 2
-max_batch = $b
-engine = { type = "torch", model = "../models/$file", warmup_batches = 2 }
-
-[[units]]
-id = "aot_b${b}_graphs"
-kind = "tensor_fp16"
-device = 0
-streams = 2
-max_batch = $b
-engine = { type = "torch", model = "../models/$file", cuda_graphs = true, warmup_batches = 2 }
-TOML
-        fi
-    done
-    write_config
-    step "mica bench: the packages"
-    for b in 64 256; do
-        if grep -q "id = \"aot_b$b\"" "$config"; then
+            package_units "aot_b$b" "$file" "$b"
             bench "aot-b$b" "aot_b$b" "$b" 8 2 1
             bench "aot-graphs-b$b" "aot_b${b}_graphs" "$b" 8 2 1
         fi
     done
+
     if [[ ${#packages[@]} -gt 0 ]]; then
         step "agreement: the packages, plain and with CUDA graphs"
         agreement packages MICA_TORCH_TEST_CUDA=0 \
             MICA_TORCH_TEST_PACKAGES="$(IFS=,; echo "${packages[*]}")"
-    fi
-
-    step "a dynamic-batch package (1..256, default mode)"
-    if gated "aoti-dyn256"; then
-        "$python" -W ignore "$here/export_model.py" --out models \
-            --aoti "fp16:cuda:dyn256" 2>&1 | grep -E "wrote|Error|error" | tail -n 3
-        if [[ -f models/resnet50_fp16_cuda_dyn256.pt2 ]]; then
-            cat >>"$work/extra-units.toml" <<'TOML'
-
-[[units]]
-id = "aot_dyn"
-kind = "tensor_fp16"
-device = 0
-streams = 2
-max_batch = 256
-engine = { type = "torch", model = "../models/resnet50_fp16_cuda_dyn256.pt2", warmup_batches = 1 }
-TOML
-            write_config
-            agreement dynamic MICA_TORCH_TEST_CUDA=0 \
-                MICA_TORCH_TEST_PACKAGES=tensor_fp16:resnet50_fp16_cuda_dyn256.pt2
-            bench aot-dyn-b64 aot_dyn 64 8 2 1
-            bench aot-dyn-b256 aot_dyn 256 8 2 1
-        fi
-    fi
-
-    step "the tiny model's CPU package (CI fixture)"
-    if gated "tiny-cpu-package"; then
-        mkdir -p "$out/fixtures"
-        ATEN_CPU_CAPABILITY=avx2 "$python" -W ignore "$here/export_model.py" \
-            --tiny --out "$out/fixtures" --aoti fp32:cpu:dyn8 2>&1 | grep -E "wrote|Error|error" | tail -n 3
     fi
 fi
 

@@ -99,6 +99,8 @@ pub fn service_setup(
         let profile = resolved.profile.clone();
         let max_batch = overrides.batch_size.unwrap_or(resolved.max_batch);
         let device = unit.gpu_device();
+        let engine = unit_engine_spec(loaded, *config_index, max_batch)
+            .with_unit(position, device, unit.core);
         let spec = UnitSpec {
             id: UnitId::new(&unit.id),
             kind: unit.kind,
@@ -107,9 +109,8 @@ pub fn service_setup(
             streams: unit.streams,
             max_batch,
             profile: profile.clone(),
+            run_sizes: engine.run_sizes(),
         };
-        let engine = unit_engine_spec(loaded, *config_index, max_batch)
-            .with_unit(position, device, unit.core);
         units.push(UnitSetup { spec, engine });
     }
     load_cuda_if_needed(&units);

@@ -155,6 +155,7 @@ fn fixture(scripts: &[Script], policy: PolicyConfig, capacity: usize) -> Fixture
                     streams: 2,
                     max_batch: 4,
                     profile: None,
+                    run_sizes: Vec::new(),
                 },
                 engine,
             }

@@ -28,6 +28,11 @@ pub struct UnitSpec {
     pub max_batch: u32,
     /// Its profile, if known.
     pub profile: Option<Arc<Profile>>,
+    /// The batch sizes its engine runs as they are, ascending, when the engine pads
+    /// every other batch up to the next of them (a GPU torch unit: powers of two);
+    /// empty when every size runs as it is. The scheduler sends a batch at the size
+    /// below rather than pad far up to the one above.
+    pub run_sizes: Vec<u32>,
 }
 
 /// When repeated failures take a unit out of service, and for how long.
@@ -274,6 +279,7 @@ mod tests {
                     source: String::new(),
                 }],
             })),
+            run_sizes: Vec::new(),
         }
     }
 

@@ -27,6 +27,9 @@ pub struct Load {
     pub gpu_occupancy: f64,
     /// DRAM bandwidth it draws alone, GB/s.
     pub bandwidth_gbps: f64,
+    /// Images in its batch (0 where not known); a calibrated model's pairwise terms
+    /// depend on it.
+    pub images: u32,
 }
 
 /// Predicts slowdowns under co-location.
@@ -196,6 +199,7 @@ mod tests {
             device: (kind != UnitKind::Cpu).then_some(0),
             gpu_occupancy: occupancy,
             bandwidth_gbps: bandwidth,
+            images: 1,
         }
     }
 

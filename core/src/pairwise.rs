@@ -26,6 +26,11 @@ pub struct PairTerm {
     pub with: String,
     /// Extra slowdown per running batch of `with`, beyond the base model (≥ -0.9).
     pub added_slowdown: f64,
+    /// The batch size the term was fitted at. A batch of another size uses the terms of
+    /// the fitted size nearest to it (by ratio); a term without a size applies to every
+    /// size that has no term of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<u32>,
 }
 
 /// A set's throughput as `mica calibrate` measured it.
@@ -103,8 +108,9 @@ impl CalibratedParams {
 #[derive(Debug)]
 pub struct Calibrated {
     base: Box<dyn ContentionModel>,
-    /// `matrix[u][v]`, units by index in the list it was built for.
-    matrix: Vec<Vec<f64>>,
+    /// `matrix[u][v]` per fitted batch size (ascending; `None`, the terms without a
+    /// size, first), units by index in the list it was built for.
+    matrices: Vec<(Option<u32>, Vec<Vec<f64>>)>,
     /// Measured sets whose units are all in the list: (ascending indices, batch, img/s).
     measured: Vec<(Vec<usize>, u32, f64)>,
     uncertainty: f64,
@@ -114,11 +120,19 @@ impl Calibrated {
     /// The model for units `ids` (the indices `Load::unit` refers to).
     pub fn new(params: &CalibratedParams, ids: &[UnitId]) -> Self {
         let n = ids.len();
-        let mut matrix = vec![vec![0.0; n]; n];
         let index = |name: &str| ids.iter().position(|id| id.as_str() == name);
+        let mut sizes: Vec<Option<u32>> = params.pairs.iter().map(|p| p.batch).collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        let mut matrices: Vec<(Option<u32>, Vec<Vec<f64>>)> = sizes
+            .into_iter()
+            .map(|size| (size, vec![vec![0.0; n]; n]))
+            .collect();
         for pair in &params.pairs {
             if let (Some(u), Some(v)) = (index(&pair.unit), index(&pair.with)) {
-                matrix[u][v] = pair.added_slowdown;
+                if let Some((_, matrix)) = matrices.iter_mut().find(|(b, _)| *b == pair.batch) {
+                    matrix[u][v] = pair.added_slowdown;
+                }
             }
         }
         let measured = params
@@ -133,10 +147,36 @@ impl Calibrated {
             .collect();
         Self {
             base: params.base.build_for(ids),
-            matrix,
+            matrices,
             measured,
             uncertainty: params.held_out_error,
         }
+    }
+}
+
+impl Calibrated {
+    /// The terms for a batch of `images`: those fitted at that size, else at the fitted
+    /// size nearest by ratio (the smaller on a tie), else the terms without a size.
+    /// `images` 0 (not known) takes the terms without a size, else the smallest size's.
+    fn matrix_for(&self, images: u32) -> Option<&Vec<Vec<f64>>> {
+        let sized = self.matrices.iter().filter_map(|(b, m)| b.map(|b| (b, m)));
+        let nearest = if images == 0 {
+            None
+        } else {
+            let distance = |b: u32| (f64::from(b) / f64::from(images)).ln().abs();
+            sized
+                .clone()
+                .min_by(|(a, _), (b, _)| distance(*a).total_cmp(&distance(*b)))
+                .map(|(_, m)| m)
+        };
+        nearest
+            .or_else(|| {
+                self.matrices
+                    .iter()
+                    .find(|(b, _)| b.is_none())
+                    .map(|(_, m)| m)
+            })
+            .or_else(|| sized.map(|(_, m)| m).next())
     }
 }
 
@@ -148,7 +188,7 @@ impl ContentionModel for Calibrated {
     fn slowdowns(&self, loads: &[Load], slowdowns: &mut Vec<f64>) {
         self.base.slowdowns(loads, slowdowns);
         for (load, factor) in loads.iter().zip(slowdowns.iter_mut()) {
-            let Some(row) = self.matrix.get(load.unit) else {
+            let Some(row) = self.matrix_for(load.images).and_then(|m| m.get(load.unit)) else {
                 continue;
             };
             let added: f64 = loads
@@ -184,6 +224,7 @@ mod tests {
             device: None,
             gpu_occupancy: 0.0,
             bandwidth_gbps: 0.0,
+            images: 1,
         }
     }
 
@@ -196,11 +237,13 @@ mod tests {
                     unit: "a".into(),
                     with: "b".into(),
                     added_slowdown: 1.0,
+                    batch: None,
                 },
                 PairTerm {
                     unit: "b".into(),
                     with: "a".into(),
                     added_slowdown: 0.5,
+                    batch: None,
                 },
             ],
             held_out_error: 0.03,
@@ -232,5 +275,42 @@ mod tests {
         };
         bad.pairs[0].with = "a".into();
         assert!(bad.validate().unwrap_err().contains("pairs[0]"));
+    }
+
+    #[test]
+    fn a_batch_uses_the_terms_of_the_nearest_fitted_size() {
+        let term = |batch, added_slowdown| PairTerm {
+            unit: "a".into(),
+            with: "b".into(),
+            added_slowdown,
+            batch: Some(batch),
+        };
+        let params = CalibratedParams {
+            base: Box::new(ContentionConfig::None),
+            pairs: vec![term(8, 0.25), term(256, 1.0)],
+            held_out_error: 0.0,
+            measured: Vec::new(),
+        };
+        let model = Calibrated::new(&params, &[UnitId::new("a"), UnitId::new("b")]);
+        let slowdown_of_a = |images| {
+            let mut out = Vec::new();
+            let at = |unit| Load {
+                images,
+                ..cpu(unit)
+            };
+            model.slowdowns(&[at(0), at(1)], &mut out);
+            out[0]
+        };
+        assert_eq!(slowdown_of_a(8), 1.25);
+        assert_eq!(slowdown_of_a(16), 1.25);
+        assert_eq!(slowdown_of_a(64), 2.0, "64 is nearer 256 than 8 by ratio");
+        assert_eq!(slowdown_of_a(256), 2.0);
+        assert_eq!(
+            slowdown_of_a(0),
+            1.25,
+            "an unknown size takes the smallest size's"
+        );
+        let text = toml::to_string(&ContentionConfig::Calibrated(params)).unwrap();
+        assert!(text.contains("batch = 256"), "{text}");
     }
 }

@@ -251,6 +251,7 @@ mod tests {
             device: (kind != UnitKind::Cpu).then_some(0),
             gpu_occupancy: occupancy,
             bandwidth_gbps: bandwidth,
+            images: 1,
         }
     }
 

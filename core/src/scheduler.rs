@@ -138,6 +138,8 @@ pub struct Scheduler<T> {
     next_request: u64,
     policy_errors: u64,
     max_batch: u32,
+    /// Per unit, the sizes its engine runs without padding ([`UnitSpec::run_sizes`]).
+    run_sizes: Vec<Vec<u32>>,
 }
 
 impl<T> Scheduler<T> {
@@ -159,6 +161,7 @@ impl<T> Scheduler<T> {
             next_request: 0,
             policy_errors: 0,
             max_batch,
+            run_sizes: units.iter().map(|u| u.run_sizes.clone()).collect(),
         }
     }
 
@@ -268,6 +271,11 @@ impl<T> Scheduler<T> {
                             break;
                         }
                     }
+                    let images = if self.settings.fixed_batch.is_none() {
+                        fit_run_size(&self.run_sizes[unit], images, self.queued_images)
+                    } else {
+                        images
+                    };
                     let (requests, taken) = self.take(images);
                     let batch = self.next_batch;
                     self.next_batch += 1;
@@ -506,10 +514,63 @@ impl<T> Scheduler<T> {
     }
 }
 
+/// The images to take for a batch of up to `images` with `queued` waiting, on a unit
+/// whose engine pads every batch up to the next of `run_sizes` (empty: no padding).
+/// When the padding up would add more rows than rounding down to the size below
+/// leaves waiting, the batch goes at the size below and the rest waits for the next
+/// one: 130 images on a unit of powers of two go as 128 (2 wait) rather than as 256
+/// with 126 rows of padding; 200 go as 200 (56 rows of padding rather than 72 left).
+fn fit_run_size(run_sizes: &[u32], images: u32, queued: u64) -> u32 {
+    let wanted = u32::try_from(queued).map_or(images, |q| q.min(images));
+    let Some(&up) = run_sizes.iter().find(|&&s| s >= wanted) else {
+        return images;
+    };
+    match run_sizes.iter().rev().find(|&&s| s <= wanted) {
+        Some(&down) if down > 0 && up - wanted > wanted - down => down,
+        _ => images,
+    }
+}
+
 fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, None) => a,
         (None, b) => b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit_run_size;
+
+    #[test]
+    fn a_batch_rounds_down_only_when_padding_up_would_waste_more_than_it_leaves() {
+        let powers = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+        assert_eq!(fit_run_size(&powers, 256, 130), 128);
+        assert_eq!(fit_run_size(&powers, 256, 200), 256, "pads 200 to 256");
+        assert_eq!(fit_run_size(&powers, 256, 96), 256, "a tie pads");
+        assert_eq!(fit_run_size(&powers, 256, 97), 256);
+        assert_eq!(fit_run_size(&powers, 256, 95), 64);
+        assert_eq!(
+            fit_run_size(&powers, 256, 600),
+            256,
+            "a full batch is a run size"
+        );
+        assert_eq!(
+            fit_run_size(&powers, 130, 600),
+            128,
+            "the policy's own size is fitted too"
+        );
+        assert_eq!(fit_run_size(&powers, 256, 1), 256);
+        assert_eq!(
+            fit_run_size(&[], 256, 130),
+            256,
+            "no padding, nothing to fit"
+        );
+        assert_eq!(
+            fit_run_size(&[64], 64, 10),
+            64,
+            "one size: nothing to choose"
+        );
     }
 }

@@ -388,6 +388,7 @@ impl<'a> Sim<'a> {
                     device: spec.device,
                     gpu_occupancy: profile.gpu_occupancy,
                     bandwidth_gbps: profile.bandwidth_gbps(images),
+                    images,
                 };
                 let running = Running {
                     batch,

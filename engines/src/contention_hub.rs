@@ -172,6 +172,7 @@ mod tests {
             device: Some(0),
             gpu_occupancy: 1.0,
             bandwidth_gbps: 0.0,
+            images: 1,
         }
     }
 

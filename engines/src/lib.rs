@@ -6,6 +6,7 @@
 //! DLA).
 //! An engine never knows a policy.
 
+pub mod batch_sizes;
 pub mod contention_hub;
 pub mod engine;
 pub mod factory;

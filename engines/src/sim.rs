@@ -103,6 +103,7 @@ impl Engine for SimEngine {
             device: self.settings.device,
             gpu_occupancy: self.profile.gpu_occupancy,
             bandwidth_gbps: self.profile.bandwidth_gbps(input.images),
+            images: input.images,
         };
         self.hub.run(load, work);
         let data = match input.data {

@@ -168,6 +168,7 @@ impl<'a> PipelineSim<'a> {
             device: None,
             gpu_occupancy: 0.0,
             bandwidth_gbps: cpu.bandwidth_gbps_per_thread,
+            images: 0,
         };
         let cores = cpu.cores as usize;
         let cpu_station = |name: &str, threads: u32, ms: f64, first_core: usize| {
@@ -226,6 +227,7 @@ impl<'a> PipelineSim<'a> {
                             device: unit.device,
                             gpu_occupancy: cost.gpu_occupancy,
                             bandwidth_gbps: cost.bandwidth_gbps,
+                            images: 0,
                         },
                     ));
                 }

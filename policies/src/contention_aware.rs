@@ -205,9 +205,25 @@ impl ContentionAware {
             let Some(profile) = &unit.profile else {
                 continue;
             };
-            for _ in 0..unit.streams.max(1) {
-                self.loads.push(load_of(i, unit, profile, batch[i]));
-                self.rates.push(profile.throughput(batch[i]));
+            let streams = unit.streams.max(1);
+            let load = load_of(i, unit, profile, batch[i]);
+            // A solo rate measured by `mica calibrate` at this batch stands in for the
+            // profile's, so that the set is predicted as the fit predicted its runs
+            // (alone × slowdown alone / slowdown in the set) and the fit's held-out
+            // error is this prediction's error.
+            let rate = match self.model.measured_img_s(&[i], batch[i]) {
+                Some(measured) => {
+                    let alone = vec![load; streams as usize];
+                    self.model.slowdowns(&alone, &mut self.slowdowns);
+                    let slowdown =
+                        self.slowdowns.iter().map(|s| s.max(1.0)).sum::<f64>() / f64::from(streams);
+                    measured / f64::from(streams) * slowdown
+                }
+                None => profile.throughput(batch[i]),
+            };
+            for _ in 0..streams {
+                self.loads.push(load);
+                self.rates.push(rate);
             }
         }
         // A set measured together (by `mica calibrate`) at the batch it would run is
@@ -316,6 +332,7 @@ fn load_of(index: usize, unit: &UnitView, profile: &Profile, batch: u32) -> Load
         device: unit.device,
         gpu_occupancy: profile.gpu_occupancy,
         bandwidth_gbps: profile.bandwidth_gbps(batch),
+        images: batch,
     }
 }
 
@@ -333,6 +350,7 @@ fn running_load(index: usize, unit: &UnitView, batch: u32) -> (Load, f64) {
                 device: unit.device,
                 gpu_occupancy: if unit.kind.uses_gpu_sms() { 1.0 } else { 0.0 },
                 bandwidth_gbps: 0.0,
+                images: batch,
             },
             unit.recent_throughput_img_s / f64::from(unit.streams.max(1)),
         ),
@@ -469,6 +487,13 @@ mod tests {
         let (active, predicted) = policy.active_set(&view, Some(8));
         assert_eq!(active, vec![true, true]);
         assert!((predicted - 190.0).abs() < 1e-9, "{predicted}");
+        // Solo rates measured on this machine stand in for the profiles' (100 each):
+        // the unmeasured pair is predicted from 20 + 150, discounted by 5 %.
+        let config = calibrated(vec![set(&["a"], 20.0), set(&["b"], 150.0)], 0.05);
+        let mut policy = ContentionAware::new(&config);
+        let (active, predicted) = policy.active_set(&view, Some(8));
+        assert_eq!(active, vec![true, true]);
+        assert!((predicted - 161.5).abs() < 1e-9, "{predicted}");
     }
 
     #[test]

@@ -33,6 +33,7 @@ fn together(model: &ContentionConfig, units: &[(UnitKind, &Profile, u32)]) -> f6
             device: (*kind != UnitKind::Cpu).then_some(0),
             gpu_occupancy: p.gpu_occupancy,
             bandwidth_gbps: p.bandwidth_gbps(*batch),
+            images: *batch,
         })
         .collect();
     let mut slowdowns = Vec::new();

@@ -30,6 +30,7 @@ fn unit(id: &str, latency_ms: f64, max_batch: u32) -> UnitSpec {
                 source: String::new(),
             }],
         })),
+        run_sizes: Vec::new(),
     }
 }
 
@@ -61,6 +62,58 @@ fn holds_a_partial_batch_until_the_queue_delay_passes() {
     s.admit(ms(1), 1, 0, None, 2).unwrap();
     assert_eq!(s.poll(ms(2), &mut actions), None);
     assert_eq!(starts(&actions), vec![(0, 2)]);
+}
+
+/// A unit whose engine pads to powers of two (a GPU torch unit) gets 130 waiting images
+/// as 128 now and 2 in the next batch, not as 256 with 126 rows of padding; 200 waiting
+/// images go as they are (56 rows of padding waste less than 72 left waiting).
+#[test]
+fn a_released_batch_rounds_down_to_a_run_size_when_padding_would_waste_more() {
+    let padded_unit = |id: &str| UnitSpec {
+        streams: 2,
+        run_sizes: vec![1, 2, 4, 8, 16, 32, 64, 128, 256],
+        ..unit(id, 1.0, 256)
+    };
+    let settings = || SchedulerSettings {
+        max_queue_delay: ms(1),
+        ..Default::default()
+    };
+    let mut s = Scheduler::new(
+        &[padded_unit("gpu")],
+        Box::new(RoundRobin::new()),
+        settings(),
+    );
+    for i in 0..130 {
+        s.admit(ms(0), 1, 0, None, i).unwrap();
+    }
+    let mut actions = Vec::new();
+    s.poll(ms(1), &mut actions);
+    assert_eq!(starts(&actions), vec![(0, 128), (0, 2)]);
+
+    let mut s = Scheduler::new(
+        &[padded_unit("gpu")],
+        Box::new(RoundRobin::new()),
+        settings(),
+    );
+    for i in 0..200 {
+        s.admit(ms(0), 1, 0, None, i).unwrap();
+    }
+    actions.clear();
+    s.poll(ms(1), &mut actions);
+    assert_eq!(starts(&actions), vec![(0, 200)]);
+
+    // A unit that runs every size as it is takes all 130.
+    let mut s = Scheduler::new(
+        &[unit("cpu", 1.0, 256)],
+        Box::new(RoundRobin::new()),
+        settings(),
+    );
+    for i in 0..130 {
+        s.admit(ms(0), 1, 0, None, i).unwrap();
+    }
+    actions.clear();
+    s.poll(ms(1), &mut actions);
+    assert_eq!(starts(&actions), vec![(0, 130)]);
 }
 
 #[test]

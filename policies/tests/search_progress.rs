@@ -23,6 +23,7 @@ fn unit(id: &str, kind: UnitKind, profile: &str) -> UnitSpec {
         streams: 1,
         max_batch: 64,
         profile: Some(Arc::new(Profile::from_file(&path).unwrap())),
+        run_sizes: Vec::new(),
     }
 }
 

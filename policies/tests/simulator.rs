@@ -34,6 +34,7 @@ fn spec(id: &str, kind: UnitKind, profile: &str, streams: u32) -> UnitSpec {
         streams,
         max_batch: 64,
         profile: Some(orin(profile)),
+        run_sizes: Vec::new(),
     }
 }
 
@@ -286,6 +287,7 @@ fn adaptive_drops_a_unit_one_hundred_times_slower() {
     let slow = UnitSpec {
         id: UnitId::new("slow"),
         profile: Some(slow_profile),
+        run_sizes: Vec::new(),
         ..cuda()
     };
     for batch in [8, 64] {

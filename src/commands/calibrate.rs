@@ -74,6 +74,10 @@ pub struct CalibrateArgs {
     /// Continue from `--out`'s measurements.json instead of starting over.
     #[arg(long)]
     pub resume: bool,
+    /// Measure nothing: fit again on the runs in `--out`'s measurements.json (after a
+    /// change to the fit, or with other held-out sizes). Implies `--resume`.
+    #[arg(long)]
+    pub refit: bool,
     /// Measure sim units in real time (their engines and the contention hub) instead
     /// of the discrete-event simulator.
     #[arg(long)]
@@ -189,7 +193,13 @@ pub fn run(config: &Path, args: &CalibrateArgs) -> anyhow::Result<()> {
         }
     );
     let store = args.out.join("measurements.json");
-    let mut measurements = if args.resume && store.is_file() {
+    if args.refit && !store.is_file() {
+        bail!(
+            "--refit: {} does not exist (nothing measured to fit on)",
+            store.display()
+        );
+    }
+    let mut measurements = if (args.resume || args.refit) && store.is_file() {
         let text = std::fs::read_to_string(&store)
             .with_context(|| format!("reading {}", store.display()))?;
         let m: Measurements = serde_json::from_str(&text)
@@ -242,7 +252,7 @@ pub fn run(config: &Path, args: &CalibrateArgs) -> anyhow::Result<()> {
             seconds: args.seconds,
             warmup: args.warmup_seconds,
         })
-    } else if todo.is_empty() {
+    } else if todo.is_empty() || args.refit {
         Box::new(Nothing)
     } else {
         Box::new(RealEngines::start(
@@ -252,7 +262,10 @@ pub fn run(config: &Path, args: &CalibrateArgs) -> anyhow::Result<()> {
             args.warmup_seconds,
         )?)
     };
-    for (set, batch) in todo {
+    if args.refit && !todo.is_empty() {
+        complete = false;
+    }
+    for (set, batch) in todo.into_iter().filter(|_| !args.refit) {
         if args
             .budget
             .is_some_and(|b| started.elapsed().as_secs_f64() >= b)
@@ -325,9 +338,20 @@ pub fn run(config: &Path, args: &CalibrateArgs) -> anyhow::Result<()> {
     };
     let held_out = summary(true);
     let training = summary(false);
+    // The rows judge the fit on the training runs alone; the file gets the fit on every
+    // pair measured, the held-out ones too, so that the policies use all there is.
+    let all_pairs: Vec<Observation> = observations
+        .iter()
+        .filter(|(_, obs)| obs.units.len() == 2)
+        .map(|(_, o)| o.clone())
+        .collect();
+    let mut after = if all_pairs.len() > train.len() {
+        fit::fit(&before, &ids, &all_pairs, FitSettings::default())
+    } else {
+        after
+    };
     // The file carries what was measured and how sure the model is where nothing was:
     // `contention_aware` and `slo` prefer a measured set over a prediction.
-    let mut after = after;
     if let ContentionConfig::Calibrated(params) = &mut after {
         params.held_out_error = if held_out.rows > 0 {
             held_out.max_abs_after
@@ -419,8 +443,8 @@ fn names(ids: &[UnitId], set: &[usize]) -> Vec<String> {
 }
 
 /// Every unit alone, every pair, and every larger set (all of them up to four units,
-/// else only the full set), at every batch size its units accept (`max_batch`); solos
-/// first.
+/// else, at each batch size, the set of every unit that accepts it), at every batch
+/// size its units accept (`max_batch`); solos first.
 fn plan_runs(max_batches: &[u32], batch_sizes: &[u32]) -> Vec<(Vec<usize>, u32)> {
     let n = max_batches.len();
     let mut sets: Vec<Vec<usize>> = (0..n).map(|i| vec![i]).collect();
@@ -435,14 +459,22 @@ fn plan_runs(max_batches: &[u32], batch_sizes: &[u32]) -> Vec<(Vec<usize>, u32)>
                 sets.push((0..n).filter(|i| mask & (1 << i) != 0).collect());
             }
         }
-    } else {
-        sets.push((0..n).collect());
     }
     let mut plan = Vec::new();
     for set in &sets {
         for &batch in batch_sizes {
             if set.iter().all(|&i| max_batches[i] >= batch) {
                 plan.push((set.clone(), batch));
+            }
+        }
+    }
+    if n > 4 {
+        // With five or more units, every subset is too many runs: the largest set that
+        // can run each batch size identifies how the whole platform shares.
+        for &batch in batch_sizes {
+            let accepting: Vec<usize> = (0..n).filter(|&i| max_batches[i] >= batch).collect();
+            if accepting.len() >= 3 {
+                plan.push((accepting, batch));
             }
         }
     }
@@ -458,6 +490,7 @@ fn load_of(index: usize, spec: &UnitSpec, images: u32) -> Load {
             device: spec.device,
             gpu_occupancy: p.gpu_occupancy,
             bandwidth_gbps: p.bandwidth_gbps(images),
+            images,
         },
         None => Load {
             unit: index,
@@ -465,6 +498,7 @@ fn load_of(index: usize, spec: &UnitSpec, images: u32) -> Load {
             device: spec.device,
             gpu_occupancy: if spec.kind.uses_gpu_sms() { 1.0 } else { 0.0 },
             bandwidth_gbps: 0.0,
+            images,
         },
     }
 }
@@ -860,7 +894,11 @@ fn render_table(report: &Report) -> String {
         );
     }
     if !report.complete {
-        let _ = writeln!(out, "\nincomplete: --budget ran out; `--resume` continues");
+        let _ = writeln!(
+            out,
+            "\nincomplete: not every planned run was measured (--budget ran out, or \
+             --refit); `--resume` measures the rest"
+        );
     }
     out
 }
@@ -868,8 +906,9 @@ fn render_table(report: &Report) -> String {
 fn write_outputs(dir: &Path, report: &Report) -> anyhow::Result<()> {
     let platform = format!(
         "# Contention model fitted by `mica calibrate` ({}).\n# Command: {}\n# Held-out \
-         error: mean {:.1} %, max {:.1} % over {} combinations (report.json).\n# Point \
-         `[platform] contention_file` at this file.\n{}",
+         error: mean {:.1} %, max {:.1} % over {} combinations (report.json), of the fit \
+         on the training runs;\n# this file is fitted on every pair run, held-out ones \
+         included.\n# Point `[platform] contention_file` at this file.\n{}",
         if report.simulated {
             "on SIMULATED units"
         } else {
@@ -909,4 +948,32 @@ fn write_outputs(dir: &Path, report: &Report) -> anyhow::Result<()> {
     )?;
     eprintln!("wrote {}", dir.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_platforms_run_every_subset() {
+        let plan = plan_runs(&[8, 8, 8], &[1, 8]);
+        // 3 alone + 3 pairs + 1 triple, each at both sizes.
+        assert_eq!(plan.len(), 14);
+        assert!(plan.contains(&(vec![0, 1, 2], 8)));
+    }
+
+    #[test]
+    fn large_platforms_run_the_largest_set_that_accepts_each_batch_size() {
+        // A CPU unit that takes 8 at most beside four that take 256, as in config/gpu.toml.
+        let plan = plan_runs(&[8, 256, 256, 256, 256], &[8, 64]);
+        assert!(plan.contains(&(vec![0, 1, 2, 3, 4], 8)));
+        assert!(plan.contains(&(vec![1, 2, 3, 4], 64)));
+        assert!(!plan
+            .iter()
+            .any(|(set, batch)| *batch == 64 && set.contains(&0)));
+        // 5 + 4 alone, 10 + 6 pairs, one full set per size.
+        assert_eq!(plan.len(), 9 + 16 + 2);
+        let first_pair = plan.iter().position(|(set, _)| set.len() == 2).unwrap();
+        assert!(plan[..first_pair].iter().all(|(set, _)| set.len() == 1));
+    }
 }

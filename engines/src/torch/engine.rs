@@ -33,6 +33,7 @@ use super::ffi::{self, CudaGraph, CudaStream};
 use super::graphs::{Captured, Graphs};
 use super::mode::RunMode;
 use super::model::Model;
+use crate::batch_sizes::{padded_batch, warmup_sizes};
 use crate::engine::{
     check_input, Activation, BatchInput, BatchOutput, DeviceActivation, Engine, EngineError,
     EngineInfo,
@@ -692,22 +693,6 @@ impl TorchEngine {
 /// says (the first autotunes cuDNN, the second runs as the capture will).
 const MIN_WARMUP_BEFORE_CAPTURE: u32 = 2;
 
-/// Batch sizes run at warm-up: powers of two below `max_batch`, and `max_batch` (cuDNN
-/// autotunes each new shape once; the caching allocator grows to the largest).
-fn warmup_sizes(max_batch: u32) -> Vec<u32> {
-    let mut sizes: Vec<u32> = std::iter::successors(Some(1_u32), |&b| b.checked_mul(2))
-        .take_while(|&b| b < max_batch)
-        .collect();
-    sizes.push(max_batch);
-    sizes
-}
-
-/// The warm-up size a GPU batch of `images` (1..=`max_batch`) runs padded to: the next
-/// power of two, or `max_batch`.
-fn padded_batch(images: u32, max_batch: u32) -> u32 {
-    images.next_power_of_two().min(max_batch).max(images)
-}
-
 fn inference(e: tch::TchError) -> EngineError {
     EngineError::Inference(e.to_string())
 }
@@ -728,27 +713,5 @@ fn staging_buffer(max_batch: u32, image: &[i64], device: Device) -> Result<Tenso
             .map_err(|e| EngineError::Load(format!("cannot page-lock the staging buffer: {e}")))
     } else {
         Ok(host)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{padded_batch, warmup_sizes};
-
-    /// Every batch size pads to the smallest warmed-up size that holds it, so a GPU
-    /// never sees a shape cuDNN has not autotuned at load.
-    #[test]
-    fn every_batch_pads_to_the_smallest_warmed_up_size_that_holds_it() {
-        for max_batch in [1, 2, 3, 8, 48, 64, 100, 256] {
-            let warmed = warmup_sizes(max_batch);
-            for images in 1..=max_batch {
-                let padded = padded_batch(images, max_batch);
-                let smallest = *warmed.iter().filter(|&&s| s >= images).min().unwrap();
-                assert_eq!(padded, smallest, "max_batch {max_batch}, images {images}");
-            }
-        }
-        assert_eq!(warmup_sizes(100), [1, 2, 4, 8, 16, 32, 64, 100]);
-        assert_eq!(padded_batch(65, 100), 100);
-        assert_eq!(padded_batch(33, 256), 64);
     }
 }

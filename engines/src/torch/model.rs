@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 
 use super::ffi::{AotiPackage, CudaStream};
 use super::mode::{weight_plan, RunMode, WeightPlan};
+use crate::batch_sizes::is_package;
 use crate::engine::EngineError;
 
 /// Metadata keys `scripts/export_model.py` writes into the packages it compiles.
@@ -126,12 +127,6 @@ impl Model {
             }
         }
     }
-}
-
-/// Whether `path` names an AOTInductor package.
-pub(crate) fn is_package(path: &Path) -> bool {
-    path.extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("pt2"))
 }
 
 /// Loads a TorchScript file onto the unit's device and fits its weights to the unit.
@@ -275,14 +270,6 @@ pub(crate) fn compute_name(unit: UnitKind) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn packages_are_told_by_their_extension() {
-        assert!(is_package(Path::new("models/resnet50_fp16.pt2")));
-        assert!(is_package(Path::new("x.PT2")));
-        assert!(!is_package(Path::new("models/resnet50_fp16.pt")));
-        assert!(!is_package(Path::new("pt2")));
-    }
 
     #[test]
     fn input_dtypes_parse_as_pytorch_prints_them() {
