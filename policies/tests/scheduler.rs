@@ -74,46 +74,24 @@ fn a_released_batch_rounds_down_to_a_run_size_when_padding_would_waste_more() {
         run_sizes: vec![1, 2, 4, 8, 16, 32, 64, 128, 256],
         ..unit(id, 1.0, 256)
     };
-    let settings = || SchedulerSettings {
-        max_queue_delay: ms(1),
-        ..Default::default()
+    // The batches started once `waiting` one-image requests have waited out the delay.
+    let released = |spec: UnitSpec, waiting: u32| {
+        let settings = SchedulerSettings {
+            max_queue_delay: ms(1),
+            ..Default::default()
+        };
+        let mut s = Scheduler::new(&[spec], Box::new(RoundRobin::new()), settings);
+        for i in 0..waiting {
+            s.admit(ms(0), 1, 0, None, i).unwrap();
+        }
+        let mut actions = Vec::new();
+        s.poll(ms(1), &mut actions);
+        starts(&actions)
     };
-    let mut s = Scheduler::new(
-        &[padded_unit("gpu")],
-        Box::new(RoundRobin::new()),
-        settings(),
-    );
-    for i in 0..130 {
-        s.admit(ms(0), 1, 0, None, i).unwrap();
-    }
-    let mut actions = Vec::new();
-    s.poll(ms(1), &mut actions);
-    assert_eq!(starts(&actions), vec![(0, 128), (0, 2)]);
-
-    let mut s = Scheduler::new(
-        &[padded_unit("gpu")],
-        Box::new(RoundRobin::new()),
-        settings(),
-    );
-    for i in 0..200 {
-        s.admit(ms(0), 1, 0, None, i).unwrap();
-    }
-    actions.clear();
-    s.poll(ms(1), &mut actions);
-    assert_eq!(starts(&actions), vec![(0, 200)]);
-
+    assert_eq!(released(padded_unit("gpu"), 130), vec![(0, 128), (0, 2)]);
+    assert_eq!(released(padded_unit("gpu"), 200), vec![(0, 200)]);
     // A unit that runs every size as it is takes all 130.
-    let mut s = Scheduler::new(
-        &[unit("cpu", 1.0, 256)],
-        Box::new(RoundRobin::new()),
-        settings(),
-    );
-    for i in 0..130 {
-        s.admit(ms(0), 1, 0, None, i).unwrap();
-    }
-    actions.clear();
-    s.poll(ms(1), &mut actions);
-    assert_eq!(starts(&actions), vec![(0, 130)]);
+    assert_eq!(released(unit("cpu", 1.0, 256), 130), vec![(0, 130)]);
 }
 
 #[test]
