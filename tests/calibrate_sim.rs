@@ -91,4 +91,17 @@ fn calibration_recovers_a_hidden_platform_within_five_percent_on_held_out_runs()
     let again = calibrate(&config, &out, &["--resume"]);
     assert_eq!(again["after"], report["after"]);
     assert_eq!(again["measuring_seconds"], report["measuring_seconds"]);
+    // --refit on a store missing a run fits on the rest and says the report is
+    // incomplete, without measuring the missing run.
+    let store = out.join("measurements.json");
+    let mut runs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&store).unwrap()).unwrap();
+    let last = runs["runs"].as_array_mut().unwrap().pop().unwrap();
+    std::fs::write(&store, runs.to_string()).unwrap();
+    let refit = calibrate(&config, &out, &["--refit"]);
+    assert_eq!(refit["complete"], false);
+    assert_eq!(refit["rows"].as_array().unwrap().len(), rows.len() - 1);
+    let measured: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&store).unwrap()).unwrap();
+    assert!(!measured["runs"].as_array().unwrap().contains(&last));
 }

@@ -223,7 +223,7 @@ pub fn run(config: &Path, args: &CalibrateArgs) -> anyhow::Result<()> {
 
     let max_batches: Vec<u32> = setup.units.iter().map(|u| u.spec.max_batch).collect();
     let plan = plan_runs(&max_batches, &args.batch_sizes);
-    let todo: Vec<&(Vec<usize>, u32)> = plan
+    let mut todo: Vec<&(Vec<usize>, u32)> = plan
         .iter()
         .filter(|(set, batch)| {
             !measurements
@@ -244,7 +244,11 @@ pub fn run(config: &Path, args: &CalibrateArgs) -> anyhow::Result<()> {
     };
     bar.set_position((plan.len() - todo.len()) as u64);
     let started = Instant::now();
-    let mut complete = true;
+    // `--refit` measures nothing; what the plan still lacks leaves the report incomplete.
+    let mut complete = !(args.refit && !todo.is_empty());
+    if args.refit {
+        todo.clear();
+    }
     let mut runner: Box<dyn Runner> = if virtual_time {
         Box::new(Simulated {
             loaded: &loaded,
@@ -252,7 +256,7 @@ pub fn run(config: &Path, args: &CalibrateArgs) -> anyhow::Result<()> {
             seconds: args.seconds,
             warmup: args.warmup_seconds,
         })
-    } else if todo.is_empty() || args.refit {
+    } else if todo.is_empty() {
         Box::new(Nothing)
     } else {
         Box::new(RealEngines::start(
@@ -262,10 +266,7 @@ pub fn run(config: &Path, args: &CalibrateArgs) -> anyhow::Result<()> {
             args.warmup_seconds,
         )?)
     };
-    if args.refit && !todo.is_empty() {
-        complete = false;
-    }
-    for (set, batch) in todo.into_iter().filter(|_| !args.refit) {
+    for (set, batch) in todo {
         if args
             .budget
             .is_some_and(|b| started.elapsed().as_secs_f64() >= b)
