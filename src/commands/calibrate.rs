@@ -245,7 +245,7 @@ pub fn run(config: &Path, args: &CalibrateArgs) -> anyhow::Result<()> {
     bar.set_position((plan.len() - todo.len()) as u64);
     let started = Instant::now();
     // `--refit` measures nothing; what the plan still lacks leaves the report incomplete.
-    let mut complete = !(args.refit && !todo.is_empty());
+    let mut complete = !args.refit || todo.is_empty();
     if args.refit {
         todo.clear();
     }
