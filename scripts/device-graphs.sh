@@ -11,9 +11,10 @@
 #      replay) and script_half_cl at 1, 8, 32, 64, 256, batch-1 p50
 #   4. mica bench, tensor_fp16 with cuda_graphs = true (and without, for the before
 #      figure) at 1, 8, 32, 64; batch-1 p50 at concurrency 1; one-image requests at
-#      concurrency 256 (dynamic batching) vs fixed batch 256 (part c256: only these)
-#   5. (compiled) the tiny model's CPU package (the CI fixture engines/tests/fixtures/
-#      tiny_fp32_cpu_dyn8.pt2), returned under $OUT/fixtures/
+#      concurrency 256 (dynamic batching, with and without stream_share_min) vs fixed
+#      batch 256 (part c256: only these)
+#   5. (compiled) no CPU fixture: a package runs only beside the libraries it was
+#      compiled against (docs/NOTES.md)
 #   6. a dynamic-batch package (1..256, default mode): mica bench at 64 and 256, plain
 #      and with CUDA graphs
 #   7. PyTorch references at 64 and 256: eager, graph replay, torch.compile default and
@@ -22,12 +23,13 @@
 #      every package, plain and with CUDA graphs
 #   9. device_graphs_report.py: results.json + summary.md under $OUT (table printed last)
 # Steps that would start after the time budget are skipped and reported as such; `part`
-# selects steps for a second call (all | graphs | compiled | c256).
+# selects steps for a second call (all | graphs | c256 | compiled, or one part of
+# compiled: packages | compile-reference | per-size).
 #
 # Usage (on the GPU machine, from the repository root, the scripts carried in
-# .device-graphs/ with the binaries):
-#   bash .device-graphs/device-graphs.sh [all|graphs|compiled|c256]
-# Needs in .device-graphs/: mica (stripped release binary, --features torch),
+# .device-run/ with the binaries):
+#   bash .device-run/device-graphs.sh [all|graphs|c256|compiled|packages|compile-reference|per-size]
+# Needs in .device-run/: mica (stripped release binary, --features torch),
 # torch_resnet50 (stripped test binary), export_model.py, torch_reference.py,
 # device_graphs_report.py, device-common.sh, this script.
 # Environment: OUT, MICA_GRAPHS_BUDGET_S (default 470), PYTHON.
@@ -39,7 +41,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/device-common.sh"
 device_start device-graphs "${MICA_GRAPHS_BUDGET_S:-470}"
 # device-common.sh takes the repository root to be the folder above this script's.
-# Binaries beside this script when carried (.device-graphs/), else in .device/.
+# Binaries beside this script when carried (.device-run/), else in .device/.
 bin="$here/mica"
 agreement_bin="$here/torch_resnet50"
 if [[ ! -x $bin ]]; then bin="$repo_root/.device/mica"; fi
@@ -49,7 +51,12 @@ seconds_since() { # start in ns (date +%s%N) -> seconds with 3 decimals
     local ns=$(($(date +%s%N) - $1))
     printf '%d.%03d' $((ns / 1000000000)) $((ns / 1000000 % 1000))
 }
-want() { [[ $part == all || $part == "$1" ]]; }
+want() { # any of the part names given (all: every part)
+    local name
+    [[ $part == all ]] && return 0
+    for name; do [[ $part == "$name" ]] && return 0; done
+    return 1
+}
 gated() { # name: false (and a note) once over budget
     if over_budget; then
         echo "skipped $1 (time budget, $(elapsed) s)" | tee -a "$out/skipped.txt"
@@ -60,7 +67,7 @@ gated() { # name: false (and a note) once over budget
 step "environment (part $part)"
 for f in "$bin" "$agreement_bin"; do
     if [[ ! -x "$f" ]]; then
-        echo "error: $f is missing: build it and carry .device-graphs/" >&2
+        echo "error: $f is missing: build it and carry .device-run/" >&2
         exit 1
     fi
 done
@@ -136,6 +143,15 @@ device = 0
 streams = 2
 max_batch = 256
 engine = { type = "torch", model = "../models/resnet50_fp16.pt", cuda_graphs = true, warmup_batches = 2 }
+
+[[units]]
+id = "tensor_fp16_graphs_shared"
+kind = "tensor_fp16"
+device = 0
+streams = 2
+max_batch = 256
+stream_share_min = 64
+engine = { type = "torch", model = "../models/resnet50_fp16.pt", cuda_graphs = true, warmup_batches = 2 }
 TOML
     if [[ -f "$work/extra-units.toml" ]]; then cat "$work/extra-units.toml" >>config/device-graphs.toml; fi
 }
@@ -150,8 +166,25 @@ bench() { # name units batch(- for one-image requests) concurrency duration_s wa
     if [[ $batch != - ]]; then cmd+=(--batch-size "$batch"); fi
     typed "${cmd[@]}" >"$out/runs/$name.cmd"
     local t0=$(date +%s%N)
-    "${cmd[@]}" >"$out/runs/$name.json" 2>"$out/runs/$name.err"
+    "${cmd[@]}" >"$out/runs/$name.json" 2>"$out/runs/$name.err" &
+    local pid=$! watcher=
+    if [[ -n ${WATCH_PACKAGE_LOAD_S:-} ]]; then
+        # A package that has not loaded after this long: every thread's stack (cuda-gdb,
+        # the machine has no gdb) into runs/NAME.stacks, then the bench is stopped.
+        (
+            sleep "$WATCH_PACKAGE_LOAD_S"
+            if kill -0 "$pid" 2>/dev/null && ! grep -q "aotinductor package loaded" "$out/runs/$name.err"; then
+                echo "  no package loaded after $WATCH_PACKAGE_LOAD_S s: stacks in runs/$name.stacks"
+                timeout 90 cuda-gdb -batch -ex "info threads" -ex "thread apply all bt 30" \
+                    -p "$pid" >"$out/runs/$name.stacks" 2>&1
+                kill "$pid" 2>/dev/null
+            fi
+        ) &
+        watcher=$!
+    fi
+    wait "$pid"
     local rc=$?
+    if [[ -n $watcher ]]; then kill "$watcher" 2>/dev/null; wait "$watcher" 2>/dev/null; fi
     local wall=$(seconds_since "$t0")
     echo "$rc $wall" >"$out/runs/$name.rc"
     "$python" - "$out/runs/$name.json" "$name" "$rc" "$wall" <<'PY'
@@ -206,11 +239,17 @@ if want graphs; then
 fi
 
 if want c256; then
-    step "mica bench: one-image requests at concurrency 256 vs fixed batch 256 (and 128)"
+    step "mica bench: one-image requests at concurrency 256 vs fixed batch 256, with and without shares over idle streams"
     bench graphs-b256 tensor_fp16_graphs 256 8 2 1
-    bench graphs-b128 tensor_fp16_graphs 128 8 2 1
+    bench shared-dynamic-c256 tensor_fp16_graphs_shared - 256 3 1
     bench graphs-dynamic-c256 tensor_fp16_graphs - 256 3 1
 fi
+
+loaded() { # bench name: whether its package loaded (else its other benches are skipped)
+    if grep -q "aotinductor package loaded" "$out/runs/$1.err" 2>/dev/null; then return 0; fi
+    echo "skipped the other benches of $1's package: it did not load" | tee -a "$out/skipped.txt"
+    return 1
+}
 
 package_units() { # id file max_batch -> a plain unit and one with CUDA graphs
     cat >>"$work/extra-units.toml" <<TOML
@@ -234,62 +273,64 @@ TOML
     write_config
 }
 
-if want compiled; then
-    # Cheapest and most useful first: the CPU fixture CI tests the package loader with;
-    # then one dynamic-batch package (one compilation serves 64 and 256); then PyTorch's
-    # references; the per-size max-autotune packages last, as time allows.
-    step "the tiny model's CPU package (CI fixture)"
-    if gated "tiny-cpu-package"; then
-        mkdir -p "$out/fixtures"
-        ATEN_CPU_CAPABILITY=avx2 timeout 150 "$python" -W ignore "$here/export_model.py" \
-            --tiny --out "$out/fixtures" --aoti fp32:cpu:dyn8 2>&1 | grep -E "wrote|Error|error" | tail -n 3
-    fi
-
+# compiled = packages + compile-reference + per-size, in that order: one dynamic-batch
+# package (one compilation serves 64 and 256) first, then PyTorch's references, the
+# per-size max-autotune packages last, as time allows. (No CPU fixture for CI: a
+# package is the exporting machine's library, docs/NOTES.md.)
+packages=()
+if want compiled packages; then
     step "a dynamic-batch package (1..256, default mode)"
-    packages=()
     if gated "aoti-dyn256"; then
         t0=$(date +%s%N)
         timeout 200 "$python" -W ignore "$here/export_model.py" --out models \
             --aoti "fp16:cuda:dyn256" 2>&1 | grep -E "wrote|Error|error" | tail -n 3
         echo "  export took $(seconds_since "$t0") s"
         if [[ -f models/resnet50_fp16_cuda_dyn256.pt2 ]]; then
-            packages+=("tensor_fp16:resnet50_fp16_cuda_dyn256.pt2")
             package_units aot_dyn resnet50_fp16_cuda_dyn256.pt2 256
-            bench aot-dyn-b64 aot_dyn 64 8 2 1
-            bench aot-dyn-graphs-b64 aot_dyn_graphs 64 8 2 1
-            bench aot-dyn-b256 aot_dyn 256 8 2 1
-            bench aot-dyn-graphs-b256 aot_dyn_graphs 256 8 2 1
+            WATCH_PACKAGE_LOAD_S=120 bench aot-dyn-b64 aot_dyn 64 8 2 1
+            if loaded aot-dyn-b64; then
+                packages+=("tensor_fp16:resnet50_fp16_cuda_dyn256.pt2")
+                bench aot-dyn-graphs-b64 aot_dyn_graphs 64 8 2 1
+                bench aot-dyn-b256 aot_dyn 256 8 2 1
+                bench aot-dyn-graphs-b256 aot_dyn_graphs 256 8 2 1
+            fi
         fi
     fi
+fi
 
+if want compiled compile-reference; then
     step "PyTorch reference: eager, graph replay, torch.compile default and max-autotune-no-cudagraphs (64, 256)"
     gated "reference-compile" &&
         timeout "${MICA_COMPILE_REFERENCE_S:-240}" "$python" -W ignore "$here/torch_reference.py" \
             --batch-sizes 64,256 \
             --configs half_cl,half_cl_graph,half_cl_compile,half_cl_compile_mat --seconds 0.2 \
             --latency-iters 10 --out "$out/reference-compile.json" 2>&1 | grep -v Warning | tail -n 6
+fi
 
-    step "AOTInductor packages per batch size: FP16, 64 and 256, max-autotune"
-    for b in 64 256; do
+if want compiled per-size; then
+    step "AOTInductor packages per batch size: FP16, ${MICA_PACKAGE_BATCHES:-64 256}, max-autotune"
+    for b in ${MICA_PACKAGE_BATCHES:-64 256}; do
         gated "aoti-b$b" || continue
         t0=$(date +%s%N)
-        timeout 200 "$python" -W ignore "$here/export_model.py" --out models \
+        timeout 240 "$python" -W ignore "$here/export_model.py" --out models \
             --aoti "fp16:cuda:$b:max-autotune" 2>&1 | grep -E "wrote|Error|error" | tail -n 3
         echo "  export took $(seconds_since "$t0") s"
         file="resnet50_fp16_cuda_b${b}_maxautotune.pt2"
         if [[ -f "models/$file" ]]; then
-            packages+=("tensor_fp16:$file")
             package_units "aot_b$b" "$file" "$b"
-            bench "aot-b$b" "aot_b$b" "$b" 8 2 1
-            bench "aot-graphs-b$b" "aot_b${b}_graphs" "$b" 8 2 1
+            WATCH_PACKAGE_LOAD_S=120 bench "aot-b$b" "aot_b$b" "$b" 8 2 1
+            if loaded "aot-b$b"; then
+                packages+=("tensor_fp16:$file")
+                bench "aot-graphs-b$b" "aot_b${b}_graphs" "$b" 8 2 1
+            fi
         fi
     done
+fi
 
-    if [[ ${#packages[@]} -gt 0 ]]; then
-        step "agreement: the packages, plain and with CUDA graphs"
-        agreement packages MICA_TORCH_TEST_CUDA=0 \
-            MICA_TORCH_TEST_PACKAGES="$(IFS=,; echo "${packages[*]}")"
-    fi
+if [[ ${#packages[@]} -gt 0 ]]; then
+    step "agreement: the packages, plain and with CUDA graphs"
+    agreement packages MICA_TORCH_TEST_CUDA=0 \
+        MICA_TORCH_TEST_PACKAGES="$(IFS=,; echo "${packages[*]}")"
 fi
 
 cp config/device-graphs.toml "$out/" 2>/dev/null || true

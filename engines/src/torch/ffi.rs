@@ -468,10 +468,23 @@ unsafe impl Send for AotiPackage {}
 
 impl AotiPackage {
     /// Loads the package at `path` for CUDA device `device`, or for the CPU (`None`).
+    ///
+    /// One load at a time in the process: libtorch's package loader parses every JSON
+    /// file of a package into one function-local `static nlohmann::json`
+    /// (`load_json_file` in `model_package_loader.cpp`), so two threads loading at once
+    /// race on it, and each load `dlopen`s the package's library, whose initialisers
+    /// call into CUDA under the dynamic loader's lock. A unit's stream workers each
+    /// load their own copy, so without this lock they would load in parallel.
     pub(crate) fn load(path: &Path, device: Option<i32>) -> Result<Self, String> {
         use std::os::unix::ffi::OsStrExt;
+        static ONE_LOAD_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
             .map_err(|_| "the path holds a NUL byte".to_owned())?;
+        // A load that panicked left no state behind that the next one depends on.
+        let _one_at_a_time = ONE_LOAD_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        tracing::info!(package = %path.display(), ?device, "loading aotinductor package");
         let mut raw: *mut RawPackage = std::ptr::null_mut();
         // SAFETY: `c_path` is NUL-terminated and outlives the call; `raw` is a valid
         // out-pointer; the shim catches every C++ exception.

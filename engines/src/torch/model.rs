@@ -178,7 +178,9 @@ fn load_package(path: &Path, unit: UnitKind, mode: &RunMode) -> Result<Package, 
         Some(index) => Some(i32::try_from(index).map_err(|_| fail("GPU index too large".into()))?),
         None => None,
     };
+    let started = std::time::Instant::now();
     let package = AotiPackage::load(path, device).map_err(fail)?;
+    let load_s = started.elapsed().as_secs_f64();
     let meta = |key: &str| package.metadata(key).map_err(&fail);
     let built_for = meta(META_DEVICE)?.unwrap_or_default();
     let wanted = if mode.is_cuda() { "cuda" } else { "cpu" };
@@ -235,6 +237,7 @@ fn load_package(path: &Path, unit: UnitKind, mode: &RunMode) -> Result<Package, 
         input = ?input,
         batch = ?batch,
         max_batch = ?max_batch,
+        load_s = format_args!("{load_s:.2}"),
         "aotinductor package loaded"
     );
     Ok(Package {
