@@ -11,8 +11,7 @@
 #      replay) and script_half_cl at 1, 8, 32, 64, 256, batch-1 p50
 #   4. mica bench, tensor_fp16 with cuda_graphs = true (and without, for the before
 #      figure) at 1, 8, 32, 64; batch-1 p50 at concurrency 1; one-image requests at
-#      concurrency 256 (dynamic batching, with and without stream_share_min) vs fixed
-#      batch 256 (part c256: only these)
+#      concurrency 256 (dynamic batching) vs fixed batch 256 (part c256: only these)
 #   5. (compiled) no CPU fixture: a package runs only beside the libraries it was
 #      compiled against (docs/NOTES.md)
 #   6. a dynamic-batch package (1..256, default mode): mica bench at 64 and 256, plain
@@ -143,15 +142,6 @@ device = 0
 streams = 2
 max_batch = 256
 engine = { type = "torch", model = "../models/resnet50_fp16.pt", cuda_graphs = true, warmup_batches = 2 }
-
-[[units]]
-id = "tensor_fp16_graphs_shared"
-kind = "tensor_fp16"
-device = 0
-streams = 2
-max_batch = 256
-stream_share_min = 64
-engine = { type = "torch", model = "../models/resnet50_fp16.pt", cuda_graphs = true, warmup_batches = 2 }
 TOML
     if [[ -f "$work/extra-units.toml" ]]; then cat "$work/extra-units.toml" >>config/device-graphs.toml; fi
 }
@@ -239,9 +229,8 @@ if want graphs; then
 fi
 
 if want c256; then
-    step "mica bench: one-image requests at concurrency 256 vs fixed batch 256, with and without shares over idle streams"
+    step "mica bench: one-image requests at concurrency 256 vs fixed batch 256"
     bench graphs-b256 tensor_fp16_graphs 256 8 2 1
-    bench shared-dynamic-c256 tensor_fp16_graphs_shared - 256 3 1
     bench graphs-dynamic-c256 tensor_fp16_graphs - 256 3 1
 fi
 

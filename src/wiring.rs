@@ -110,7 +110,6 @@ pub fn service_setup(
             max_batch,
             profile: profile.clone(),
             run_sizes: engine.run_sizes(),
-            stream_share_min: unit.stream_share_min,
         };
         units.push(UnitSetup { spec, engine });
     }

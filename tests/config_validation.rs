@@ -171,25 +171,6 @@ fn zero_streams() {
 }
 
 #[test]
-fn stream_shares_need_streams_to_share_over_and_room_for_two() {
-    rejected(
-        &format!("{CUDA_UNIT}stream_share_min = 32\n"),
-        "units[0] (cuda).stream_share_min",
-        "streams = 2",
-    );
-    rejected(
-        &format!("{CUDA_UNIT}streams = 2\nmax_batch = 64\nstream_share_min = 33\n"),
-        "units[0] (cuda).stream_share_min",
-        "at most 32",
-    );
-    let loaded = load(&format!(
-        "{CUDA_UNIT}streams = 2\nmax_batch = 64\nstream_share_min = 32\n"
-    ))
-    .unwrap();
-    assert_eq!(loaded.config.units[0].stream_share_min, 32);
-}
-
-#[test]
 fn batch_size_above_the_limit() {
     rejected(
         &format!("{CUDA_UNIT}max_batch = 100000\n"),

@@ -156,7 +156,6 @@ fn fixture(scripts: &[Script], policy: PolicyConfig, capacity: usize) -> Fixture
                     max_batch: 4,
                     profile: None,
                     run_sizes: Vec::new(),
-                    stream_share_min: 0,
                 },
                 engine,
             }

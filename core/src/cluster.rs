@@ -33,10 +33,6 @@ pub struct UnitSpec {
     /// empty when every size runs as it is. The scheduler sends a batch at the size
     /// below rather than pad far up to the one above.
     pub run_sizes: Vec<u32>,
-    /// Shares a batch over idle streams: when the unit has no batch running and the
-    /// batch it is given would empty the queue, the scheduler splits it into equal
-    /// shares, one per idle stream, each of at least this many images (0: never).
-    pub stream_share_min: u32,
 }
 
 /// When repeated failures take a unit out of service, and for how long.
@@ -284,7 +280,6 @@ mod tests {
                 }],
             })),
             run_sizes: Vec::new(),
-            stream_share_min: 0,
         }
     }
 

@@ -140,9 +140,6 @@ pub struct Scheduler<T> {
     max_batch: u32,
     /// Per unit, the sizes its engine runs without padding ([`UnitSpec::run_sizes`]).
     run_sizes: Vec<Vec<u32>>,
-    /// Per unit, the smallest share of a batch split over idle streams
-    /// ([`UnitSpec::stream_share_min`]; 0: never split).
-    stream_share_min: Vec<u32>,
 }
 
 impl<T> Scheduler<T> {
@@ -165,7 +162,6 @@ impl<T> Scheduler<T> {
             policy_errors: 0,
             max_batch,
             run_sizes: units.iter().map(|u| u.run_sizes.clone()).collect(),
-            stream_share_min: units.iter().map(|u| u.stream_share_min).collect(),
         }
     }
 
@@ -266,12 +262,6 @@ impl<T> Scheduler<T> {
                         break;
                     };
                     let images = images.clamp(1, target.max_batch.max(1));
-                    // Streams free while none of the unit's own batches runs.
-                    let idle_streams = if target.in_flight_batches == 0 {
-                        target.free_streams
-                    } else {
-                        0
-                    };
                     if self.settings.fixed_batch.is_none() && self.queued_images < u64::from(images)
                     {
                         let oldest = self.oldest_arrival().unwrap_or(now);
@@ -281,19 +271,29 @@ impl<T> Scheduler<T> {
                             break;
                         }
                     }
-                    let shares = if self.settings.fixed_batch.is_none() {
-                        let plan = SharePlan {
-                            run_sizes: &self.run_sizes[unit],
-                            idle_streams,
-                            share_min: self.stream_share_min[unit],
-                        };
-                        plan.shares(images, self.queued_images)
+                    let images = if self.settings.fixed_batch.is_none() {
+                        fit_run_size(&self.run_sizes[unit], images, self.queued_images)
                     } else {
-                        vec![images]
+                        images
                     };
-                    for images in shares {
-                        self.start_batch(unit, images, now, actions);
-                    }
+                    let (requests, taken) = self.take(images);
+                    let batch = self.next_batch;
+                    self.next_batch += 1;
+                    self.cluster.start(unit, batch, taken, now);
+                    self.running.insert(
+                        batch,
+                        RunningBatch {
+                            unit,
+                            images: taken,
+                            started: now,
+                        },
+                    );
+                    actions.push(Action::Start {
+                        unit,
+                        batch,
+                        images: taken,
+                        requests,
+                    });
                 }
                 Decision::Shed { requests } => {
                     let before = actions.len();
@@ -317,38 +317,6 @@ impl<T> Scheduler<T> {
             }
         }
         earliest(wake, self.next_deadline)
-    }
-
-    /// Takes up to `images` images from the queue's front and starts them as one batch
-    /// on `unit`.
-    fn start_batch(
-        &mut self,
-        unit: usize,
-        images: u32,
-        now: Duration,
-        actions: &mut Vec<Action<T>>,
-    ) {
-        let (requests, taken) = self.take(images);
-        if requests.is_empty() {
-            return;
-        }
-        let batch = self.next_batch;
-        self.next_batch += 1;
-        self.cluster.start(unit, batch, taken, now);
-        self.running.insert(
-            batch,
-            RunningBatch {
-                unit,
-                images: taken,
-                started: now,
-            },
-        );
-        actions.push(Action::Start {
-            unit,
-            batch,
-            images: taken,
-            requests,
-        });
     }
 
     /// Records the end of batch `batch` at `now`; `service` is the engine's own time for
@@ -560,55 +528,6 @@ fn fit_run_size(run_sizes: &[u32], images: u32, queued: u64) -> u32 {
     match run_sizes.iter().rev().find(|&&s| s <= wanted) {
         Some(&down) if down > 0 && up - wanted > wanted - down => down,
         _ => images,
-    }
-}
-
-/// How a dynamically batched release of work is cut into batches for one unit.
-#[derive(Debug, Clone, Copy)]
-struct SharePlan<'a> {
-    /// The sizes the unit's engine runs without padding (see [`fit_run_size`]).
-    run_sizes: &'a [u32],
-    /// The unit's streams free with no batch of its own running (0 when one runs).
-    idle_streams: u32,
-    /// The smallest share worth a stream of its own (0: never share).
-    share_min: u32,
-}
-
-impl SharePlan<'_> {
-    /// The batches to start for a release of up to `images` images with `queued`
-    /// waiting, in order.
-    ///
-    /// One batch, fitted to the run sizes, unless the unit is idle on two or more
-    /// streams and this batch would take everything waiting: then it is split into as
-    /// many equal shares as there are idle streams and as `share_min` allows, each
-    /// fitted. A unit answering a whole batch at once leaves its other streams idle
-    /// while the clients' next requests arrive and are copied in; shares on several
-    /// streams finish apart and overlap one's copy with another's compute
-    /// (`docs/NOTES.md`, "Shares over idle streams").
-    fn shares(&self, images: u32, queued: u64) -> Vec<u32> {
-        let whole = fit_run_size(self.run_sizes, images, queued);
-        let Ok(waiting) = u32::try_from(queued) else {
-            return vec![whole];
-        };
-        if self.share_min == 0 || self.idle_streams < 2 || waiting > whole {
-            return vec![whole];
-        }
-        let count = self.idle_streams.min(waiting / self.share_min);
-        if count < 2 {
-            return vec![whole];
-        }
-        let share = waiting.div_ceil(count);
-        let mut left = waiting;
-        let mut shares = Vec::with_capacity(count as usize);
-        for _ in 0..count {
-            if left == 0 {
-                break;
-            }
-            let next = fit_run_size(self.run_sizes, share.min(left), u64::from(left));
-            shares.push(next);
-            left -= next.min(left);
-        }
-        shares
     }
 }
 

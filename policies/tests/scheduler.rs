@@ -31,7 +31,6 @@ fn unit(id: &str, latency_ms: f64, max_batch: u32) -> UnitSpec {
             }],
         })),
         run_sizes: Vec::new(),
-        stream_share_min: 0,
     }
 }
 
@@ -93,75 +92,6 @@ fn a_released_batch_rounds_down_to_a_run_size_when_padding_would_waste_more() {
     assert_eq!(released(padded_unit("gpu"), 200), vec![(0, 200)]);
     // A unit that runs every size as it is takes all 130.
     assert_eq!(released(unit("cpu", 1.0, 256), 130), vec![(0, 130)]);
-}
-
-/// A GPU unit of several streams, idle, given work that makes one batch takes it as
-/// equal shares, one per idle stream (`stream_share_min`), so that one share's copy and
-/// answer overlap another's compute; never when a batch of its own runs, when the
-/// shares would fall under the minimum, or when the work fills more than one batch.
-#[test]
-fn work_that_would_empty_the_queue_is_shared_over_an_idle_units_streams() {
-    let gpu = |streams: u32, share_min: u32| UnitSpec {
-        streams,
-        run_sizes: vec![1, 2, 4, 8, 16, 32, 64, 128, 256],
-        stream_share_min: share_min,
-        ..unit("gpu", 1.0, 256)
-    };
-    let settings = || SchedulerSettings {
-        max_queue_delay: ms(1),
-        ..Default::default()
-    };
-    // The batches started at `at` after `waiting` one-image requests arrived at 0.
-    let released = |spec: UnitSpec, waiting: u32, at: Duration| {
-        let mut s = Scheduler::new(&[spec], Box::new(RoundRobin::new()), settings());
-        for i in 0..waiting {
-            s.admit(ms(0), 1, 0, None, i).unwrap();
-        }
-        let mut actions = Vec::new();
-        s.poll(at, &mut actions);
-        starts(&actions)
-    };
-    assert_eq!(
-        released(gpu(2, 64), 256, ms(0)),
-        vec![(0, 128), (0, 128)],
-        "a full batch goes as two shares at once"
-    );
-    assert_eq!(
-        released(gpu(4, 64), 256, ms(0)),
-        vec![(0, 64), (0, 64), (0, 64), (0, 64)]
-    );
-    assert_eq!(
-        released(gpu(4, 64), 200, ms(1)),
-        vec![(0, 64), (0, 64), (0, 64), (0, 8)],
-        "three shares of 67 would pad to 128: each goes at 64, the rest after"
-    );
-    assert_eq!(
-        released(gpu(2, 64), 100, ms(1)),
-        vec![(0, 100)],
-        "two shares of 50 are under the minimum"
-    );
-    assert_eq!(
-        released(gpu(2, 0), 256, ms(0)),
-        vec![(0, 256)],
-        "0 never shares"
-    );
-    assert_eq!(
-        released(gpu(2, 64), 300, ms(0)),
-        vec![(0, 256)],
-        "more than one batch waits: the first goes whole, the rest waits for the delay"
-    );
-
-    // With one of its batches running, the unit's other stream takes a batch whole.
-    let mut s = Scheduler::new(&[gpu(2, 64)], Box::new(RoundRobin::new()), settings());
-    for i in 0..384 {
-        s.admit(ms(0), 1, 0, None, i).unwrap();
-    }
-    let mut actions = Vec::new();
-    s.poll(ms(0), &mut actions);
-    assert_eq!(starts(&actions), vec![(0, 256)]);
-    actions.clear();
-    s.poll(ms(1), &mut actions);
-    assert_eq!(starts(&actions), vec![(0, 128)]);
 }
 
 #[test]

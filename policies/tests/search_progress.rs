@@ -24,7 +24,6 @@ fn unit(id: &str, kind: UnitKind, profile: &str) -> UnitSpec {
         max_batch: 64,
         profile: Some(Arc::new(Profile::from_file(&path).unwrap())),
         run_sizes: Vec::new(),
-        stream_share_min: 0,
     }
 }
 

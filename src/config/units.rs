@@ -42,12 +42,6 @@ pub struct UnitConfig {
     /// Set false to keep the entry but not start the unit.
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// Shares a batch over idle streams (dynamic batching): when the unit has no batch
-    /// running and the batch it is given would empty the queue, it goes as equal
-    /// shares, one per idle stream, each of at least this many images. 0 (the
-    /// default): never. For GPU units of two or more streams fed by small requests.
-    #[serde(default)]
-    pub stream_share_min: u32,
 }
 
 fn default_streams() -> u32 {
@@ -192,29 +186,6 @@ impl UnitConfig {
                 key(self, "max_batch"),
                 format!("must be between 1 and {MAX_BATCH_LIMIT}, got {max_batch}"),
             ));
-        }
-        if self.stream_share_min > 0 {
-            if self.streams < 2 {
-                return Err(Invalid::new(
-                    key(self, "stream_share_min"),
-                    format!(
-                        "shares a batch over idle streams, but this unit has {} stream; \
-                         give it `streams = 2` or more, or remove the key",
-                        self.streams
-                    ),
-                ));
-            }
-            if self.stream_share_min > max_batch / 2 {
-                return Err(Invalid::new(
-                    key(self, "stream_share_min"),
-                    format!(
-                        "two shares of {} images exceed max_batch {max_batch}, so no batch \
-                         would ever be shared; at most {}",
-                        self.stream_share_min,
-                        max_batch / 2
-                    ),
-                ));
-            }
         }
         Ok(ResolvedUnit { max_batch, profile })
     }
