@@ -14,12 +14,12 @@
 #      concurrency 256 (dynamic batching) vs fixed batch 256 (part c256: only these)
 #   5. (compiled) no CPU fixture: a package runs only beside the libraries it was
 #      compiled against (docs/NOTES.md)
-#   6. a dynamic-batch package (1..256, default mode): mica bench at 64 and 256, plain
-#      and with CUDA graphs
+#   6. a dynamic-batch package (1..256, default mode): mica bench at 64 and 256 (no
+#      CUDA graphs: a package's run fails inside a stream capture, a load error)
 #   7. PyTorch references at 64 and 256: eager, graph replay, torch.compile default and
 #      max-autotune-no-cudagraphs
 #   8. per-size packages (FP16, 64 and 256, max-autotune) as time allows; agreement of
-#      every package, plain and with CUDA graphs
+#      every package
 #   9. device_graphs_report.py: results.json + summary.md under $OUT (table printed last)
 # Steps that would start after the time budget are skipped and reported as such; `part`
 # selects steps for a second call (all | graphs | c256 | compiled, or one part of
@@ -240,7 +240,7 @@ loaded() { # bench name: whether its package loaded (else its other benches are 
     return 1
 }
 
-package_units() { # id file max_batch -> a plain unit and one with CUDA graphs
+package_units() { # id file max_batch -> a unit running the package (no CUDA graphs)
     cat >>"$work/extra-units.toml" <<TOML
 
 [[units]]
@@ -250,14 +250,6 @@ device = 0
 streams = 2
 max_batch = $3
 engine = { type = "torch", model = "../models/$2", warmup_batches = 2 }
-
-[[units]]
-id = "${1}_graphs"
-kind = "tensor_fp16"
-device = 0
-streams = 2
-max_batch = $3
-engine = { type = "torch", model = "../models/$2", cuda_graphs = true, warmup_batches = 2 }
 TOML
     write_config
 }
@@ -279,9 +271,7 @@ if want compiled packages; then
             WATCH_PACKAGE_LOAD_S=120 bench aot-dyn-b64 aot_dyn 64 8 2 1
             if loaded aot-dyn-b64; then
                 packages+=("tensor_fp16:resnet50_fp16_cuda_dyn256.pt2")
-                bench aot-dyn-graphs-b64 aot_dyn_graphs 64 8 2 1
                 bench aot-dyn-b256 aot_dyn 256 8 2 1
-                bench aot-dyn-graphs-b256 aot_dyn_graphs 256 8 2 1
             fi
         fi
     fi
@@ -308,16 +298,13 @@ if want compiled per-size; then
         if [[ -f "models/$file" ]]; then
             package_units "aot_b$b" "$file" "$b"
             WATCH_PACKAGE_LOAD_S=120 bench "aot-b$b" "aot_b$b" "$b" 8 2 1
-            if loaded "aot-b$b"; then
-                packages+=("tensor_fp16:$file")
-                bench "aot-graphs-b$b" "aot_b${b}_graphs" "$b" 8 2 1
-            fi
+            if loaded "aot-b$b"; then packages+=("tensor_fp16:$file"); fi
         fi
     done
 fi
 
 if [[ ${#packages[@]} -gt 0 ]]; then
-    step "agreement: the packages, plain and with CUDA graphs"
+    step "agreement: the packages"
     agreement packages MICA_TORCH_TEST_CUDA=0 \
         MICA_TORCH_TEST_PACKAGES="$(IFS=,; echo "${packages[*]}")"
 fi
