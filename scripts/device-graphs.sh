@@ -28,10 +28,16 @@
 # Usage (on the GPU machine, from the repository root, the scripts carried in
 # .device-run/ with the binaries):
 #   bash .device-run/device-graphs.sh [all|graphs|c256|compiled|packages|compile-reference|per-size]
+#   (or several parts, comma-separated: c256,packages)
 # Needs in .device-run/: mica (stripped release binary, --features torch),
 # torch_resnet50 (stripped test binary), export_model.py, torch_reference.py,
 # device_graphs_report.py, device-common.sh, this script.
-# Environment: OUT, MICA_GRAPHS_BUDGET_S (default 470), PYTHON.
+# Environment: OUT, MICA_GRAPHS_BUDGET_S (default 470), PYTHON; MICA_COMPILE_REFERENCE_S
+# (time limit of the torch.compile references, default 240) and
+# MICA_COMPILE_REFERENCE_CONFIGS (default: all four), MICA_REFERENCE_SECONDS and
+# MICA_REFERENCE_REPEATS (each timing's length, default 0.2 s, and how many, default 2:
+# the median is reported); MICA_PACKAGE_BATCHES (default
+# "64 256") and MICA_PACKAGE_MODE (default max-autotune) for the per-size packages.
 set -uo pipefail
 
 part="${1:-all}"
@@ -50,10 +56,12 @@ seconds_since() { # start in ns (date +%s%N) -> seconds with 3 decimals
     local ns=$(($(date +%s%N) - $1))
     printf '%d.%03d' $((ns / 1000000000)) $((ns / 1000000 % 1000))
 }
-want() { # any of the part names given (all: every part)
-    local name
+want() { # any of the part names given (all: every part; PART may be a comma list)
+    local name given
     [[ $part == all ]] && return 0
-    for name; do [[ $part == "$name" ]] && return 0; done
+    for given in ${part//,/ }; do
+        for name; do [[ $given == "$name" ]] && return 0; done
+    done
     return 1
 }
 gated() { # name: false (and a note) once over budget
@@ -78,7 +86,9 @@ torch_dir="$("$python" -c 'import torch,os;print(os.path.dirname(torch.__file__)
     tee "$out/torch.txt"
 export LD_LIBRARY_PATH="$torch_dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export RUST_LOG="${RUST_LOG:-warn,mica_engines::torch=info}"
-export TORCHINDUCTOR_CACHE_DIR="$work/inductor-cache"
+# Kept between calls on one machine (an ignored path): a later call's torch.compile
+# and package exports find what an earlier one compiled and autotuned.
+export TORCHINDUCTOR_CACHE_DIR="$repo_root/.device-cache/inductor"
 echo "cores: $cores  LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 "$bin" --version
 
@@ -141,6 +151,15 @@ kind = "tensor_fp16"
 device = 0
 streams = 2
 max_batch = 256
+engine = { type = "torch", model = "../models/resnet50_fp16.pt", cuda_graphs = true, warmup_batches = 2 }
+
+[[units]]
+id = "tensor_fp16_graphs_stagger"
+kind = "tensor_fp16"
+device = 0
+streams = 2
+max_batch = 256
+stagger_min_images = 192
 engine = { type = "torch", model = "../models/resnet50_fp16.pt", cuda_graphs = true, warmup_batches = 2 }
 TOML
     if [[ -f "$work/extra-units.toml" ]]; then cat "$work/extra-units.toml" >>config/device-graphs.toml; fi
@@ -221,6 +240,7 @@ if want graphs; then
     step "mica bench: one-image requests at concurrency 256 vs fixed batch 256"
     bench graphs-b256 tensor_fp16_graphs 256 8 2 1
     bench graphs-dynamic-c256 tensor_fp16_graphs - 256 3 1
+    bench graphs-stagger-c256 tensor_fp16_graphs_stagger - 256 3 1
 
     step "mica bench: tensor_fp16 without graphs (the before figures)"
     bench plain-b1 tensor_fp16 1 8 2 1
@@ -232,6 +252,10 @@ if want c256; then
     step "mica bench: one-image requests at concurrency 256 vs fixed batch 256"
     bench graphs-b256 tensor_fp16_graphs 256 8 2 1
     bench graphs-dynamic-c256 tensor_fp16_graphs - 256 3 1
+    # The same unit with stagger_min_images = 192: an idle unit's batch of 256 goes as
+    # two shares of 128, the second half a share's run time after the first.
+    bench graphs-stagger-c256 tensor_fp16_graphs_stagger - 256 3 1
+    bench graphs-stagger-b256 tensor_fp16_graphs_stagger 256 8 2 1
 fi
 
 loaded() { # bench name: whether its package loaded (else its other benches are skipped)
@@ -263,9 +287,15 @@ if want compiled packages; then
     step "a dynamic-batch package (1..256, default mode)"
     if gated "aoti-dyn256"; then
         t0=$(date +%s%N)
-        timeout 200 "$python" -W ignore "$here/export_model.py" --out models \
-            --aoti "fp16:cuda:dyn256" 2>&1 | grep -E "wrote|Error|error" | tail -n 3
-        echo "  export took $(seconds_since "$t0") s"
+        if [[ -f models/resnet50_fp16_cuda_dyn256.pt2 ]]; then
+            # models/ is ignored, so an earlier call on this machine left it.
+            echo "  reusing models/resnet50_fp16_cuda_dyn256.pt2 from an earlier call on this machine" |
+                tee -a "$out/reused.txt"
+        else
+            timeout 200 "$python" -W ignore "$here/export_model.py" --out models \
+                --aoti "fp16:cuda:dyn256" 2>&1 | grep -E "wrote|Error|error" | tail -n 3
+            echo "  export took $(seconds_since "$t0") s"
+        fi
         if [[ -f models/resnet50_fp16_cuda_dyn256.pt2 ]]; then
             package_units aot_dyn resnet50_fp16_cuda_dyn256.pt2 256
             WATCH_PACKAGE_LOAD_S=120 bench aot-dyn-b64 aot_dyn 64 8 2 1
@@ -282,19 +312,26 @@ if want compiled compile-reference; then
     gated "reference-compile" &&
         timeout "${MICA_COMPILE_REFERENCE_S:-240}" "$python" -W ignore "$here/torch_reference.py" \
             --batch-sizes 64,256 \
-            --configs half_cl,half_cl_graph,half_cl_compile,half_cl_compile_mat --seconds 0.2 \
+            --configs "${MICA_COMPILE_REFERENCE_CONFIGS:-half_cl,half_cl_graph,half_cl_compile,half_cl_compile_mat}" \
+            --seconds "${MICA_REFERENCE_SECONDS:-0.2}" --repeats "${MICA_REFERENCE_REPEATS:-2}" \
             --latency-iters 10 --out "$out/reference-compile.json" 2>&1 | grep -v Warning | tail -n 6
 fi
 
 if want compiled per-size; then
-    step "AOTInductor packages per batch size: FP16, ${MICA_PACKAGE_BATCHES:-64 256}, max-autotune"
+    mode="${MICA_PACKAGE_MODE:-max-autotune}"
+    suffix="" && [[ $mode != default ]] && suffix="_${mode//-/}"
+    step "AOTInductor packages per batch size: FP16, ${MICA_PACKAGE_BATCHES:-64 256}, $mode"
     for b in ${MICA_PACKAGE_BATCHES:-64 256}; do
         gated "aoti-b$b" || continue
         t0=$(date +%s%N)
-        timeout 240 "$python" -W ignore "$here/export_model.py" --out models \
-            --aoti "fp16:cuda:$b:max-autotune" 2>&1 | grep -E "wrote|Error|error" | tail -n 3
-        echo "  export took $(seconds_since "$t0") s"
-        file="resnet50_fp16_cuda_b${b}_maxautotune.pt2"
+        file="resnet50_fp16_cuda_b${b}${suffix}.pt2"
+        if [[ -f "models/$file" ]]; then
+            echo "  reusing models/$file from an earlier call on this machine" | tee -a "$out/reused.txt"
+        else
+            timeout 240 "$python" -W ignore "$here/export_model.py" --out models \
+                --aoti "fp16:cuda:$b:$mode" 2>&1 | grep -E "wrote|Error|error" | tail -n 3
+            echo "  export took $(seconds_since "$t0") s"
+        fi
         if [[ -f "models/$file" ]]; then
             package_units "aot_b$b" "$file" "$b"
             WATCH_PACKAGE_LOAD_S=120 bench "aot-b$b" "aot_b$b" "$b" 8 2 1

@@ -26,6 +26,7 @@ def bench(out: pathlib.Path, name: str) -> dict | None:
         return None
     t = r["total"]
     return {"img_s": t["throughput_img_s"], "p50_ms": t["p50_ms"],
+            "mean_batch": t.get("mean_batch_size"),
             "p99_ms": t.get("p99_ms"), "failed": r.get("failed_requests"),
             "command": (out / "runs" / f"{name}.cmd").read_text().strip()
             if (out / "runs" / f"{name}.cmd").exists() else None}
@@ -120,12 +121,20 @@ def main() -> int:
                         "mica": m, "mica_run": best_mica_name, "pytorch": r,
                         "ratio": ratio(m, r), "limit": 1.0,
                         "ok": None if ratio(m, r) is None else ratio(m, r) >= 1.0})
-    m = (runs.get("graphs-dynamic-c256") or {}).get("img_s")
-    r = (runs.get("graphs-b256") or {}).get("img_s")
-    targets.append({"target": "one-image requests at concurrency 256 >= 0.9x fixed batch 256 "
-                              "(both mica, graphs)", "mica": m, "pytorch": r,
-                    "ratio": ratio(m, r), "limit": 0.9,
-                    "ok": None if ratio(m, r) is None else ratio(m, r) >= 0.9})
+    # Against the higher of the two fixed-batch-256 figures (the unit with and without
+    # stagger_min_images: a fixed batch is never staggered, so both measure the same).
+    fixed = [v for v in ((runs.get(k) or {}).get("img_s")
+                         for k in ("graphs-b256", "graphs-stagger-b256")) if v]
+    r = max(fixed) if fixed else None
+    for run, label in (("graphs-dynamic-c256", "graphs"),
+                       ("graphs-stagger-c256", "graphs, stagger_min_images = 192")):
+        m = (runs.get(run) or {}).get("img_s")
+        if m is None and run not in runs:
+            continue
+        targets.append({"target": "one-image requests at concurrency 256 >= 0.9x fixed "
+                                  f"batch 256 (both mica, {label})", "mica": m, "pytorch": r,
+                        "ratio": ratio(m, r), "limit": 0.9,
+                        "ok": None if ratio(m, r) is None else ratio(m, r) >= 0.9})
 
     agree = agreement(out)
     skipped = (out / "skipped.txt").read_text().splitlines() if (out / "skipped.txt").exists() else []
@@ -152,11 +161,13 @@ def main() -> int:
         cells = " | ".join(fmt(e["img_s"].get(str(b))) for b in (1, 8, 32, 64, 256))
         lines.append(f"| {c} | {cells} | {fmt(e.get('p50_ms'), 3)} |")
     lines += ["", "## mica runs (`mica bench`, in-process service path)", "",
-              "| run | img/s | p50 ms | p99 ms | failed |", "|---|---:|---:|---:|---:|"]
+              "| run | img/s | p50 ms | p99 ms | mean batch | failed |",
+              "|---|---:|---:|---:|---:|---:|"]
     for name, r in runs.items():
         if r:
             lines.append(f"| {name} | {fmt(r['img_s'])} | {fmt(r['p50_ms'], 3)} | "
-                         f"{fmt(r['p99_ms'], 3)} | {r['failed']} |")
+                         f"{fmt(r['p99_ms'], 3)} | {fmt(r.get('mean_batch'), 1)} | "
+                         f"{r['failed']} |")
         else:
             lines.append(f"| {name} | failed (see runs/{name}.err) | | | |")
     lines += ["", "## Agreement with PyTorch (relative error, same weights and input)", "",

@@ -270,10 +270,13 @@ def main() -> int:
                 entry["batch1_latency_p90_ms"] = p90
             print(f"  {name:<26} batch {batch:>4}: {rate:10.1f} img/s", flush=True)
             del fn
-        entry["seconds"] = time.perf_counter() - started
-        if hasattr(config, "compile_s"):
-            entry["compile_s"] = config.compile_s
-        result["configs"][name] = entry
+            entry["seconds"] = time.perf_counter() - started
+            if hasattr(config, "compile_s"):
+                entry["compile_s"] = config.compile_s
+            result["configs"][name] = entry
+            # Written after every figure: a run stopped by its time limit (compiling
+            # max-autotune takes minutes) keeps what it measured.
+            args.out.write_text(json.dumps(result, indent=2) + "\n")
         del config
         torch.cuda.empty_cache()
     set_tf32(False)

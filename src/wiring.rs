@@ -110,6 +110,7 @@ pub fn service_setup(
             max_batch,
             profile: profile.clone(),
             run_sizes: engine.run_sizes(),
+            stagger_min_images: unit.stagger_min_images,
         };
         units.push(UnitSetup { spec, engine });
     }

@@ -171,6 +171,25 @@ fn zero_streams() {
 }
 
 #[test]
+fn stagger_needs_two_streams_and_a_reachable_size() {
+    rejected(
+        &format!("{CUDA_UNIT}stagger_min_images = 64\n"),
+        "units[0] (cuda).stagger_min_images",
+        "streams = 2",
+    );
+    rejected(
+        &format!("{CUDA_UNIT}streams = 2\nmax_batch = 64\nstagger_min_images = 128\n"),
+        "units[0] (cuda).stagger_min_images",
+        "between the unit's streams (2) and its max_batch (64)",
+    );
+    let loaded = load(&format!(
+        "{CUDA_UNIT}streams = 2\nmax_batch = 64\nstagger_min_images = 32\n"
+    ))
+    .expect("a stagger within the unit's batch loads");
+    assert_eq!(loaded.config.units[0].stagger_min_images, 32);
+}
+
+#[test]
 fn batch_size_above_the_limit() {
     rejected(
         &format!("{CUDA_UNIT}max_batch = 100000\n"),

@@ -156,6 +156,7 @@ fn fixture(scripts: &[Script], policy: PolicyConfig, capacity: usize) -> Fixture
                     max_batch: 4,
                     profile: None,
                     run_sizes: Vec::new(),
+                    stagger_min_images: 0,
                 },
                 engine,
             }

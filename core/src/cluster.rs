@@ -33,6 +33,13 @@ pub struct UnitSpec {
     /// empty when every size runs as it is. The scheduler sends a batch at the size
     /// below rather than pad far up to the one above.
     pub run_sizes: Vec<u32>,
+    /// Staggers the unit's streams under dynamic batching: when at least this many
+    /// waiting images would all go in the one batch the unit is given, they go as one
+    /// share per stream instead, each started a share's expected run time divided by
+    /// the streams after the one before (0: never). The shares then finish apart, so
+    /// one stream's answer-and-resubmit gap overlaps another's work (`Scheduler::poll`,
+    /// `docs/NOTES.md`, "Staggered streams").
+    pub stagger_min_images: u32,
 }
 
 /// When repeated failures take a unit out of service, and for how long.
@@ -280,6 +287,7 @@ mod tests {
                 }],
             })),
             run_sizes: Vec::new(),
+            stagger_min_images: 0,
         }
     }
 

@@ -140,6 +140,27 @@ pub struct Scheduler<T> {
     max_batch: u32,
     /// Per unit, the sizes its engine runs without padding ([`UnitSpec::run_sizes`]).
     run_sizes: Vec<Vec<u32>>,
+    /// Per unit, the waiting images from which an idle unit's batch is staggered over
+    /// its streams ([`UnitSpec::stagger_min_images`]; 0: never).
+    stagger_min_images: Vec<u32>,
+    /// Per unit, the staggered batch whose later shares are still to start.
+    staggers: Vec<Option<Stagger>>,
+}
+
+/// A batch started share by share over a unit's idle streams ([`Scheduler::poll`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Stagger {
+    /// Images in each share but the last, which takes the rest.
+    share: u32,
+    /// Shares still to start.
+    left: u32,
+    /// Images that were waiting after the first share: more waiting means new work
+    /// arrived, and the rest then goes as an ordinary batch.
+    rest: u64,
+    /// When the next share may start.
+    next_at: Duration,
+    /// Between one share's start and the next.
+    lag: Duration,
 }
 
 impl<T> Scheduler<T> {
@@ -162,6 +183,8 @@ impl<T> Scheduler<T> {
             policy_errors: 0,
             max_batch,
             run_sizes: units.iter().map(|u| u.run_sizes.clone()).collect(),
+            stagger_min_images: units.iter().map(|u| u.stagger_min_images).collect(),
+            staggers: vec![None; units.len()],
         }
     }
 
@@ -262,8 +285,27 @@ impl<T> Scheduler<T> {
                         break;
                     };
                     let images = images.clamp(1, target.max_batch.max(1));
-                    if self.settings.fixed_batch.is_none() && self.queued_images < u64::from(images)
-                    {
+                    let dynamic = self.settings.fixed_batch.is_none();
+                    if let Some(plan) = self.staggers[unit].filter(|_| dynamic) {
+                        if self.queued_images > plan.rest {
+                            // New work arrived: the unit is no longer short of work.
+                            self.staggers[unit] = None;
+                        } else if now < plan.next_at {
+                            wake = earliest(wake, Some(plan.next_at));
+                            break;
+                        } else {
+                            let share = if plan.left > 1 { plan.share } else { images };
+                            self.staggers[unit] = (plan.left > 1).then(|| Stagger {
+                                left: plan.left - 1,
+                                rest: plan.rest.saturating_sub(u64::from(plan.share)),
+                                next_at: now + plan.lag,
+                                ..plan
+                            });
+                            self.start_batch(unit, share, now, actions);
+                            continue;
+                        }
+                    }
+                    if dynamic && self.queued_images < u64::from(images) {
                         let oldest = self.oldest_arrival().unwrap_or(now);
                         let release = oldest + self.settings.max_queue_delay;
                         if now < release {
@@ -271,29 +313,23 @@ impl<T> Scheduler<T> {
                             break;
                         }
                     }
-                    let images = if self.settings.fixed_batch.is_none() {
+                    let images = if dynamic {
                         fit_run_size(&self.run_sizes[unit], images, self.queued_images)
                     } else {
                         images
                     };
-                    let (requests, taken) = self.take(images);
-                    let batch = self.next_batch;
-                    self.next_batch += 1;
-                    self.cluster.start(unit, batch, taken, now);
-                    self.running.insert(
-                        batch,
-                        RunningBatch {
-                            unit,
-                            images: taken,
-                            started: now,
-                        },
-                    );
-                    actions.push(Action::Start {
-                        unit,
-                        batch,
-                        images: taken,
-                        requests,
-                    });
+                    let plan = if dynamic {
+                        self.stagger_plan(unit, images, now)
+                    } else {
+                        None
+                    };
+                    match plan {
+                        Some(plan) => {
+                            self.staggers[unit] = Some(plan);
+                            self.start_batch(unit, plan.share, now, actions);
+                        }
+                        None => self.start_batch(unit, images, now, actions),
+                    }
                 }
                 Decision::Shed { requests } => {
                     let before = actions.len();
@@ -317,6 +353,70 @@ impl<T> Scheduler<T> {
             }
         }
         earliest(wake, self.next_deadline)
+    }
+
+    /// Takes up to `images` images from the queue's front and starts them as one batch
+    /// on `unit`.
+    fn start_batch(
+        &mut self,
+        unit: usize,
+        images: u32,
+        now: Duration,
+        actions: &mut Vec<Action<T>>,
+    ) {
+        let (requests, taken) = self.take(images);
+        let batch = self.next_batch;
+        self.next_batch += 1;
+        self.cluster.start(unit, batch, taken, now);
+        self.running.insert(
+            batch,
+            RunningBatch {
+                unit,
+                images: taken,
+                started: now,
+            },
+        );
+        actions.push(Action::Start {
+            unit,
+            batch,
+            images: taken,
+            requests,
+        });
+    }
+
+    /// Whether the batch of `images` about to start on `unit` goes as staggered shares,
+    /// and their plan: the unit staggers ([`UnitSpec::stagger_min_images`]) and the
+    /// batch would take everything waiting, at least `stagger_min_images` images. Then
+    /// each of the unit's streams gets an equal share (fitted to the run sizes); the
+    /// first starts now, each next one a share's expected service time divided by the
+    /// shares later, by which the shares finish apart. A unit answering one whole batch
+    /// at a time leaves its other streams idle while the clients' next requests come
+    /// back and are copied in; staggered shares overlap that gap of one with another's
+    /// work (`docs/NOTES.md`, "Staggered streams"). The unit need not look idle: its
+    /// stream workers answer the clients before the scheduler hears of the completion,
+    /// so the next requests can arrive while the last batch still counts as running.
+    /// No plan before the unit's service time is known.
+    fn stagger_plan(&self, unit: usize, images: u32, now: Duration) -> Option<Stagger> {
+        let from = self.stagger_min_images[unit];
+        let view = &self.cluster.view().units[unit];
+        let waiting = u32::try_from(self.queued_images).ok()?;
+        if from == 0 || waiting < from || waiting > images || view.streams < 2 {
+            return None;
+        }
+        let count = view.streams.min(waiting);
+        let share = fit_run_size(
+            &self.run_sizes[unit],
+            waiting.div_ceil(count),
+            u64::from(waiting),
+        );
+        let lag = view.service_time(share)? / count;
+        Some(Stagger {
+            share,
+            left: count - 1,
+            rest: u64::from(waiting - share),
+            next_at: now + lag,
+            lag,
+        })
     }
 
     /// Records the end of batch `batch` at `now`; `service` is the engine's own time for

@@ -67,6 +67,22 @@ impl UnitView {
         None
     }
 
+    /// Expected service time of one batch of `images` on one of the unit's streams:
+    /// the profile's latency if there is one, else the measured rate per stream
+    /// (`recent_throughput_img_s` counts every stream), else `None`. Unlike
+    /// [`Self::predicted_latency`], the measured case is not divided among streams.
+    pub fn service_time(&self, images: u32) -> Option<Duration> {
+        if let Some(profile) = &self.profile {
+            return Some(profile.latency(images.max(1)));
+        }
+        (self.recent_throughput_img_s > 0.0).then(|| {
+            crate::time::secs(
+                f64::from(images.max(1)) * f64::from(self.streams.max(1))
+                    / self.recent_throughput_img_s,
+            )
+        })
+    }
+
     /// Isolated throughput at the unit's maximum batch, images per second (profile
     /// first, measurement second, 0 when neither is known).
     pub fn nominal_throughput(&self) -> f64 {

@@ -31,6 +31,7 @@ fn unit(id: &str, latency_ms: f64, max_batch: u32) -> UnitSpec {
             }],
         })),
         run_sizes: Vec::new(),
+        stagger_min_images: 0,
     }
 }
 
@@ -92,6 +93,189 @@ fn a_released_batch_rounds_down_to_a_run_size_when_padding_would_waste_more() {
     assert_eq!(released(padded_unit("gpu"), 200), vec![(0, 200)]);
     // A unit that runs every size as it is takes all 130.
     assert_eq!(released(unit("cpu", 1.0, 256), 130), vec![(0, 130)]);
+}
+
+/// A two-stream GPU-like unit that staggers from 64 images, with a profile of 8 ms at
+/// 128 and 16 ms at 256 (so a share of 128 starts the next one 8 / 2 = 4 ms later).
+fn staggering_unit(stagger_min_images: u32) -> UnitSpec {
+    let point = |batch, latency_ms| ProfilePoint {
+        batch,
+        latency_ms,
+        bandwidth_gbps: 0.0,
+        source: String::new(),
+    };
+    UnitSpec {
+        streams: 2,
+        run_sizes: vec![1, 2, 4, 8, 16, 32, 64, 128, 256],
+        stagger_min_images,
+        profile: Some(Arc::new(Profile {
+            model: "m".into(),
+            origin: ProfileOrigin::Calibrated,
+            source: String::new(),
+            overhead_ms: 0.0,
+            gpu_occupancy: 1.0,
+            points: vec![point(128, 8.0), point(256, 16.0)],
+        })),
+        ..unit("gpu", 1.0, 256)
+    }
+}
+
+/// A scheduler over `spec` (dynamic batching, 1 ms queue delay) holding `waiting`
+/// one-image requests that arrived at 0.
+fn waiting_on(spec: UnitSpec, waiting: u32) -> Scheduler<u32> {
+    let settings = SchedulerSettings {
+        max_queue_delay: ms(1),
+        ..Default::default()
+    };
+    let mut s = Scheduler::new(&[spec], Box::new(RoundRobin::new()), settings);
+    for i in 0..waiting {
+        s.admit(ms(0), 1, 0, None, i).unwrap();
+    }
+    s
+}
+
+/// 256 one-image clients that each wait for their answer fill one batch of 256 and
+/// leave the unit's second stream idle; staggered, the batch goes as two shares of
+/// 128, the second 4 ms (a share's 8 ms over two streams) after the first.
+#[test]
+fn a_batch_that_would_empty_the_queue_goes_as_staggered_shares() {
+    let mut s = waiting_on(staggering_unit(64), 256);
+    let mut actions = Vec::new();
+    assert_eq!(s.poll(ms(0), &mut actions), Some(ms(4)));
+    assert_eq!(starts(&actions), vec![(0, 128)]);
+    actions.clear();
+    assert_eq!(
+        s.poll(ms(3), &mut actions),
+        Some(ms(4)),
+        "held until the lag"
+    );
+    assert!(actions.is_empty());
+    s.poll(ms(4), &mut actions);
+    assert_eq!(starts(&actions), vec![(0, 128)]);
+    assert_eq!(s.queued_images(), 0);
+    assert_eq!(s.running_batches(), 2);
+}
+
+#[test]
+fn a_unit_that_does_not_stagger_takes_the_whole_batch() {
+    for spec in [staggering_unit(0), staggering_unit(257)] {
+        let mut s = waiting_on(spec, 256);
+        let mut actions = Vec::new();
+        s.poll(ms(0), &mut actions);
+        assert_eq!(starts(&actions), vec![(0, 256)]);
+    }
+    // Fewer waiting than stagger_min_images: one batch, once the delay has passed.
+    let mut s = waiting_on(staggering_unit(64), 32);
+    let mut actions = Vec::new();
+    s.poll(ms(1), &mut actions);
+    assert_eq!(starts(&actions), vec![(0, 32)]);
+}
+
+/// Staggering is for a unit short of work: with more waiting than one batch, the unit
+/// gets ordinary batches, and what is left after them is staggered only when it is at
+/// least `stagger_min_images`.
+#[test]
+fn a_saturated_unit_is_not_staggered() {
+    let mut s = waiting_on(staggering_unit(64), 600);
+    let mut actions = Vec::new();
+    s.poll(ms(0), &mut actions);
+    assert_eq!(starts(&actions), vec![(0, 256), (0, 256)]);
+
+    // 320 waiting: a full batch, then the 64 left go whole once the delay has passed.
+    let mut s = waiting_on(staggering_unit(192), 320);
+    actions.clear();
+    s.poll(ms(0), &mut actions);
+    assert_eq!(starts(&actions), vec![(0, 256)]);
+    actions.clear();
+    s.poll(ms(1), &mut actions);
+    assert_eq!(starts(&actions), vec![(0, 64)]);
+}
+
+/// The stream workers answer the clients before the scheduler hears of the completion,
+/// so the clients' next requests can arrive while the unit's last batch still counts
+/// as running: the stagger does not wait for the unit to look idle.
+#[test]
+fn a_batch_still_counted_as_running_does_not_stop_the_stagger() {
+    let mut s = waiting_on(staggering_unit(192), 500);
+    let mut actions = Vec::new();
+    s.poll(ms(0), &mut actions);
+    // 256 at once (more waiting than a batch); the 244 left would all go in one batch
+    // once the delay has passed: two shares of 122, the first then.
+    s.poll(ms(1), &mut actions);
+    assert_eq!(starts(&actions), vec![(0, 256), (0, 122)]);
+    let Action::Start { batch: first, .. } = &actions[0] else {
+        unreachable!()
+    };
+    let first = *first;
+    actions.clear();
+    // Both streams busy: the second share waits for the lag and for a free stream.
+    s.poll(ms(10), &mut actions);
+    assert!(actions.is_empty());
+    s.complete(ms(10), first, None, true).unwrap();
+    s.poll(ms(10), &mut actions);
+    assert_eq!(starts(&actions), vec![(0, 122)]);
+}
+
+/// Without a profile the lag comes from what the unit measured; before its first batch
+/// is measured nothing is staggered.
+#[test]
+fn without_a_profile_the_stagger_waits_for_a_measured_batch() {
+    let spec = UnitSpec {
+        profile: None,
+        ..staggering_unit(64)
+    };
+    let mut s = waiting_on(spec, 256);
+    let mut actions = Vec::new();
+    s.poll(ms(0), &mut actions);
+    assert_eq!(
+        starts(&actions),
+        vec![(0, 256)],
+        "no service time known yet"
+    );
+    let Action::Start { batch, .. } = &actions[0] else {
+        unreachable!()
+    };
+    // 256 images in 16 ms on one of two streams: a share of 128 takes 8 ms.
+    s.complete(ms(16), *batch, Some(ms(16)), true).unwrap();
+    for i in 0..256 {
+        s.admit(ms(16), 1, 0, None, i).unwrap();
+    }
+    actions.clear();
+    assert_eq!(s.poll(ms(16), &mut actions), Some(ms(20)));
+    assert_eq!(starts(&actions), vec![(0, 128)]);
+}
+
+/// New requests arriving while the later share is held mean the unit is no longer
+/// short of work: the rest goes at once as an ordinary batch.
+#[test]
+fn new_work_during_a_stagger_ends_it() {
+    let mut s = waiting_on(staggering_unit(64), 256);
+    let mut actions = Vec::new();
+    s.poll(ms(0), &mut actions);
+    assert_eq!(starts(&actions), vec![(0, 128)]);
+    actions.clear();
+    for i in 0..200 {
+        s.admit(ms(1), 1, 0, None, i).unwrap();
+    }
+    s.poll(ms(1), &mut actions);
+    assert_eq!(starts(&actions), vec![(0, 256)], "not held until 4 ms");
+}
+
+#[test]
+fn fixed_batches_are_never_staggered() {
+    let settings = SchedulerSettings {
+        fixed_batch: Some(256),
+        ..Default::default()
+    };
+    let mut s = Scheduler::new(
+        &[staggering_unit(64)],
+        Box::new(RoundRobin::new()),
+        settings,
+    );
+    s.admit(ms(0), 256, 0, None, 0).unwrap();
+    let mut actions = Vec::new();
+    s.poll(ms(0), &mut actions);
+    assert_eq!(starts(&actions), vec![(0, 256)]);
 }
 
 #[test]

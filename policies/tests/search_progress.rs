@@ -24,6 +24,7 @@ fn unit(id: &str, kind: UnitKind, profile: &str) -> UnitSpec {
         max_batch: 64,
         profile: Some(Arc::new(Profile::from_file(&path).unwrap())),
         run_sizes: Vec::new(),
+        stagger_min_images: 0,
     }
 }
 

@@ -35,6 +35,7 @@ fn spec(id: &str, kind: UnitKind, profile: &str, streams: u32) -> UnitSpec {
         max_batch: 64,
         profile: Some(orin(profile)),
         run_sizes: Vec::new(),
+        stagger_min_images: 0,
     }
 }
 
@@ -288,6 +289,7 @@ fn adaptive_drops_a_unit_one_hundred_times_slower() {
         id: UnitId::new("slow"),
         profile: Some(slow_profile),
         run_sizes: Vec::new(),
+        stagger_min_images: 0,
         ..cuda()
     };
     for batch in [8, 64] {

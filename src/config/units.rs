@@ -42,6 +42,15 @@ pub struct UnitConfig {
     /// Set false to keep the entry but not start the unit.
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Staggers the streams under dynamic batching: when at least this many waiting
+    /// images would all go in one batch, they go as one share per stream, started one
+    /// after another a share's run time divided by the streams apart, so that the
+    /// shares finish apart and the clients' answer-and-resubmit gap of one overlaps
+    /// another's work. 0 (the default): never. For GPU units of two or more streams
+    /// whose clients send small requests and wait for each answer; set it above half of
+    /// `max_batch`, so that a share's clients coming back alone are not split again.
+    #[serde(default)]
+    pub stagger_min_images: u32,
 }
 
 fn default_streams() -> u32 {
@@ -186,6 +195,28 @@ impl UnitConfig {
                 key(self, "max_batch"),
                 format!("must be between 1 and {MAX_BATCH_LIMIT}, got {max_batch}"),
             ));
+        }
+        if self.stagger_min_images > 0 {
+            if self.streams < 2 {
+                return Err(Invalid::new(
+                    key(self, "stagger_min_images"),
+                    format!(
+                        "staggers a batch over the unit's streams, but this unit has {} \
+                         stream; give it `streams = 2` or more, or remove the key",
+                        self.streams
+                    ),
+                ));
+            }
+            if self.stagger_min_images < self.streams || self.stagger_min_images > max_batch {
+                return Err(Invalid::new(
+                    key(self, "stagger_min_images"),
+                    format!(
+                        "must be between the unit's streams ({}) and its max_batch \
+                         ({max_batch}), or 0 for never, got {}",
+                        self.streams, self.stagger_min_images
+                    ),
+                ));
+            }
         }
         Ok(ResolvedUnit { max_batch, profile })
     }
