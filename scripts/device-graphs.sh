@@ -193,7 +193,12 @@ bench() { # name units batch(- for one-image requests) concurrency duration_s wa
     fi
     wait "$pid"
     local rc=$?
-    if [[ -n $watcher ]]; then kill "$watcher" 2>/dev/null; wait "$watcher" 2>/dev/null; fi
+    if [[ -n $watcher ]]; then
+        # Its sleep too: left running, it holds the log's pipe open past the script's end.
+        pkill -P "$watcher" 2>/dev/null
+        kill "$watcher" 2>/dev/null
+        wait "$watcher" 2>/dev/null
+    fi
     local wall=$(seconds_since "$t0")
     echo "$rc $wall" >"$out/runs/$name.rc"
     "$python" - "$out/runs/$name.json" "$name" "$rc" "$wall" <<'PY'
@@ -335,7 +340,8 @@ if want compiled per-size; then
         if [[ -f "models/$file" ]]; then
             package_units "aot_b$b" "$file" "$b"
             WATCH_PACKAGE_LOAD_S=120 bench "aot-b$b" "aot_b$b" "$b" 8 2 1
-            if loaded "aot-b$b"; then packages+=("tensor_fp16:$file"); fi
+            # A package of one batch size needs an engine whose max_batch holds it.
+            if loaded "aot-b$b"; then packages+=("tensor_fp16:$file:$b"); fi
         fi
     done
 fi

@@ -8,8 +8,10 @@
 //! torch_resnet50 -- --ignored` (the CPU unit), with `MICA_TORCH_TEST_CUDA=1` on a GPU host
 //! for cuda_fp32, tensor_fp16, tensor_bf16 and amp as well, each also replayed from CUDA
 //! graphs (`cuda_graphs = true`) at the full batch and at a partial one (padded to the
-//! next captured size). `MICA_TORCH_TEST_PACKAGES=kind:file.pt2,...` adds AOTInductor
-//! packages of that folder (scripts/export_model.py --aoti), with and without graphs.
+//! next captured size). `MICA_TORCH_TEST_PACKAGES=kind:file.pt2[:max_batch],...` adds
+//! AOTInductor packages of that folder (scripts/export_model.py --aoti), with and without
+//! graphs; a package of one batch size names it as the engine's max_batch, and the
+//! fixture's images run padded to it.
 #![cfg(feature = "torch")]
 
 mod common;
@@ -57,9 +59,16 @@ fn resnet50_matches_pytorch() {
     let mut packages = Vec::new();
     if let Ok(list) = std::env::var("MICA_TORCH_TEST_PACKAGES") {
         for entry in list.split(',').filter(|e| !e.is_empty()) {
-            let (kind, file) = entry
-                .split_once(':')
-                .unwrap_or_else(|| panic!("MICA_TORCH_TEST_PACKAGES entry {entry}: kind:file"));
+            // kind:file, or kind:file:max_batch for a package of one batch size (the
+            // engine's max_batch must hold it; the fixture's images run padded to it).
+            let mut fields = entry.splitn(3, ':');
+            let (Some(kind), Some(file)) = (fields.next(), fields.next()) else {
+                panic!("MICA_TORCH_TEST_PACKAGES entry {entry}: kind:file[:max_batch]")
+            };
+            let max_batch = fields.next().map(|b| {
+                b.parse::<u32>()
+                    .unwrap_or_else(|_| panic!("{entry}: max_batch {b} is not a number"))
+            });
             let kind = UnitKind::ALL
                 .into_iter()
                 .find(|k| k.as_str() == kind)
@@ -68,31 +77,53 @@ fn resnet50_matches_pytorch() {
                 UnitKind::Cpu | UnitKind::CudaFp32 => 1e-5,
                 _ => 1e-2,
             };
-            packages.push((kind, file.to_owned(), tolerance));
+            packages.push((kind, file.to_owned(), tolerance, max_batch));
         }
     }
-    // (unit kind, file, tolerance, CUDA graphs, images in the batch)
-    let mut cases: Vec<(UnitKind, String, f64, bool, usize)> = Vec::new();
+    let mut cases: Vec<Case> = Vec::new();
     let partial = fixture.images.div_ceil(2).max(1) - usize::from(fixture.images > 2);
-    for (kind, file, tolerance) in units
+    for (kind, file, tolerance, max_batch) in units
         .iter()
-        .map(|(k, f, t)| (*k, f.to_string(), *t))
+        .map(|(k, f, t)| (*k, f.to_string(), *t, None))
         .chain(packages)
     {
-        cases.push((kind, file.clone(), tolerance, false, fixture.images));
+        let plain = Case {
+            kind,
+            file,
+            tolerance,
+            graphs: false,
+            images: fixture.images,
+            max_batch: max_batch.unwrap_or(fixture.images as u32),
+        };
+        cases.push(plain.clone());
         if cuda && kind != UnitKind::Cpu {
-            cases.push((kind, file.clone(), tolerance, true, fixture.images));
-            cases.push((kind, file, tolerance, true, partial));
+            cases.push(Case {
+                graphs: true,
+                ..plain.clone()
+            });
+            cases.push(Case {
+                graphs: true,
+                images: partial,
+                ..plain
+            });
         }
     }
-    if cases.iter().any(|(kind, ..)| *kind != UnitKind::Cpu) {
+    if cases.iter().any(|case| case.kind != UnitKind::Cpu) {
         // libtorch decides once per process whether it has CUDA: load libtorch_cuda
         // before the CPU unit makes that decision without it.
         mica_engines::torch::load_cuda().unwrap_or_else(|e| panic!("libtorch_cuda: {e}"));
     }
     let mut failures = Vec::new();
     let per_image = fixture.input_len();
-    for (kind, file, tolerance, graphs, images) in cases {
+    for Case {
+        kind,
+        file,
+        tolerance,
+        graphs,
+        images,
+        max_batch,
+    } in cases
+    {
         let settings = EngineSettings::Torch(TorchEngineConfig {
             model: Some(dir.join(&file)),
             cuda_graphs: graphs,
@@ -101,7 +132,7 @@ fn resnet50_matches_pytorch() {
         let spec = EngineSpec::new(
             settings,
             kind,
-            fixture.images as u32,
+            max_batch,
             fixture.image_shape.clone(),
             fixture.classes,
         );
@@ -138,4 +169,17 @@ fn resnet50_matches_pytorch() {
         }
     }
     assert!(failures.is_empty(), "{failures:?}");
+}
+
+/// One agreement check: a model file on a unit kind, plain or replayed from CUDA graphs.
+#[derive(Debug, Clone)]
+struct Case {
+    kind: UnitKind,
+    file: String,
+    tolerance: f64,
+    graphs: bool,
+    /// Images in the batch checked.
+    images: usize,
+    /// The engine's max_batch: the fixture's images, or a one-size package's batch.
+    max_batch: u32,
 }

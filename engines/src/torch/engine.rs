@@ -159,6 +159,17 @@ impl TorchEngine {
                 )));
             }
         }
+        if let Some(fixed) = model.fixed_batch() {
+            if spec.max_batch < fixed {
+                return Err(EngineError::Load(format!(
+                    "the AOTInductor package {} is compiled for batches of exactly {fixed} \
+                     images, and every batch runs padded to that size, but the unit's \
+                     max_batch is {}; set max_batch = {fixed}",
+                    model_path.display(),
+                    spec.max_batch
+                )));
+            }
+        }
         let chained = models
             .map(|path| {
                 if path.is_file() {
