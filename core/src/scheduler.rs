@@ -140,14 +140,14 @@ pub struct Scheduler<T> {
     max_batch: u32,
     /// Per unit, the sizes its engine runs without padding ([`UnitSpec::run_sizes`]).
     run_sizes: Vec<Vec<u32>>,
-    /// Per unit, the waiting images from which an idle unit's batch is staggered over
-    /// its streams ([`UnitSpec::stagger_min_images`]; 0: never).
+    /// Per unit, the waiting images from which a batch that would take them all is
+    /// staggered over the unit's streams ([`UnitSpec::stagger_min_images`]; 0: never).
     stagger_min_images: Vec<u32>,
     /// Per unit, the staggered batch whose later shares are still to start.
     staggers: Vec<Option<Stagger>>,
 }
 
-/// A batch started share by share over a unit's idle streams ([`Scheduler::poll`]).
+/// A batch started share by share over a unit's streams ([`Scheduler::stagger_plan`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Stagger {
     /// Images in each share but the last, which takes the rest.
@@ -287,8 +287,10 @@ impl<T> Scheduler<T> {
                     let images = images.clamp(1, target.max_batch.max(1));
                     let dynamic = self.settings.fixed_batch.is_none();
                     if let Some(plan) = self.staggers[unit].filter(|_| dynamic) {
-                        if self.queued_images > plan.rest {
-                            // New work arrived: the unit is no longer short of work.
+                        if self.queued_images > plan.rest || now >= plan.next_at + plan.lag {
+                            // New work arrived (the unit is no longer short of work), or
+                            // the plan went stale (its rest went elsewhere, or no stream
+                            // was free for a whole lag): the ordinary rules take over.
                             self.staggers[unit] = None;
                         } else if now < plan.next_at {
                             wake = earliest(wake, Some(plan.next_at));

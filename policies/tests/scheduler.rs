@@ -261,6 +261,39 @@ fn new_work_during_a_stagger_ends_it() {
     assert_eq!(starts(&actions), vec![(0, 256)], "not held until 4 ms");
 }
 
+/// A plan whose rest went away (here: expired) does not linger: requests arriving much
+/// later are batched by the ordinary rules, held for the queue delay.
+#[test]
+fn a_stale_stagger_does_not_outlive_its_rest() {
+    let settings = SchedulerSettings {
+        max_queue_delay: ms(1),
+        ..Default::default()
+    };
+    let mut s = Scheduler::new(
+        &[staggering_unit(192)],
+        Box::new(RoundRobin::new()),
+        settings,
+    );
+    for i in 0..128 {
+        s.admit(ms(0), 1, 0, None, i).unwrap();
+    }
+    for i in 128..256 {
+        s.admit(ms(0), 1, 0, Some(ms(2)), i).unwrap();
+    }
+    let mut actions = Vec::new();
+    s.poll(ms(0), &mut actions);
+    assert_eq!(starts(&actions), vec![(0, 128)]);
+    actions.clear();
+    s.poll(ms(3), &mut actions);
+    assert_eq!(s.queued_images(), 0, "the rest expired");
+    actions.clear();
+    for i in 0..10 {
+        s.admit(ms(20), 1, 0, None, i).unwrap();
+    }
+    assert_eq!(s.poll(ms(20), &mut actions), Some(ms(21)));
+    assert!(starts(&actions).is_empty(), "held for the queue delay");
+}
+
 #[test]
 fn fixed_batches_are_never_staggered() {
     let settings = SchedulerSettings {
