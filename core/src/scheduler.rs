@@ -148,7 +148,7 @@ pub struct Scheduler<T> {
 }
 
 /// A batch started share by share over a unit's streams ([`Scheduler::stagger_plan`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy)]
 struct Stagger {
     /// Images in each share but the last, which takes the rest.
     share: u32,

@@ -17,22 +17,30 @@ fn unit(id: &str, latency_ms: f64, max_batch: u32) -> UnitSpec {
         simulated: true,
         streams: 1,
         max_batch,
-        profile: Some(Arc::new(Profile {
-            model: "m".into(),
-            origin: ProfileOrigin::Calibrated,
-            source: String::new(),
-            overhead_ms: 0.0,
-            gpu_occupancy: 1.0,
-            points: vec![ProfilePoint {
-                batch: 1,
-                latency_ms,
-                bandwidth_gbps: 0.0,
-                source: String::new(),
-            }],
-        })),
+        profile: Some(profile(&[(1, latency_ms)])),
         run_sizes: Vec::new(),
         stagger_min_images: 0,
     }
+}
+
+/// A calibrated profile through these (batch, latency ms) points.
+fn profile(points: &[(u32, f64)]) -> Arc<Profile> {
+    Arc::new(Profile {
+        model: "m".into(),
+        origin: ProfileOrigin::Calibrated,
+        source: String::new(),
+        overhead_ms: 0.0,
+        gpu_occupancy: 1.0,
+        points: points
+            .iter()
+            .map(|&(batch, latency_ms)| ProfilePoint {
+                batch,
+                latency_ms,
+                bandwidth_gbps: 0.0,
+                source: String::new(),
+            })
+            .collect(),
+    })
 }
 
 fn ms(v: u64) -> Duration {
@@ -76,19 +84,8 @@ fn a_released_batch_rounds_down_to_a_run_size_when_padding_would_waste_more() {
         ..unit(id, 1.0, 256)
     };
     // The batches started once `waiting` one-image requests have waited out the delay.
-    let released = |spec: UnitSpec, waiting: u32| {
-        let settings = SchedulerSettings {
-            max_queue_delay: ms(1),
-            ..Default::default()
-        };
-        let mut s = Scheduler::new(&[spec], Box::new(RoundRobin::new()), settings);
-        for i in 0..waiting {
-            s.admit(ms(0), 1, 0, None, i).unwrap();
-        }
-        let mut actions = Vec::new();
-        s.poll(ms(1), &mut actions);
-        starts(&actions)
-    };
+    let released =
+        |spec: UnitSpec, waiting: u32| poll_starts(&mut waiting_on(spec, waiting), ms(1));
     assert_eq!(released(padded_unit("gpu"), 130), vec![(0, 128), (0, 2)]);
     assert_eq!(released(padded_unit("gpu"), 200), vec![(0, 200)]);
     // A unit that runs every size as it is takes all 130.
@@ -98,24 +95,11 @@ fn a_released_batch_rounds_down_to_a_run_size_when_padding_would_waste_more() {
 /// A two-stream GPU-like unit that staggers from 64 images, with a profile of 8 ms at
 /// 128 and 16 ms at 256 (so a share of 128 starts the next one 8 / 2 = 4 ms later).
 fn staggering_unit(stagger_min_images: u32) -> UnitSpec {
-    let point = |batch, latency_ms| ProfilePoint {
-        batch,
-        latency_ms,
-        bandwidth_gbps: 0.0,
-        source: String::new(),
-    };
     UnitSpec {
         streams: 2,
         run_sizes: vec![1, 2, 4, 8, 16, 32, 64, 128, 256],
         stagger_min_images,
-        profile: Some(Arc::new(Profile {
-            model: "m".into(),
-            origin: ProfileOrigin::Calibrated,
-            source: String::new(),
-            overhead_ms: 0.0,
-            gpu_occupancy: 1.0,
-            points: vec![point(128, 8.0), point(256, 16.0)],
-        })),
+        profile: Some(profile(&[(128, 8.0), (256, 16.0)])),
         ..unit("gpu", 1.0, 256)
     }
 }
@@ -132,6 +116,13 @@ fn waiting_on(spec: UnitSpec, waiting: u32) -> Scheduler<u32> {
         s.admit(ms(0), 1, 0, None, i).unwrap();
     }
     s
+}
+
+/// The batches (unit, images) a poll at `now` starts.
+fn poll_starts(s: &mut Scheduler<u32>, now: Duration) -> Vec<(usize, u32)> {
+    let mut actions = Vec::new();
+    s.poll(now, &mut actions);
+    starts(&actions)
 }
 
 /// 256 one-image clients that each wait for their answer fill one batch of 256 and
@@ -159,16 +150,14 @@ fn a_batch_that_would_empty_the_queue_goes_as_staggered_shares() {
 #[test]
 fn a_unit_that_does_not_stagger_takes_the_whole_batch() {
     for spec in [staggering_unit(0), staggering_unit(257)] {
-        let mut s = waiting_on(spec, 256);
-        let mut actions = Vec::new();
-        s.poll(ms(0), &mut actions);
-        assert_eq!(starts(&actions), vec![(0, 256)]);
+        assert_eq!(
+            poll_starts(&mut waiting_on(spec, 256), ms(0)),
+            vec![(0, 256)]
+        );
     }
     // Fewer waiting than stagger_min_images: one batch, once the delay has passed.
     let mut s = waiting_on(staggering_unit(64), 32);
-    let mut actions = Vec::new();
-    s.poll(ms(1), &mut actions);
-    assert_eq!(starts(&actions), vec![(0, 32)]);
+    assert_eq!(poll_starts(&mut s, ms(1)), vec![(0, 32)]);
 }
 
 /// Staggering is for a unit short of work: with more waiting than one batch, the unit
@@ -177,18 +166,12 @@ fn a_unit_that_does_not_stagger_takes_the_whole_batch() {
 #[test]
 fn a_saturated_unit_is_not_staggered() {
     let mut s = waiting_on(staggering_unit(64), 600);
-    let mut actions = Vec::new();
-    s.poll(ms(0), &mut actions);
-    assert_eq!(starts(&actions), vec![(0, 256), (0, 256)]);
+    assert_eq!(poll_starts(&mut s, ms(0)), vec![(0, 256), (0, 256)]);
 
     // 320 waiting: a full batch, then the 64 left go whole once the delay has passed.
     let mut s = waiting_on(staggering_unit(192), 320);
-    actions.clear();
-    s.poll(ms(0), &mut actions);
-    assert_eq!(starts(&actions), vec![(0, 256)]);
-    actions.clear();
-    s.poll(ms(1), &mut actions);
-    assert_eq!(starts(&actions), vec![(0, 64)]);
+    assert_eq!(poll_starts(&mut s, ms(0)), vec![(0, 256)]);
+    assert_eq!(poll_starts(&mut s, ms(1)), vec![(0, 64)]);
 }
 
 /// The stream workers answer the clients before the scheduler hears of the completion,
@@ -250,43 +233,29 @@ fn without_a_profile_the_stagger_waits_for_a_measured_batch() {
 #[test]
 fn new_work_during_a_stagger_ends_it() {
     let mut s = waiting_on(staggering_unit(64), 256);
-    let mut actions = Vec::new();
-    s.poll(ms(0), &mut actions);
-    assert_eq!(starts(&actions), vec![(0, 128)]);
-    actions.clear();
+    assert_eq!(poll_starts(&mut s, ms(0)), vec![(0, 128)]);
     for i in 0..200 {
         s.admit(ms(1), 1, 0, None, i).unwrap();
     }
-    s.poll(ms(1), &mut actions);
-    assert_eq!(starts(&actions), vec![(0, 256)], "not held until 4 ms");
+    assert_eq!(
+        poll_starts(&mut s, ms(1)),
+        vec![(0, 256)],
+        "not held until 4 ms"
+    );
 }
 
 /// A plan whose rest went away (here: expired) does not linger: requests arriving much
 /// later are batched by the ordinary rules, held for the queue delay.
 #[test]
 fn a_stale_stagger_does_not_outlive_its_rest() {
-    let settings = SchedulerSettings {
-        max_queue_delay: ms(1),
-        ..Default::default()
-    };
-    let mut s = Scheduler::new(
-        &[staggering_unit(192)],
-        Box::new(RoundRobin::new()),
-        settings,
-    );
-    for i in 0..128 {
-        s.admit(ms(0), 1, 0, None, i).unwrap();
-    }
+    let mut s = waiting_on(staggering_unit(192), 128);
     for i in 128..256 {
         s.admit(ms(0), 1, 0, Some(ms(2)), i).unwrap();
     }
-    let mut actions = Vec::new();
-    s.poll(ms(0), &mut actions);
-    assert_eq!(starts(&actions), vec![(0, 128)]);
-    actions.clear();
-    s.poll(ms(3), &mut actions);
+    assert_eq!(poll_starts(&mut s, ms(0)), vec![(0, 128)]);
+    assert!(poll_starts(&mut s, ms(3)).is_empty());
     assert_eq!(s.queued_images(), 0, "the rest expired");
-    actions.clear();
+    let mut actions = Vec::new();
     for i in 0..10 {
         s.admit(ms(20), 1, 0, None, i).unwrap();
     }
