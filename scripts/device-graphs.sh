@@ -18,7 +18,8 @@
 #      CUDA graphs: a package's run fails inside a stream capture, a load error)
 #   7. PyTorch references at 64 and 256: eager, graph replay, torch.compile default and
 #      max-autotune-no-cudagraphs
-#   8. per-size packages (FP16, 64 and 256, max-autotune) as time allows; agreement of
+#   8. per-size packages (FP16, 64 and 256, max-autotune; FP32 input or, with
+#      MICA_PACKAGE_INPUTS=cl, FP16 channels-last input) as time allows; agreement of
 #      every package
 #   9. device_graphs_report.py: results.json + summary.md under $OUT (table printed last)
 # Steps that would start after the time budget are skipped and reported as such; `part`
@@ -34,10 +35,14 @@
 # device_graphs_report.py, device-common.sh, this script.
 # Environment: OUT, MICA_GRAPHS_BUDGET_S (default 470), PYTHON; MICA_COMPILE_REFERENCE_S
 # (time limit of the torch.compile references, default 240) and
-# MICA_COMPILE_REFERENCE_CONFIGS (default: all four), MICA_REFERENCE_SECONDS and
+# MICA_COMPILE_REFERENCE_CONFIGS (default: all four) and MICA_COMPILE_REFERENCE_BATCHES
+# (default 64,256), MICA_REFERENCE_SECONDS and
 # MICA_REFERENCE_REPEATS (each timing's length, default 0.2 s, and how many, default 2:
 # the median is reported); MICA_PACKAGE_BATCHES (default
-# "64 256") and MICA_PACKAGE_MODE (default max-autotune) for the per-size packages.
+# "64 256"), MICA_PACKAGE_MODE (default max-autotune), MICA_PACKAGE_INPUTS (fp32, cl or
+# both, default fp32) and MICA_PACKAGE_EXPORT_S (each export's time limit, default 240)
+# for the per-size packages; MICA_PACKAGE_STREAMS (every package unit's streams, default
+# 2).
 set -uo pipefail
 
 part="${1:-all}"
@@ -276,7 +281,7 @@ package_units() { # id file max_batch -> a unit running the package (no CUDA gra
 id = "$1"
 kind = "tensor_fp16"
 device = 0
-streams = 2
+streams = ${MICA_PACKAGE_STREAMS:-2}
 max_batch = $3
 engine = { type = "torch", model = "../models/$2", warmup_batches = 2 }
 TOML
@@ -316,7 +321,7 @@ if want compiled compile-reference; then
     step "PyTorch reference: eager, graph replay, torch.compile default and max-autotune-no-cudagraphs (64, 256)"
     gated "reference-compile" &&
         timeout "${MICA_COMPILE_REFERENCE_S:-240}" "$python" -W ignore "$here/torch_reference.py" \
-            --batch-sizes 64,256 \
+            --batch-sizes "${MICA_COMPILE_REFERENCE_BATCHES:-64,256}" \
             --configs "${MICA_COMPILE_REFERENCE_CONFIGS:-half_cl,half_cl_graph,half_cl_compile,half_cl_compile_mat}" \
             --seconds "${MICA_REFERENCE_SECONDS:-0.2}" --repeats "${MICA_REFERENCE_REPEATS:-2}" \
             --latency-iters 10 --out "$out/reference-compile.json" 2>&1 | grep -v Warning | tail -n 6
@@ -325,24 +330,32 @@ fi
 if want compiled per-size; then
     mode="${MICA_PACKAGE_MODE:-max-autotune}"
     suffix="" && [[ $mode != default ]] && suffix="_${mode//-/}"
-    step "AOTInductor packages per batch size: FP16, ${MICA_PACKAGE_BATCHES:-64 256}, $mode"
+    step "AOTInductor packages per batch size: FP16, ${MICA_PACKAGE_BATCHES:-64 256}, $mode, input ${MICA_PACKAGE_INPUTS:-fp32}"
     for b in ${MICA_PACKAGE_BATCHES:-64 256}; do
-        gated "aoti-b$b" || continue
-        t0=$(date +%s%N)
-        file="resnet50_fp16_cuda_b${b}${suffix}.pt2"
-        if [[ -f "models/$file" ]]; then
-            echo "  reusing models/$file from an earlier call on this machine" | tee -a "$out/reused.txt"
-        else
-            timeout 240 "$python" -W ignore "$here/export_model.py" --out models \
-                --aoti "fp16:cuda:$b:$mode" 2>&1 | grep -E "wrote|Error|error" | tail -n 3
-            echo "  export took $(seconds_since "$t0") s"
-        fi
-        if [[ -f "models/$file" ]]; then
-            package_units "aot_b$b" "$file" "$b"
-            WATCH_PACKAGE_LOAD_S=120 bench "aot-b$b" "aot_b$b" "$b" 8 2 1
-            # A package of one batch size needs an engine whose max_batch holds it.
-            if loaded "aot-b$b"; then packages+=("tensor_fp16:$file:$b"); fi
-        fi
+        # fp32: FP32 NCHW in, converted inside; cl: FP16 channels-last in (the form
+        # PyTorch's references are fed), which mica's synthetic input is made in.
+        for input in ${MICA_PACKAGE_INPUTS:-fp32}; do
+            tag="b$b" && [[ $input == cl ]] && tag="b${b}_cl"
+            gated "aoti-$tag" || continue
+            t0=$(date +%s%N)
+            file="resnet50_fp16_cuda_b${b}${suffix}"
+            [[ $input == cl ]] && file+="_cl"
+            file+=".pt2"
+            if [[ -f "models/$file" ]]; then
+                echo "  reusing models/$file from an earlier call on this machine" | tee -a "$out/reused.txt"
+            else
+                timeout "${MICA_PACKAGE_EXPORT_S:-240}" "$python" -W ignore "$here/export_model.py" \
+                    --out models --aoti "fp16:cuda:$b:$mode:$input" 2>&1 |
+                    grep -E "wrote|Error|error" | tail -n 3
+                echo "  export took $(seconds_since "$t0") s"
+            fi
+            if [[ -f "models/$file" ]]; then
+                package_units "aot_$tag" "$file" "$b"
+                WATCH_PACKAGE_LOAD_S=120 bench "aot-$tag" "aot_$tag" "$b" 8 2 1
+                # A package of one batch size needs an engine whose max_batch holds it.
+                if loaded "aot-$tag"; then packages+=("tensor_fp16:$file:$b"); fi
+            fi
+        done
     done
 fi
 

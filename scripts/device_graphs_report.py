@@ -107,7 +107,7 @@ def main() -> int:
                     "ok": None if ratio(m, r) is None else ratio(m, r) <= 1.2})
     for b in (64, 256):
         candidates = {k: (runs.get(k) or {}).get("img_s")
-                      for k in (f"aot-b{b}", f"aot-dyn-b{b}")}
+                      for k in (f"aot-b{b}", f"aot-b{b}_cl", f"aot-dyn-b{b}")}
         best_mica_name = max((k for k in candidates if candidates[k]),
                              key=lambda k: candidates[k], default=None)
         m = candidates.get(best_mica_name) if best_mica_name else None

@@ -32,14 +32,18 @@ a pipeline run stage by stage can be checked against the unsplit model.
 AOTInductor packages (`--aoti SPEC[,SPEC...]`, needs a GPU for CUDA packages and a C++
 compiler): ResNet-50 (or the tiny model with `--tiny`) compiled ahead of time by
 torch._inductor.aoti_compile_and_package into `.pt2` packages the torch engine loads
-(`model = "....pt2"`). SPEC is `<precision>:<device>:<batch>[:<mode>]`, precision fp16,
-bf16 or fp32, device cuda or cpu, batch a number (a package for that batch size only:
-mica pads every batch to it) or `dyn<N>` (a dynamic batch dimension 1..N), mode
-`default` or `max-autotune` (Inductor's max_autotune, no CUDA graphs). Files:
-`resnet50_<precision>_<device>_b<batch>[_<mode>].pt2` (tiny: `tiny_<device>_...pt2`), each
-with metadata mica checks at load (mica_input_dtype, mica_compute, mica_batch,
-mica_max_batch). The FP16/BF16 packages take FP32 NCHW input and return FP32, like the
-TorchScript wrappers (the conversion is compiled in).
+(`model = "....pt2"`). SPEC is `<precision>:<device>:<batch>[:<mode>[:<input>]]`,
+precision fp16, bf16 or fp32, device cuda or cpu, batch a number (a package for that
+batch size only: mica pads every batch to it) or `dyn<N>` (a dynamic batch dimension
+1..N), mode `default` or `max-autotune` (Inductor's max_autotune, no CUDA graphs), input
+`fp32` (the default: FP32 NCHW in, like the TorchScript wrappers, the conversion compiled
+in as the first kernel) or `cl` (the input already in the package's precision and in
+channels-last layout, what PyTorch's own half-precision benchmarks feed: mica converts a
+request's FP32 data on the GPU, and its synthetic benchmark input is made in that form).
+Files: `resnet50_<precision>_<device>_b<batch>[_<mode>][_cl].pt2` (tiny:
+`tiny_<device>_...pt2`), each with metadata mica checks at load (mica_input_dtype,
+mica_input_layout, mica_compute, mica_batch, mica_max_batch). Every package returns
+FP32.
 
 ONNX (`--onnx`, for the onnx engine): the committed tiny model's weights (loaded from
 tiny_resnet.pt, so no weight changes) as `tiny_resnet.onnx` with a dynamic batch axis
@@ -97,6 +101,18 @@ class Bf16ChannelsLast(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+        return self.model(x).float()
+
+
+class ChannelsLastInput(nn.Module):
+    """Weights in `dtype` and channels-last; input already in `dtype` and channels-last
+    (an `--aoti ...:cl` package), FP32 out."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.model = model.to(dtype).to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x).float()
 
 
@@ -479,12 +495,17 @@ class Fp32Nchw(nn.Module):
 
 
 def parse_aoti_spec(spec: str) -> dict:
-    """`<precision>:<device>:<batch>[:<mode>]` -> its parts (see the module doc)."""
+    """`<precision>:<device>:<batch>[:<mode>[:<input>]]` -> its parts (see the module
+    doc)."""
     parts = spec.split(":")
-    if len(parts) not in (3, 4):
-        raise ValueError(f"--aoti {spec!r}: expected <precision>:<device>:<batch>[:<mode>]")
+    if len(parts) not in (3, 4, 5):
+        raise ValueError(
+            f"--aoti {spec!r}: expected <precision>:<device>:<batch>[:<mode>[:<input>]]")
     precision, device, batch = parts[:3]
-    mode = parts[3] if len(parts) == 4 else "default"
+    mode = parts[3] if len(parts) >= 4 else "default"
+    input_form = parts[4] if len(parts) == 5 else "fp32"
+    if input_form not in ("fp32", "cl"):
+        raise ValueError(f"--aoti {spec!r}: input must be fp32 or cl")
     if precision not in ("fp32", "fp16", "bf16"):
         raise ValueError(f"--aoti {spec!r}: precision must be fp32, fp16 or bf16")
     if device not in ("cuda", "cpu"):
@@ -496,7 +517,7 @@ def parse_aoti_spec(spec: str) -> dict:
     if number < 1:
         raise ValueError(f"--aoti {spec!r}: batch must be at least 1")
     return {"precision": precision, "device": device, "batch": number, "dynamic": dynamic,
-            "mode": mode}
+            "mode": mode, "input": input_form}
 
 
 def export_aoti(model: nn.Module, name: str, image: list[int], spec: dict,
@@ -505,23 +526,35 @@ def export_aoti(model: nn.Module, name: str, image: list[int], spec: dict,
     import time
 
     precision, device = spec["precision"], spec["device"]
-    wrapper = {"fp32": Fp32Nchw, "fp16": Fp16ChannelsLast, "bf16": Bf16ChannelsLast}[precision]
-    module = wrapper(copy_model(model)).to(device).eval()
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    channels_last = spec["input"] == "cl"
+    if channels_last:
+        module = ChannelsLastInput(copy_model(model), dtype).to(device).eval()
+    else:
+        wrapper = {"fp32": Fp32Nchw, "fp16": Fp16ChannelsLast,
+                   "bf16": Bf16ChannelsLast}[precision]
+        module = wrapper(copy_model(model)).to(device).eval()
     batch = spec["batch"]
     example_batch = min(batch, 64) if spec["dynamic"] else batch
     # A dynamic dimension needs an example above 1 (torch.export specializes size 1).
     example = torch.randn([max(example_batch, 2) if spec["dynamic"] else batch] + image,
                           device=device)
+    if channels_last:
+        # Inductor compiles for the example's strides: the package then assumes them.
+        example = example.to(dtype).contiguous(memory_format=torch.channels_last)
     dynamic_shapes = None
     if spec["dynamic"]:
         dynamic_shapes = {"x": {0: torch.export.Dim("batch", min=1, max=batch)}}
     compute = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[precision]
     tag = f"b{batch}" if not spec["dynamic"] else f"dyn{batch}"
     suffix = "" if spec["mode"] == "default" else "_" + spec["mode"].replace("-", "")
+    if channels_last:
+        suffix += "_cl"
     path = out / f"{name}_{precision}_{device}_{tag}{suffix}.pt2"
     configs = {
         "aot_inductor.metadata": {
-            "mica_input_dtype": "float32",
+            "mica_input_dtype": str(dtype).removeprefix("torch.") if channels_last else "float32",
+            "mica_input_layout": "channels_last" if channels_last else "contiguous",
             "mica_compute": compute,
             "mica_batch": "dynamic" if spec["dynamic"] else str(batch),
             "mica_max_batch": str(batch),

@@ -170,6 +170,17 @@ impl TorchEngine {
                 )));
             }
         }
+        if model
+            .package_input()
+            .is_some_and(|form| form.channels_last && image_shape.len() != 3)
+        {
+            return Err(EngineError::Load(format!(
+                "the AOTInductor package {} takes a channels-last image batch [N, C, H, W], \
+                 but the model's input_shape {:?} is not [C, H, W]",
+                model_path.display(),
+                spec.input_shape
+            )));
+        }
         let chained = models
             .map(|path| {
                 if path.is_file() {
@@ -247,14 +258,18 @@ impl TorchEngine {
         }
     }
 
-    /// The synthetic input, `[max_batch, ...input_shape]` FP32 on the device, made at
-    /// the first call (random values). With CUDA graphs it is also the graphs' static
-    /// input.
+    /// The synthetic input, `[max_batch, ...input_shape]` on the device, made at the
+    /// first call (random values): FP32, or for a package the element type and layout
+    /// it takes, so that a benchmark batch runs the model and no conversion a request's
+    /// data would need. With CUDA graphs it is also the graphs' static input.
     fn synthetic(&mut self) -> Result<&Tensor, EngineError> {
         if self.synthetic.is_none() {
             let full = self.batch_shape(i64::from(self.info.max_batch));
-            let tensor = Tensor::f_randn(full.as_slice(), (Kind::Float, self.mode.device))
+            let mut tensor = Tensor::f_randn(full.as_slice(), (Kind::Float, self.mode.device))
                 .map_err(inference)?;
+            if let Some(form) = self.model.package_input() {
+                tensor = form.convert(&tensor).map_err(EngineError::Inference)?;
+            }
             self.synthetic = Some(tensor);
         }
         Ok(self.synthetic.as_ref().expect("set above"))

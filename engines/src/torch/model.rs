@@ -29,6 +29,9 @@ pub(crate) const META_COMPUTE: &str = "mica_compute";
 pub(crate) const META_BATCH: &str = "mica_batch";
 /// The largest batch of a package with a dynamic batch dimension.
 pub(crate) const META_MAX_BATCH: &str = "mica_max_batch";
+/// The memory layout its input must have: `contiguous` (the default when absent) or
+/// `channels_last` (an image batch `[N, C, H, W]` stored as `[N, H, W, C]`).
+pub(crate) const META_INPUT_LAYOUT: &str = "mica_input_layout";
 /// libtorch's own key: the device type the package was compiled for.
 const META_DEVICE: &str = "AOTI_DEVICE_KEY";
 
@@ -53,12 +56,67 @@ impl std::fmt::Debug for Model {
 #[derive(Debug)]
 pub(crate) struct Package {
     package: AotiPackage,
-    /// The element type its input must have.
-    input: Kind,
+    /// The element type and layout its input must have.
+    input: InputForm,
     /// The batch size it was compiled for (`None`: a dynamic batch dimension).
     batch: Option<u32>,
     /// The largest batch of a dynamic package, when recorded.
     max_batch: Option<u32>,
+}
+
+/// The element type and memory layout a package takes its input in. A package compiled
+/// for an input already in its compute precision and channels-last layout (what
+/// `export_model.py --aoti ...:native` writes) skips the conversion a package taking
+/// FP32 does as its first kernel; mica converts a request's FP32 data to it on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InputForm {
+    pub(crate) kind: Kind,
+    pub(crate) channels_last: bool,
+}
+
+impl InputForm {
+    /// Whether `input` already has this form.
+    fn holds(self, input: &Tensor) -> bool {
+        input.kind() == self.kind
+            && if self.channels_last {
+                is_channels_last(input)
+            } else {
+                input.is_contiguous()
+            }
+    }
+
+    /// `input` (any floating kind and layout, on its device) in this form: one copy
+    /// kernel, which converts the element type and the layout together.
+    pub(crate) fn convert(self, input: &Tensor) -> Result<Tensor, String> {
+        if !self.channels_last {
+            return input
+                .f_to_kind(self.kind)
+                .and_then(|t| t.f_contiguous())
+                .map_err(|e| e.to_string());
+        }
+        let [n, c, h, w] = input.size()[..] else {
+            return Err(format!(
+                "the package takes a channels-last image batch [N, C, H, W], but its input \
+                 has shape {:?}",
+                input.size()
+            ));
+        };
+        // Storage in [N, H, W, C] order, viewed as [N, C, H, W]: channels-last strides.
+        let mut view = Tensor::f_empty([n, h, w, c], (self.kind, input.device()))
+            .and_then(|nhwc| nhwc.f_permute([0, 3, 1, 2]))
+            .map_err(|e| e.to_string())?;
+        view.f_copy_(input).map_err(|e| e.to_string())?;
+        Ok(view)
+    }
+}
+
+/// Whether `t` is a 4-D tensor with channels-last strides (PyTorch's
+/// `torch.channels_last`: `[N, C, H, W]` stored as `[N, H, W, C]`).
+pub(crate) fn is_channels_last(t: &Tensor) -> bool {
+    let [_, c, h, w] = t.size()[..] else {
+        return false;
+    };
+    t.stride() == [h * w * c, 1, w * c, c]
 }
 
 impl Model {
@@ -77,6 +135,15 @@ impl Model {
         match self {
             Self::Script(_) => None,
             Self::Package(p) => p.batch,
+        }
+    }
+
+    /// The input form a package needs (`None` for TorchScript, which takes FP32 and
+    /// converts inside its own graph or on entry).
+    pub(crate) fn package_input(&self) -> Option<InputForm> {
+        match self {
+            Self::Script(_) => None,
+            Self::Package(p) => Some(p.input),
         }
     }
 
@@ -114,13 +181,10 @@ impl Model {
             }
             Self::Package(p) => {
                 let converted;
-                let input = if input.kind() == p.input && input.is_contiguous() {
+                let input = if p.input.holds(input) {
                     input
                 } else {
-                    converted = input
-                        .f_to_kind(p.input)
-                        .and_then(|t| t.f_contiguous())
-                        .map_err(|e| e.to_string())?;
+                    converted = p.input.convert(input)?;
                     &converted
                 };
                 p.package.run(input, stream)
@@ -190,7 +254,7 @@ fn load_package(path: &Path, unit: UnitKind, mode: &RunMode) -> Result<Package, 
              `{wanted}`; export a package for this device (scripts/export_model.py --aoti)"
         )));
     }
-    let input = match meta(META_INPUT_DTYPE)?.as_deref() {
+    let kind = match meta(META_INPUT_DTYPE)?.as_deref() {
         Some(name) => kind_named(name).ok_or_else(|| {
             fail(format!(
                 "its metadata gives the unknown input dtype `{name}` ({META_INPUT_DTYPE})"
@@ -204,6 +268,20 @@ fn load_package(path: &Path, unit: UnitKind, mode: &RunMode) -> Result<Package, 
             );
             Kind::Float
         }
+    };
+    let channels_last = match meta(META_INPUT_LAYOUT)?.as_deref() {
+        None | Some("contiguous") => false,
+        Some("channels_last") => true,
+        Some(other) => {
+            return Err(fail(format!(
+                "its metadata gives the unknown input layout `{other}` ({META_INPUT_LAYOUT}; \
+                 expected contiguous or channels_last)"
+            )))
+        }
+    };
+    let input = InputForm {
+        kind,
+        channels_last,
     };
     if let Some(compute) = meta(META_COMPUTE)? {
         let expected = compute_name(unit);
@@ -280,5 +358,74 @@ mod tests {
         assert_eq!(kind_named("float16"), Some(Kind::Half));
         assert_eq!(kind_named("torch.bfloat16"), Some(Kind::BFloat16));
         assert_eq!(kind_named("int8"), None);
+    }
+
+    fn image_batch() -> Tensor {
+        Tensor::arange(2 * 3 * 4 * 5, (Kind::Float, tch::Device::Cpu)).reshape([2, 3, 4, 5])
+    }
+
+    #[test]
+    fn a_channels_last_form_keeps_every_value_and_reorders_the_storage() {
+        let input = image_batch();
+        let form = InputForm {
+            kind: Kind::Half,
+            channels_last: true,
+        };
+        assert!(
+            !form.holds(&input),
+            "an FP32 contiguous batch is not in the form"
+        );
+        let converted = form.convert(&input).unwrap();
+        assert_eq!(converted.size(), [2, 3, 4, 5]);
+        assert_eq!(converted.kind(), Kind::Half);
+        assert_eq!(converted.stride(), [60, 1, 15, 3]);
+        assert!(is_channels_last(&converted) && form.holds(&converted));
+        assert!(!is_channels_last(&input));
+        // Element [n, c, h, w] is where it was (the values are exact in FP16).
+        let difference = (converted.to_kind(Kind::Float) - &input).abs().max();
+        assert_eq!(difference.double_value(&[]), 0.0);
+        // The storage is [N, H, W, C]: the first four values are pixel (0, 0) of the
+        // three channels, then pixel (0, 1).
+        let mut storage = [0.0_f32; 4];
+        converted
+            .permute([0, 2, 3, 1])
+            .contiguous()
+            .to_kind(Kind::Float)
+            .flatten(0, -1)
+            .narrow(0, 0, 4)
+            .copy_data(&mut storage, 4);
+        assert_eq!(storage, [0.0, 20.0, 40.0, 1.0]);
+    }
+
+    #[test]
+    fn a_contiguous_form_converts_the_kind_only() {
+        let input = image_batch();
+        let form = InputForm {
+            kind: Kind::Float,
+            channels_last: false,
+        };
+        assert!(form.holds(&input));
+        let half = InputForm {
+            kind: Kind::Half,
+            channels_last: false,
+        };
+        let converted = half.convert(&input).unwrap();
+        assert_eq!(converted.kind(), Kind::Half);
+        assert!(converted.is_contiguous() && half.holds(&converted));
+    }
+
+    #[test]
+    fn a_channels_last_form_refuses_an_input_that_is_not_an_image_batch() {
+        let form = InputForm {
+            kind: Kind::Half,
+            channels_last: true,
+        };
+        let flat = Tensor::zeros([2, 10], (Kind::Float, tch::Device::Cpu));
+        let error = form.convert(&flat).unwrap_err();
+        assert!(
+            error.contains("channels-last") && error.contains("[2, 10]"),
+            "{error}"
+        );
+        assert!(!form.holds(&flat));
     }
 }
