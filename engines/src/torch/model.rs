@@ -66,7 +66,7 @@ pub(crate) struct Package {
 
 /// The element type and memory layout a package takes its input in. A package compiled
 /// for an input already in its compute precision and channels-last layout (what
-/// `export_model.py --aoti ...:native` writes) skips the conversion a package taking
+/// `export_model.py --aoti ...:cl` writes) skips the conversion a package taking
 /// FP32 does as its first kernel; mica converts a request's FP32 data to it on the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct InputForm {
