@@ -112,6 +112,21 @@ EOF
 prometheus --config.file="$tmp/prometheus.yml" --storage.tsdb.path="$tmp/tsdb" \
     --web.listen-address="127.0.0.1:$prom_port" >"$tmp/prometheus.log" 2>&1 &
 pids+=("$!")
+prom_query() { # EXPR → the first result's value through Prometheus's API (empty if none)
+    curl -sf --get --data-urlencode "query=$1" "http://127.0.0.1:$prom_port/api/v1/query" 2>/dev/null \
+        | python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else "")' \
+        2>/dev/null || true
+}
+wait_prom() { # EXPR WHAT: until EXPR has a result with value 1 (a busy CI machine can take
+    # many seconds to start Prometheus; the throughput window and the policy-change
+    # annotation need scrapes from before the swap)
+    for _ in $(seq 1 600); do
+        [[ "$(prom_query "$1")" == 1 ]] && return 0
+        sleep 0.1
+    done
+    echo "prometheus-test: Prometheus never $2" >&2; tail -n 20 "$tmp/prometheus.log" >&2; exit 1
+}
+wait_prom 'up{job="mica"}' "scraped mica"
 
 # Load for the whole run: wrk, 32 connections, one-image binary requests.
 load_seconds=24
@@ -131,7 +146,10 @@ wait_metric() { # NAME_WITH_LABELS VALUE
     fail "$1 never reached $2 (is $(metric "$1"))"
 }
 
-sleep 7
+# Warm-up: from the first scrape that saw images, 6 s more of round_robin (the window
+# before the swap is 5 s).
+wait_prom '(sum(mica_images_total) > bool 0)' "saw an image answered"
+sleep 6
 t_swap=$(date +%s.%N)
 write_config 'policy = { type = "contention_aware" }'
 wait_metric 'mica_policy_info{policy="contention_aware"}' 1
